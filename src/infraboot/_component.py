@@ -1,0 +1,365 @@
+"""Components: what infraboot starts, checks and stops.
+
+Two equivalent ways to write one: subclass :class:`Component`, or decorate an
+async generator function with :func:`component` (setup before ``yield``,
+teardown after).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import re
+import socket
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Mapping
+from typing import Any, Generic, TypeVar, cast
+
+from ._retry import RetryPolicy, check_non_negative_int, check_positive_seconds
+from .exceptions import ConfigError
+
+__all__ = ["Closer", "Component", "Context", "FunctionComponent", "component"]
+
+T = TypeVar("T")
+Closer = Callable[[], Awaitable[None]]
+
+_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.\-]*$")
+
+
+class Context:
+    """Handed to a component's ``start``: the resources of the components it requires.
+
+    ``ctx.get("database")`` returns the live resource of a requirement. Asking for a
+    component that is not in ``requires`` is an error, so the dependency graph
+    always says the truth about start and stop order.
+    """
+
+    __slots__ = ("_resources", "attempt", "component")
+
+    def __init__(self, component: str, resources: Mapping[str, Any], attempt: int = 1) -> None:
+        self.component = component
+        self.attempt = attempt
+        self._resources = resources
+
+    def get(self, name: str) -> Any:
+        try:
+            return self._resources[name]
+        except KeyError:
+            msg = (
+                f"component {self.component!r} asked for {name!r}, which it does not require; "
+                f"add it to requires, e.g. requires=[{name!r}]"
+            )
+            raise ConfigError(msg) from None
+
+    def __repr__(self) -> str:
+        return f"<Context component={self.component!r} attempt={self.attempt} requires={sorted(self._resources)}>"
+
+
+class Component(Generic[T]):
+    """A piece of infrastructure that infraboot starts, checks and stops.
+
+    Subclass it and override :meth:`start` (required), :meth:`check` and
+    :meth:`stop`; set the settings as class attributes or pass them to
+    ``__init__``::
+
+        class Search(infraboot.Component[SearchClient]):
+            name = "search"
+            requires = ("database",)
+            required = False
+
+            async def start(self, ctx):
+                return await SearchClient.connect(dsn=ctx.get("database").url)
+
+            async def stop(self, client):
+                await client.close()
+
+    Settings (all validated at construction, before any I/O):
+
+    - ``requires``: names of the components that must be ready first.
+    - ``required``: when ``True`` (the default) a failure fails the whole startup;
+      when ``False`` the system runs "degraded" without it.
+    - ``timeout``: seconds one start attempt may take (default 10).
+    - ``retries``: extra attempts after the first (default 3), with exponential
+      backoff and full jitter between ``backoff_initial`` and ``backoff_max``.
+    - ``deadline``: optional total seconds for all attempts together.
+    - ``check_timeout`` / ``stop_timeout``: seconds a health probe / a stop may take.
+    """
+
+    name: str = ""
+    requires: Collection[str] = ()
+    required: bool = True
+    timeout: float = 10.0
+    retries: int = 3
+    backoff_initial: float = 0.1
+    backoff_max: float = 5.0
+    deadline: float | None = None
+    check_timeout: float = 5.0
+    stop_timeout: float = 10.0
+
+    def __init__(
+        self,
+        name: str | None = None,
+        *,
+        requires: Collection[str] | None = None,
+        required: bool | None = None,
+        timeout: float | None = None,
+        retries: int | None = None,
+        backoff_initial: float | None = None,
+        backoff_max: float | None = None,
+        deadline: float | None = None,
+        check_timeout: float | None = None,
+        stop_timeout: float | None = None,
+    ) -> None:
+        overrides: dict[str, Any] = {
+            "name": name,
+            "requires": requires,
+            "required": required,
+            "timeout": timeout,
+            "retries": retries,
+            "backoff_initial": backoff_initial,
+            "backoff_max": backoff_max,
+            "deadline": deadline,
+            "check_timeout": check_timeout,
+            "stop_timeout": stop_timeout,
+        }
+        for key, value in overrides.items():
+            if value is not None:
+                setattr(self, key, value)
+        self._validate_definition()
+
+    # -- definition -------------------------------------------------------------------
+
+    def _validate_definition(self) -> None:
+        problems: list[str] = []
+        name = self.name
+        label = f"component {name!r}" if isinstance(name, str) and name else f"{type(self).__name__}"
+        if not isinstance(name, str) or not _NAME.match(name):
+            problems.append(
+                f"{label}: name={name!r} must be a non-empty identifier-like string "
+                "(letters, digits, '_', '-', '.'), e.g. name='search'"
+            )
+        requires = self.requires
+        if isinstance(requires, str | bytes) or not isinstance(requires, Collection):
+            problems.append(
+                f"{label}: requires={requires!r} must be a list of component names, e.g. requires=['database']"
+            )
+        else:
+            bad = [r for r in requires if not isinstance(r, str) or not _NAME.match(r)]
+            if bad:
+                problems.append(f"{label}: requires contains {bad!r}; each entry must be a component name string")
+            else:
+                self.requires = tuple(dict.fromkeys(requires))
+                if isinstance(name, str) and name in self.requires:
+                    problems.append(f"{label}: a component cannot require itself; remove {name!r} from requires")
+        if not isinstance(self.required, bool):
+            problems.append(f"{label}: required={self.required!r} must be True or False")
+        for field in ("timeout", "check_timeout", "stop_timeout", "backoff_initial", "backoff_max"):
+            problem = check_positive_seconds(field, getattr(self, field))
+            if problem:
+                problems.append(f"{label}: {problem}")
+        problem = check_positive_seconds("deadline", self.deadline, allow_none=True)
+        if problem:
+            problems.append(f"{label}: {problem}")
+        problem = check_non_negative_int("retries", self.retries)
+        if problem:
+            problems.append(f"{label}: {problem}")
+        if problems:
+            raise ConfigError("; ".join(problems), problems=tuple(problems))
+
+    @property
+    def retry_policy(self) -> RetryPolicy:
+        return RetryPolicy(self.retries, self.backoff_initial, self.backoff_max)
+
+    # -- hooks for subclasses -------------------------------------------------------------
+
+    def configure(self) -> str | None:
+        """Validate configuration before any I/O.
+
+        Raise :class:`~infraboot.ConfigError` naming each bad field and its fix, or
+        return a reason string to mark the component ``disabled`` (an unset URL, say).
+        Called at the start of every ``ensure_initialized`` that includes the component.
+        """
+        return None
+
+    async def start(self, ctx: Context) -> T:
+        """Create the resource; ``ctx.get(name)`` returns a requirement's resource.
+
+        If the start is cancelled (its deadline passed), release what was created
+        before re-raising: infraboot cannot stop a resource it never received.
+        """
+        msg = f"{type(self).__name__} must implement 'async def start(self, ctx)' and return the resource"
+        raise NotImplementedError(msg)
+
+    async def check(self, resource: T) -> None:
+        """Probe the resource; raise when it is unhealthy. The default probe always passes."""
+        return None
+
+    async def stop(self, resource: T) -> None:
+        """Release the resource. Called once, in reverse dependency order, under ``stop_timeout``."""
+        return None
+
+    def is_retryable(self, exc: Exception) -> bool:
+        """Whether a failed start attempt may be retried.
+
+        The default retries everything but configuration errors and a few errors that
+        cannot heal by waiting (``TypeError``, ``NotImplementedError``, ...).
+        Override it to refuse, say, authentication failures.
+        """
+        return not isinstance(exc, ConfigError | TypeError | NotImplementedError | AttributeError | ImportError)
+
+    def classify(self, exc: BaseException) -> str:
+        """A short, stable error code for reports and metrics (never a driver message)."""
+        return classify_error(exc)
+
+    async def _open(self, ctx: Context) -> tuple[T, Closer]:
+        resource = await self.start(ctx)
+
+        async def close() -> None:
+            await self.stop(resource)
+
+        return resource, close
+
+    def __repr__(self) -> str:
+        flag = "required" if self.required else "optional"
+        requires = f" requires={list(self.requires)}" if self.requires else ""
+        return f"<{type(self).__name__} {self.name!r} {flag}{requires}>"
+
+
+def classify_error(exc: BaseException) -> str:
+    """Map an exception to one of ``timeout``, ``refused``, ``reset``, ``dns``, ``tls``, ``config``, ``error``."""
+    import ssl
+
+    if isinstance(exc, ConfigError):
+        return "config"
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, TimeoutError | asyncio.TimeoutError):
+            return "timeout"
+        if isinstance(current, ConnectionRefusedError):
+            return "refused"
+        if isinstance(current, ConnectionResetError | BrokenPipeError | ConnectionAbortedError):
+            return "reset"
+        if isinstance(current, socket.gaierror):
+            return "dns"
+        if isinstance(current, ssl.SSLError | ssl.CertificateError):
+            return "tls"
+        current = current.__cause__ or current.__context__
+    return "error"
+
+
+class FunctionComponent(Component[T]):
+    """A component made from an async generator function by :func:`component`."""
+
+    def __init__(
+        self,
+        fn: Callable[[Context], AsyncIterator[T]],
+        name: str,
+        *,
+        check: Callable[[T], Awaitable[object]] | None = None,
+        **settings: Any,
+    ) -> None:
+        label = f"@infraboot.component({name!r})"
+        fn_name = getattr(fn, "__qualname__", repr(fn))
+        if not inspect.isasyncgenfunction(fn):
+            if inspect.isgeneratorfunction(fn):
+                how = f"{fn_name} is a sync generator; write it as 'async def {fn_name}(ctx): ... yield resource'"
+            elif inspect.iscoroutinefunction(fn):
+                how = f"{fn_name} returns instead of yielding; replace 'return resource' with 'yield resource'"
+            elif callable(fn):
+                how = f"{fn_name} is a plain function; write it as 'async def {fn_name}(ctx): ... yield resource'"
+            else:
+                how = f"{fn!r} is not a function"
+            msg = f"{label} needs an async generator function: {how}"
+            raise ConfigError(msg)
+        if check is not None and not _is_async_callable(check):
+            msg = f"{label}: check={check!r} must be an async function 'async def check(resource): ...'"
+            raise ConfigError(msg)
+        self._fn = fn
+        self._check = check
+        self.__doc__ = fn.__doc__
+        super().__init__(name, **settings)
+
+    async def check(self, resource: T) -> None:
+        if self._check is not None:
+            await self._check(resource)
+
+    async def _open(self, ctx: Context) -> tuple[T, Closer]:
+        agen = self._fn(ctx)
+        try:
+            resource = await agen.__anext__()
+        except StopAsyncIteration:
+            msg = f"component {self.name!r}: {self._fn.__qualname__} returned without yielding; yield the resource once"
+            raise ConfigError(msg) from None
+
+        async def close() -> None:
+            try:
+                await agen.__anext__()
+            except StopAsyncIteration:
+                return
+            await agen.aclose()
+            msg = f"component {self.name!r}: {self._fn.__qualname__} yielded twice; yield the resource exactly once"
+            raise RuntimeError(msg)
+
+        return resource, close
+
+    def __repr__(self) -> str:
+        return super().__repr__()[:-1] + f" fn={self._fn.__qualname__}>"
+
+
+def _is_async_callable(obj: object) -> bool:
+    if inspect.iscoroutinefunction(obj):
+        return True
+    call = getattr(obj, "__call__", None)  # noqa: B004 - an async __call__ counts too
+    return call is not None and inspect.iscoroutinefunction(call)
+
+
+def component(
+    name: str,
+    *,
+    requires: Collection[str] = (),
+    required: bool = True,
+    timeout: float = Component.timeout,
+    retries: int = Component.retries,
+    backoff_initial: float = Component.backoff_initial,
+    backoff_max: float = Component.backoff_max,
+    deadline: float | None = None,
+    check: Callable[[Any], Awaitable[object]] | None = None,
+    check_timeout: float = Component.check_timeout,
+    stop_timeout: float = Component.stop_timeout,
+) -> Callable[[Callable[[Context], AsyncIterator[T]]], FunctionComponent[T]]:
+    """Turn an async generator function into a component.
+
+    Setup runs before ``yield``, teardown after; ``ctx.get(name)`` returns a
+    requirement's resource. The component is not registered: pass it to
+    :class:`SystemInitializer` or :func:`infraboot.register`::
+
+        @infraboot.component("search", requires=["database"], required=False, timeout=5.0)
+        async def search(ctx):
+            client = await SearchClient.connect(ctx.get("database"))
+            yield client
+            await client.close()
+
+        infraboot.register(search)
+    """
+    if callable(name) and not isinstance(name, str):
+        msg = "@infraboot.component needs a name: write @infraboot.component('search', ...)"
+        raise ConfigError(msg)
+
+    def decorate(fn: Callable[[Context], AsyncIterator[T]]) -> FunctionComponent[T]:
+        return FunctionComponent(
+            fn,
+            name,
+            check=cast("Callable[[T], Awaitable[object]] | None", check),
+            requires=requires,
+            required=required,
+            timeout=timeout,
+            retries=retries,
+            backoff_initial=backoff_initial,
+            backoff_max=backoff_max,
+            deadline=deadline,
+            check_timeout=check_timeout,
+            stop_timeout=stop_timeout,
+        )
+
+    return decorate

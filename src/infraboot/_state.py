@@ -1,0 +1,23 @@
+from __future__ import annotations
+
+import enum
+
+__all__ = ["ComponentState"]
+
+
+class ComponentState(enum.StrEnum):
+    """Where a component is in its life.
+
+    ``pending`` → ``starting`` → ``ready`` → ``stopping`` → ``stopped``; a start that
+    gives up ends in ``failed``; ``blocked`` means a requirement is not available;
+    ``disabled`` means configuration switched the component off (an unset URL, say).
+    """
+
+    PENDING = "pending"
+    STARTING = "starting"
+    READY = "ready"
+    FAILED = "failed"
+    BLOCKED = "blocked"
+    DISABLED = "disabled"
+    STOPPING = "stopping"
+    STOPPED = "stopped"

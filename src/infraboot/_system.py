@@ -1,0 +1,808 @@
+"""The lifecycle engine: start components in dependency order, stop them in reverse."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+import warnings
+import weakref
+from collections import Counter
+from collections.abc import Coroutine, Iterable, Mapping
+from types import MappingProxyType, TracebackType
+from typing import Any, Self
+
+from ._component import Closer, Component, Context
+from ._log import event
+from ._redact import scrub
+from ._report import ComponentResult, ShutdownReport, StartupReport, StartupStatus, StopResult
+from ._retry import check_positive_seconds, is_testing, testing_attempts
+from ._state import ComponentState
+from .exceptions import (
+    ComponentUnavailableError,
+    ConfigError,
+    DependencyError,
+    NotInitializedError,
+    StartupError,
+)
+
+__all__ = ["SystemInitializer"]
+
+_S = ComponentState
+_UNAVAILABLE = frozenset({_S.FAILED, _S.BLOCKED, _S.DISABLED})
+# A start task that outlives its own deadline this long is cut off from outside.
+_DEADLINE_GRACE = 0.5
+
+
+class _Slot:
+    """The mutable runtime record of one component. Private to the engine."""
+
+    __slots__ = (
+        "attempts",
+        "closer",
+        "component",
+        "ended_at",
+        "error",
+        "error_code",
+        "reason",
+        "started_at",
+        "state",
+        "task",
+    )
+
+    def __init__(self, component: Component[Any]) -> None:
+        self.component = component
+        self.state = _S.PENDING
+        self.task: asyncio.Task[None] | None = None
+        self.closer: Closer | None = None
+        self.reset()
+
+    def reset(self) -> None:
+        self.attempts = 0
+        self.started_at: float | None = None
+        self.ended_at: float | None = None
+        self.error: str | None = None
+        self.error_code: str | None = None
+        self.reason: str | None = None
+
+
+class SystemInitializer:
+    """Holds components and their state; starts and stops them.
+
+    ::
+
+        system = SystemInitializer([redis_component, database_component], startup_timeout=30)
+        async with system:                 # initialize_all() ... shutdown()
+            client = system.get("redis")
+
+    - ``startup_timeout``: seconds one ``ensure_initialized``/``initialize_all`` call may take
+      in all, retries included (``None``: each component's own attempts and deadline decide).
+    - ``shutdown_timeout``: seconds shutdown (and a rollback) may take in all; each stop is
+      also bounded by its component's ``stop_timeout``.
+
+    Every method is safe to call concurrently: concurrent ``ensure_initialized`` calls start
+    each component once and share its outcome.
+    """
+
+    def __init__(
+        self,
+        components: Iterable[Component[Any]] = (),
+        *,
+        startup_timeout: float | None = None,
+        shutdown_timeout: float = 30.0,
+    ) -> None:
+        problems = [
+            p
+            for p in (
+                check_positive_seconds("startup_timeout", startup_timeout, allow_none=True),
+                check_positive_seconds("shutdown_timeout", shutdown_timeout),
+            )
+            if p
+        ]
+        if problems:
+            raise ConfigError("SystemInitializer: " + "; ".join(problems), problems=tuple(problems))
+        self.startup_timeout = startup_timeout
+        self.shutdown_timeout = shutdown_timeout
+        self._slots: dict[str, _Slot] = {}
+        # Only ready components are here: get() is one dict lookup.
+        self._resources: dict[str, Any] = {}
+        self._pinned: set[str] = set()  # promised ready to a caller; a rollback leaves them alone
+        self._demand: Counter[str] = Counter()  # in-flight ensure_initialized calls per component
+        self._graph_checked = False
+        self._loop_ref: weakref.ref[asyncio.AbstractEventLoop] | None = None
+        self._base_time: float | None = None
+        self._shutting_down = False
+        self._background: set[asyncio.Task[Any]] = set()
+        for c in components:
+            self.register(c)
+
+    # -- registration -------------------------------------------------------------------
+
+    def register(self, component: Component[Any]) -> Component[Any]:
+        """Add *component*; returns it, so it can be used as a decorator's last step."""
+        if not isinstance(component, Component):
+            msg = (
+                f"register() takes a Component, not {type(component).__name__}; "
+                "decorate an async generator with @infraboot.component('name') or subclass infraboot.Component"
+            )
+            raise ConfigError(msg)
+        if component.name in self._slots:
+            msg = (
+                f"a component named {component.name!r} is already registered "
+                f"({self._slots[component.name].component!r}); give the new one another name"
+            )
+            raise DependencyError(msg)
+        self._slots[component.name] = _Slot(component)
+        self._graph_checked = False
+        return component
+
+    @property
+    def components(self) -> Mapping[str, Component[Any]]:
+        """The registered components by name (read-only)."""
+        return MappingProxyType({n: s.component for n, s in self._slots.items()})
+
+    # -- accessors (hot path) ----------------------------------------------------------------
+
+    def get(self, name: str) -> Any:
+        """The live resource of a ready component.
+
+        Raises :class:`NotInitializedError` when it was not started (or is not
+        registered) and :class:`ComponentUnavailableError` when it is an optional
+        component that is down or disabled.
+        """
+        try:
+            return self._resources[name]
+        except KeyError:
+            raise self._why_not(name) from None
+
+    def state(self, name: str) -> ComponentState:
+        try:
+            return self._slots[name].state
+        except KeyError:
+            raise self._unknown(name) from None
+
+    def _unknown(self, name: str) -> NotInitializedError:
+        registered = ", ".join(sorted(self._slots)) or "none"
+        return NotInitializedError(
+            f"no component named {name!r} is registered (registered: {registered}); "
+            "register it with infraboot.register(...) or pass it to SystemInitializer"
+        )
+
+    def _why_not(self, name: str) -> Exception:
+        slot = self._slots.get(name)
+        if slot is None:
+            return self._unknown(name)
+        state = slot.state
+        detail = slot.error or slot.reason
+        if state in _UNAVAILABLE:
+            return ComponentUnavailableError(
+                f"component {name!r} is unavailable ({state.value}: {detail}); "
+                "take the degraded path, or check the startup report for the cause",
+                component=name,
+            )
+        if state in (_S.STOPPING, _S.STOPPED):
+            return NotInitializedError(
+                f"component {name!r} was shut down; call await infraboot.ensure_initialized([{name!r}]) to start it again"
+            )
+        return NotInitializedError(
+            f"component {name!r} is {state.value}, not ready; "
+            f"call await infraboot.ensure_initialized([{name!r}]) first"
+        )
+
+    # -- graph --------------------------------------------------------------------------------
+
+    def _check_graph(self) -> None:
+        if self._graph_checked:
+            return
+        for name, slot in self._slots.items():
+            missing = [r for r in slot.component.requires if r not in self._slots]
+            if missing:
+                msg = (
+                    f"component {name!r} requires {', '.join(map(repr, missing))}, which is not registered; "
+                    f"register it, or remove it from {name!r}'s requires"
+                )
+                raise DependencyError(msg)
+        cycle = self._find_cycle()
+        if cycle:
+            msg = f"dependency cycle: {' -> '.join(cycle)}; remove one of these requirements to break it"
+            raise DependencyError(msg)
+        self._graph_checked = True
+
+    def _find_cycle(self) -> list[str] | None:
+        white, grey, black = 0, 1, 2
+        color = dict.fromkeys(self._slots, white)
+        stack: list[str] = []
+
+        def visit(n: str) -> list[str] | None:
+            color[n] = grey
+            stack.append(n)
+            for r in self._slots[n].component.requires:
+                if color[r] == grey:
+                    return [*stack[stack.index(r) :], r]
+                if color[r] == white:
+                    found = visit(r)
+                    if found:
+                        return found
+            stack.pop()
+            color[n] = black
+            return None
+
+        for n in self._slots:
+            if color[n] == white:
+                found = visit(n)
+                if found:
+                    return found
+        return None
+
+    def _closure(self, names: Iterable[str] | None) -> list[str]:
+        """The named components and everything they require, requirements first."""
+        self._check_graph()
+        if names is None:
+            roots = list(self._slots)
+        else:
+            if isinstance(names, str):
+                msg = f"ensure_initialized({names!r}): pass a list of names, e.g. ensure_initialized([{names!r}])"
+                raise ConfigError(msg)
+            roots = list(names)
+            unknown = [n for n in roots if n not in self._slots]
+            if unknown:
+                import difflib
+
+                hints = []
+                for n in unknown:
+                    close = difflib.get_close_matches(str(n), self._slots, n=1)
+                    hints.append(f"{n!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
+                registered = ", ".join(sorted(self._slots)) or "none"
+                msg = f"unknown component {', '.join(hints)}; registered: {registered}"
+                raise DependencyError(msg)
+        order: list[str] = []
+        seen: set[str] = set()
+
+        def visit(n: str) -> None:
+            if n in seen:
+                return
+            seen.add(n)
+            for r in self._slots[n].component.requires:
+                visit(r)
+            order.append(n)
+
+        for n in roots:
+            visit(n)
+        return order
+
+    def _dependents(self, names: Iterable[str]) -> dict[str, list[str]]:
+        wanted = set(names)
+        out: dict[str, list[str]] = {n: [] for n in wanted}
+        for n in wanted:
+            for r in self._slots[n].component.requires:
+                if r in wanted:
+                    out[r].append(n)
+        return out
+
+    # -- startup -------------------------------------------------------------------------------
+
+    async def initialize_all(self) -> StartupReport:
+        """Start every registered component; see :meth:`ensure_initialized`."""
+        return await self.ensure_initialized(None)
+
+    async def ensure_initialized(self, names: Iterable[str] | None = None) -> StartupReport:
+        """Start the named components (all when ``None``) and everything they require.
+
+        Idempotent: ready components are left alone, so calling it again is cheap.
+        Returns a :class:`StartupReport` whose status is ``ok`` or ``degraded``; raises
+        :class:`StartupError` when a required component fails, after stopping again what
+        this call had started. Raises :class:`ConfigError` / :class:`DependencyError`
+        before any I/O when a definition or setting is wrong.
+        """
+        closure = self._closure(names)
+        self._bind_loop()
+        if all(self._slots[n].state is _S.READY for n in closure):
+            return self._build_report(closure, self._base_time)
+        if self._shutting_down:
+            msg = "ensure_initialized() was called while the system is shutting down; start it again after shutdown()"
+            raise NotInitializedError(msg)
+        self._configure(closure)
+
+        call_start = time.monotonic()
+        if self._base_time is None:
+            self._base_time = call_start
+        deadline = call_start + self.startup_timeout if self.startup_timeout is not None else None
+        before = {n for n in closure if self._slots[n].state is _S.READY}
+        tasks: list[asyncio.Task[None]] = []
+        for n in closure:
+            slot = self._slots[n]
+            if slot.state in (_S.READY, _S.DISABLED):
+                continue
+            if slot.task is None or slot.task.done():
+                slot.reset()
+                slot.state = _S.PENDING
+                slot.task = asyncio.get_running_loop().create_task(
+                    self._start_one(slot, deadline), name=f"infraboot-start-{n}"
+                )
+            tasks.append(slot.task)
+        self._demand.update(closure)
+        event(logging.DEBUG, "startup_begin", components=",".join(closure))
+        try:
+            failed = await self._wait_started(tasks, closure, deadline)
+            if failed is not None:
+                await self._shielded(self._rollback(closure, before))
+        except BaseException:
+            # Cancelled (Ctrl-C, SIGTERM, a task cancel): stop what we started, then let it go on.
+            await self._shielded(self._rollback(closure, before))
+            raise
+        finally:
+            self._demand.subtract(closure)
+            self._demand = +self._demand
+
+        report = self._build_report(closure, call_start)
+        if failed is not None:
+            raise self._startup_error(failed, report)
+        self._pinned.update(n for n in closure if self._slots[n].state is _S.READY)
+        level = logging.INFO if report.status == "ok" else logging.WARNING
+        event(level, "startup_complete", status=report.status, duration=report.duration, failed=",".join(report.failed) or None)
+        return report
+
+    def _configure(self, closure: list[str]) -> None:
+        """Run every component's configure() before any I/O; collect every problem."""
+        problems: list[str] = []
+        for n in closure:
+            slot = self._slots[n]
+            if slot.state is _S.READY or (slot.task is not None and not slot.task.done()):
+                continue
+            try:
+                reason = slot.component.configure()
+            except ConfigError as exc:
+                problems.extend(exc.problems)
+                continue
+            if reason:
+                slot.reset()
+                slot.state = _S.DISABLED
+                slot.reason = scrub(reason)
+                event(logging.INFO, "component_disabled", n, reason=slot.reason)
+            elif slot.state is _S.DISABLED:
+                slot.state = _S.PENDING
+        if problems:
+            msg = "invalid configuration:\n" + "\n".join(f"  - {p}" for p in problems)
+            raise ConfigError(scrub(msg), problems=tuple(scrub(p) for p in problems))
+
+    async def _wait_started(
+        self, tasks: list[asyncio.Task[None]], closure: list[str], deadline: float | None
+    ) -> str | None:
+        """Wait for the start tasks; return the first failed required component, or None."""
+        pending: set[asyncio.Task[None]] = set(tasks)
+        timeout_at = None if deadline is None else deadline + _DEADLINE_GRACE
+        while pending:
+            timeout = None if timeout_at is None else max(0.0, timeout_at - time.monotonic())
+            done, pending = await asyncio.wait(pending, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+            failed = self._first_required_failure(closure)
+            if failed is not None:
+                return failed
+            if not done:  # the safety net: a start ignored its deadline
+                for n in closure:
+                    slot = self._slots[n]
+                    if slot.task in pending and slot.task is not None and self._demand[n] <= 1:
+                        slot.task.cancel()
+                await asyncio.wait(pending, timeout=self.shutdown_timeout)
+                for n in closure:
+                    slot = self._slots[n]
+                    if slot.state in (_S.PENDING, _S.STARTING):
+                        self._mark_failed(slot, TimeoutError("startup_timeout exceeded"), "timeout")
+                return self._first_required_failure(closure)
+        return None
+
+    def _first_required_failure(self, closure: list[str]) -> str | None:
+        for n in closure:
+            slot = self._slots[n]
+            if slot.component.required and slot.state in (_S.FAILED, _S.BLOCKED):
+                return n
+        return None
+
+    async def _start_one(self, slot: _Slot, deadline: float | None) -> None:
+        comp = slot.component
+        name = comp.name
+        try:
+            for dep in comp.requires:
+                dep_task = self._slots[dep].task
+                if dep_task is not None and not dep_task.done():
+                    # asyncio.wait, not await: a dependency's cancellation is its own, not ours.
+                    await asyncio.wait([dep_task])
+            missing = [d for d in comp.requires if self._slots[d].state is not _S.READY]
+            if missing:
+                dep = missing[0]
+                dep_state = self._slots[dep].state
+                if all(self._slots[d].state is _S.DISABLED for d in missing):
+                    slot.state = _S.DISABLED
+                    slot.reason = f"requires {dep!r}, which is disabled"
+                    event(logging.INFO, "component_disabled", name, reason=slot.reason)
+                else:
+                    slot.state = _S.BLOCKED
+                    slot.reason = f"requires {dep!r}, which is {dep_state.value}"
+                    event(logging.WARNING, "component_blocked", name, reason=slot.reason)
+                return
+            slot.state = _S.STARTING
+            slot.started_at = time.monotonic()
+            event(logging.INFO, "component_starting", name)
+            resource, closer = await self._attempt_start(slot, deadline)
+        except asyncio.CancelledError:
+            slot.ended_at = time.monotonic()
+            slot.state = _S.FAILED
+            slot.error, slot.error_code = "start was cancelled", "cancelled"
+            raise
+        except Exception as exc:  # the attempts are used up: record, never raise
+            self._mark_failed(slot, exc, comp.classify(exc))
+            return
+        slot.ended_at = time.monotonic()
+        slot.closer = closer
+        slot.state = _S.READY
+        self._resources[name] = resource
+        event(
+            logging.INFO, "component_ready", name, duration=slot.ended_at - (slot.started_at or 0), attempts=slot.attempts
+        )
+
+    def _mark_failed(self, slot: _Slot, exc: BaseException, code: str) -> None:
+        slot.ended_at = time.monotonic()
+        slot.state = _S.FAILED
+        slot.error = _describe(exc)
+        slot.error_code = code
+        level = logging.ERROR if slot.component.required else logging.WARNING
+        event(
+            level,
+            "component_failed",
+            slot.component.name,
+            attempts=slot.attempts,
+            error_code=code,
+            error=slot.error,
+            required=slot.component.required,
+        )
+
+    async def _attempt_start(self, slot: _Slot, deadline: float | None) -> tuple[Any, Closer]:
+        import tenacity
+
+        comp = slot.component
+        own = None if comp.deadline is None else time.monotonic() + comp.deadline
+        limit = own if deadline is None else (deadline if own is None else min(own, deadline))
+        policy = comp.retry_policy
+        attempts = min(policy.attempts, testing_attempts()) if is_testing() else policy.attempts
+        wait: tenacity.wait.wait_base = (
+            tenacity.wait_none()
+            if is_testing()
+            else tenacity.wait_random_exponential(multiplier=policy.backoff_initial, max=policy.backoff_max)
+        )
+
+        def past_deadline(rs: tenacity.RetryCallState) -> bool:
+            # Never start an attempt after the deadline: stop if the next wait would cross it.
+            return limit is not None and time.monotonic() + rs.upcoming_sleep >= limit
+
+        def retryable(exc: BaseException) -> bool:
+            return isinstance(exc, Exception) and not isinstance(exc, _OutOfTime) and comp.is_retryable(exc)
+
+        def before_sleep(rs: tenacity.RetryCallState) -> None:
+            exc = rs.outcome.exception() if rs.outcome else None
+            event(
+                logging.WARNING,
+                "component_retrying",
+                comp.name,
+                attempt=rs.attempt_number,
+                wait=rs.upcoming_sleep,
+                error_code=comp.classify(exc) if exc else None,
+                error=_describe(exc) if exc else None,
+            )
+
+        retrying = tenacity.AsyncRetrying(
+            stop=tenacity.stop_after_attempt(attempts) | past_deadline,
+            wait=wait,
+            retry=tenacity.retry_if_exception(retryable),
+            before_sleep=before_sleep,
+            reraise=True,
+        )
+        resources = {d: self._resources[d] for d in comp.requires}
+
+        async def one_attempt() -> tuple[Any, Closer]:
+            slot.attempts += 1
+            budget = comp.timeout
+            if limit is not None:
+                remaining = limit - time.monotonic()
+                if remaining <= 0:
+                    msg = "the startup deadline passed before this attempt could begin"
+                    raise _OutOfTime(msg)
+                budget = min(budget, remaining)
+            cm = asyncio.timeout(budget)
+            try:
+                async with cm:
+                    return await comp._open(Context(comp.name, resources, slot.attempts))
+            except TimeoutError:
+                if cm.expired():
+                    msg = f"no answer within {budget:.3g}s (attempt {slot.attempts})"
+                    raise _AttemptTimeout(msg) from None
+                raise
+
+        result: tuple[Any, Closer] = await retrying(one_attempt)
+        return result
+
+    async def _rollback(self, closure: list[str], before: set[str]) -> None:
+        """Stop what this call started and nobody else was promised, dependents first."""
+        for n in closure:
+            task = self._slots[n].task
+            if task is not None and not task.done() and self._demand[n] <= 1:
+                task.cancel()
+        in_flight = [t for n in closure if (t := self._slots[n].task) is not None and not t.done()]
+        if in_flight:
+            await asyncio.wait(in_flight, timeout=self.shutdown_timeout)
+        victims = [
+            n
+            for n in closure
+            if self._slots[n].state is _S.READY and n not in before and n not in self._pinned and self._demand[n] <= 1
+        ]
+        if victims:
+            event(logging.WARNING, "rollback_begin", components=",".join(victims))
+            await self._stop_many(victims, self.shutdown_timeout)
+
+    def _startup_error(self, name: str, report: StartupReport) -> StartupError:
+        slot = self._slots[name]
+        result = report.components[name]
+        if slot.state is _S.BLOCKED:
+            cause = slot.reason or "a requirement is unavailable"
+        else:
+            cause = f"{slot.error_code}: {slot.error}"
+        rolled = [n for n, r in report.components.items() if r.state is _S.STOPPED]
+        msg = (
+            f"required component {name!r} failed after {result.attempts} attempt"
+            f"{'' if result.attempts == 1 else 's'} ({cause})"
+        )
+        if rolled:
+            msg += f"; rolled back: {', '.join(rolled)}"
+        msg += ". Fix the cause, or mark the component required=False to start without it."
+        return StartupError(scrub(msg), component=name, attempts=result.attempts, report=report)
+
+    # -- reports ---------------------------------------------------------------------------------
+
+    def _build_report(self, names: Iterable[str], base: float | None) -> StartupReport:
+        results: dict[str, ComponentResult] = {}
+        base = base if base is not None else time.monotonic()
+        end = base
+        for n in names:
+            s = self._slots[n]
+            offset = duration = None
+            if s.started_at is not None:
+                offset = max(0.0, s.started_at - base)
+                finish = s.ended_at if s.ended_at is not None else time.monotonic()
+                duration = finish - s.started_at
+                end = max(end, finish)
+            results[n] = ComponentResult(
+                name=n,
+                state=s.state,
+                required=s.component.required,
+                attempts=s.attempts,
+                start_offset=offset,
+                duration=duration,
+                error=s.error,
+                error_code=s.error_code,
+                reason=s.reason,
+            )
+        status: StartupStatus = "ok"
+        for r in results.values():
+            if r.state in (_S.FAILED, _S.BLOCKED, _S.STOPPED, _S.STOPPING, _S.PENDING, _S.STARTING):
+                if r.required:
+                    status = "failed"
+                    break
+                status = "degraded"
+        return StartupReport(status=status, components=MappingProxyType(results), duration=max(0.0, end - base))
+
+    @property
+    def report(self) -> StartupReport:
+        """The startup report of every registered component, as things stand now."""
+        return self._build_report(self._slots, self._base_time)
+
+    # -- shutdown --------------------------------------------------------------------------------
+
+    async def shutdown(self) -> ShutdownReport:
+        """Stop every started component, dependents first, within ``shutdown_timeout``.
+
+        In-flight starts are cancelled first. Every stop runs even when others fail;
+        failures are logged with the component's name and returned in the report,
+        never raised. The system can be started again afterwards.
+        """
+        self._shutting_down = True
+        event(logging.INFO, "shutdown_begin")
+        try:
+            report = await self._shielded(self._shutdown())
+        finally:
+            self._shutting_down = False
+        level = logging.INFO if report.ok else logging.WARNING
+        event(level, "shutdown_complete", duration=report.duration, errors=len(report.errors))
+        return report
+
+    async def _shutdown(self) -> ShutdownReport:
+        t0 = time.monotonic()
+        starting = [s.task for s in self._slots.values() if s.task is not None and not s.task.done()]
+        for task in starting:
+            task.cancel()
+        background = list(self._background)
+        for task in background:
+            task.cancel()
+        if starting or background:
+            await asyncio.wait([*starting, *background], timeout=self.shutdown_timeout)
+        remaining = max(0.0, self.shutdown_timeout - (time.monotonic() - t0))
+        ready = [n for n, s in self._slots.items() if s.state is _S.READY]
+        report = await self._stop_many(ready, remaining)
+        self._pinned.clear()
+        self._base_time = None
+        self._loop_ref = None
+        return ShutdownReport(stopped=report.stopped, duration=time.monotonic() - t0, errors=report.errors)
+
+    async def _stop_many(self, names: list[str], budget: float) -> ShutdownReport:
+        t0 = time.monotonic()
+        dependents = self._dependents(names)
+        tasks: dict[str, asyncio.Task[StopResult]] = {}
+        loop = asyncio.get_running_loop()
+        order: list[str] = []
+
+        def schedule(n: str) -> asyncio.Task[StopResult]:
+            if n not in tasks:
+                waits = [schedule(d) for d in dependents[n]]
+                tasks[n] = loop.create_task(self._stop_one(n, waits), name=f"infraboot-stop-{n}")
+                order.append(n)
+            return tasks[n]
+
+        for n in reversed(names):
+            schedule(n)
+        done, pending = await asyncio.wait(tasks.values(), timeout=budget) if tasks else (set(), set())
+        for task in pending:
+            task.cancel()
+        if pending:
+            await asyncio.wait(pending)
+        results: list[StopResult] = []
+        errors: dict[str, str] = {}
+        for n in order:
+            task = tasks[n]
+            if task.cancelled():
+                result = StopResult(n, time.monotonic() - t0, f"shutdown_timeout ({budget:.3g}s) exceeded")
+                self._finish_stop(n)
+                event(logging.ERROR, "component_stop_failed", n, error=result.error)
+            else:
+                result = task.result()
+            results.append(result)
+            if result.error:
+                errors[n] = result.error
+        results.sort(key=lambda r: order.index(r.name))
+        return ShutdownReport(
+            stopped=tuple(results), duration=time.monotonic() - t0, errors=MappingProxyType(errors)
+        )
+
+    async def _stop_one(self, name: str, wait_for: list[asyncio.Task[StopResult]]) -> StopResult:
+        if wait_for:
+            await asyncio.wait(wait_for)
+        slot = self._slots[name]
+        closer = slot.closer
+        self._resources.pop(name, None)
+        slot.state = _S.STOPPING
+        event(logging.DEBUG, "component_stopping", name)
+        t0 = time.monotonic()
+        error = None
+        try:
+            if closer is not None:
+                cm = asyncio.timeout(slot.component.stop_timeout)
+                try:
+                    async with cm:
+                        await closer()
+                except TimeoutError as exc:
+                    if cm.expired():
+                        msg = f"stop did not finish within stop_timeout={slot.component.stop_timeout:.3g}s"
+                        raise _AttemptTimeout(msg) from None
+                    raise exc
+        except Exception as exc:  # teardown carries on: log with the name, collect, go on
+            error = _describe(exc)
+            event(logging.ERROR, "component_stop_failed", name, error_code=slot.component.classify(exc), error=error)
+        finally:
+            self._finish_stop(name)
+        duration = time.monotonic() - t0
+        if error is None:
+            event(logging.INFO, "component_stopped", name, duration=duration)
+        return StopResult(name, duration, error)
+
+    def _finish_stop(self, name: str) -> None:
+        slot = self._slots[name]
+        self._resources.pop(name, None)
+        slot.closer = None
+        slot.state = _S.STOPPED
+        self._pinned.discard(name)
+
+    # -- loops and background work ----------------------------------------------------------------
+
+    def _bind_loop(self) -> None:
+        loop = asyncio.get_running_loop()
+        old = self._loop_ref() if self._loop_ref is not None else None
+        if old is loop:
+            return
+        if old is not None and not old.is_closed() and old.is_running():
+            msg = (
+                "this system was started in another event loop that is still running; "
+                "use one SystemInitializer per event loop (or shut it down first)"
+            )
+            raise RuntimeError(msg)
+        if self._loop_ref is not None and (self._resources or any(s.task for s in self._slots.values())):
+            leaked = sorted(self._resources)
+            if leaked:
+                warnings.warn(
+                    f"infraboot: components {leaked} were never shut down and their event loop is gone; "
+                    "call await system.shutdown() before the loop ends",
+                    ResourceWarning,
+                    stacklevel=3,
+                )
+            self._forget()
+        self._loop_ref = weakref.ref(loop)
+
+    def _forget(self) -> None:
+        """Drop every loop-bound object from a previous, finished event loop."""
+        self._resources.clear()
+        self._pinned.clear()
+        self._demand.clear()
+        self._background.clear()
+        self._base_time = None
+        for slot in self._slots.values():
+            slot.task = None
+            slot.closer = None
+            slot.reset()
+            slot.state = _S.PENDING
+
+    def spawn(self, coro: Coroutine[Any, Any, Any], name: str) -> asyncio.Task[Any]:
+        """Run *coro* as background work of this system; shutdown cancels it."""
+        task = asyncio.get_running_loop().create_task(coro, name=name)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+        return task
+
+    async def _shielded(self, coro: Coroutine[Any, Any, Any]) -> Any:
+        """Run bounded cleanup to its end even if the caller is cancelled meanwhile."""
+        task = asyncio.ensure_future(coro)
+        try:
+            return await asyncio.shield(task)
+        except asyncio.CancelledError:
+            # Cancelled again during cleanup: let the (bounded) cleanup finish, then re-raise.
+            self._background.add(task)
+            task.add_done_callback(self._background.discard)
+            with contextlib.suppress(BaseException):
+                await asyncio.wait([task])
+            raise
+
+    # -- context manager, repr ----------------------------------------------------------------------
+
+    async def __aenter__(self) -> Self:
+        await self.initialize_all()
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.shutdown()
+
+    def __repr__(self) -> str:
+        states = ", ".join(f"{n}:{s.state.value}" for n, s in self._slots.items())
+        return f"<SystemInitializer [{states}]>"
+
+    def __del__(self) -> None:
+        if getattr(self, "_resources", None):
+            warnings.warn(
+                f"infraboot: {self!r} was garbage-collected with components still running "
+                f"({sorted(self._resources)}); call await system.shutdown()",
+                ResourceWarning,
+                stacklevel=1,
+            )
+
+
+class _AttemptTimeout(TimeoutError):
+    """infraboot's own deadline expired (not a driver's timeout)."""
+
+
+class _OutOfTime(TimeoutError):
+    """The overall deadline passed before an attempt could begin."""
+
+
+def _describe(exc: BaseException) -> str:
+    """A one-line, scrubbed description of *exc*: its type and message."""
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    kind = type(exc).__name__
+    if isinstance(exc, _AttemptTimeout | _OutOfTime):
+        return scrub(text)
+    return scrub(f"{kind}: {text}" if text else kind)

@@ -1,0 +1,77 @@
+"""The exceptions infraboot raises.
+
+Each subclasses the standard error people already catch, says when it is raised,
+and carries a message that names the fix.  None of them ever contains a secret:
+messages are scrubbed and driver exceptions are not chained when they could leak one.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from ._report import StartupReport
+
+__all__ = [
+    "ComponentUnavailableError",
+    "ConfigError",
+    "DependencyError",
+    "InfrabootError",
+    "NotInitializedError",
+    "StartupError",
+]
+
+
+class InfrabootError(Exception):
+    """Base class of every error infraboot raises on purpose."""
+
+
+class ConfigError(InfrabootError, ValueError):
+    """A component, a setting or an argument is invalid.
+
+    Raised before any network I/O: at decoration, at registration, by
+    :func:`infraboot.validate_config`, or at the start of ``ensure_initialized``.
+    The message lists every bad field with its fix.
+    """
+
+    def __init__(self, message: str, *, problems: tuple[str, ...] = ()) -> None:
+        super().__init__(message)
+        #: One line per problem, each naming the field and the fix.
+        self.problems: tuple[str, ...] = problems or (message,)
+
+
+class DependencyError(ConfigError):
+    """The dependency graph is invalid: an unknown requirement, a cycle, a duplicate name."""
+
+
+class StartupError(InfrabootError, RuntimeError):
+    """A required component could not be started.
+
+    Attributes:
+        component: the name of the required component that failed.
+        attempts: how many start attempts were made.
+        report: the :class:`~infraboot.StartupReport` of the failed startup;
+            every component that had started was stopped again (rolled back).
+    """
+
+    def __init__(self, message: str, *, component: str, attempts: int, report: StartupReport) -> None:
+        super().__init__(message)
+        self.component = component
+        self.attempts = attempts
+        self.report = report
+
+
+class NotInitializedError(InfrabootError, LookupError):
+    """A component was asked for before it was started, or is not registered at all."""
+
+
+class ComponentUnavailableError(InfrabootError, RuntimeError):
+    """An optional component is down (it failed, or a dependency of it did).
+
+    Raised at once by ``get()``, without waiting for a timeout, so that callers can
+    take their degraded path.  The component recovers by itself when it can.
+    """
+
+    def __init__(self, message: str, *, component: str) -> None:
+        super().__init__(message)
+        self.component = component

@@ -1,0 +1,126 @@
+"""Component definitions are validated when they are written, before any I/O."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import AsyncIterator
+
+import pytest
+
+import infraboot
+from infraboot import ConfigError
+
+
+def test_plain_function_is_refused_with_the_fix() -> None:
+    """A plain function names the async generator form it should take."""
+    with pytest.raises(ConfigError, match=r"plain function; write it as 'async def"):
+
+        @infraboot.component("x")  # type: ignore[arg-type]
+        def x(ctx):  # type: ignore[no-untyped-def]
+            return 1
+
+
+def test_sync_generator_is_refused() -> None:
+    """A sync generator is told to become async."""
+    with pytest.raises(ConfigError, match="sync generator"):
+
+        @infraboot.component("x")  # type: ignore[arg-type]
+        def x(ctx):  # type: ignore[no-untyped-def]
+            yield 1
+
+
+def test_coroutine_function_is_told_to_yield() -> None:
+    """An async function that returns is told to yield instead."""
+    with pytest.raises(ConfigError, match="replace 'return resource' with 'yield resource'"):
+
+        @infraboot.component("x")  # type: ignore[arg-type]
+        async def x(ctx):  # type: ignore[no-untyped-def]
+            return 1
+
+
+def test_bare_decorator_asks_for_a_name() -> None:
+    """@component without arguments explains how to name the component."""
+
+    async def gen(ctx: infraboot.Context) -> AsyncIterator[int]:
+        yield 1
+
+    with pytest.raises(ConfigError, match=r"needs a name"):
+        infraboot.component(gen)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("name", ["", " ", "1abc", "a b", None, 3, "a/b"])
+def test_bad_names_are_refused(name: object) -> None:
+    """A name must be a non-empty identifier-like string."""
+    with pytest.raises(ConfigError, match="identifier-like"):
+        infraboot.Component(name)  # type: ignore[arg-type]
+
+
+def test_requires_as_string_is_refused() -> None:
+    """requires='database' would be a set of letters; the message shows the list form."""
+    with pytest.raises(ConfigError, match=r"requires=\['database'\]"):
+        infraboot.Component("search", requires="database")
+
+
+def test_requiring_itself_is_refused() -> None:
+    """A component cannot require itself."""
+    with pytest.raises(ConfigError, match="cannot require itself"):
+        infraboot.Component("a", requires=["a"])
+
+
+@pytest.mark.parametrize("value", [0, -1, math.nan, math.inf, "5", True])
+@pytest.mark.parametrize("field", ["timeout", "check_timeout", "stop_timeout", "backoff_max"])
+def test_bad_timeouts_are_refused(field: str, value: object) -> None:
+    """Timeouts must be finite numbers of seconds greater than zero."""
+    with pytest.raises(ConfigError, match=rf"{field}=.*seconds > 0"):
+        infraboot.Component("a", **{field: value})  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("value", [-1, 1.5, "3"])
+def test_bad_retries_are_refused(value: object) -> None:
+    """Retries must be a whole number >= 0."""
+    with pytest.raises(ConfigError, match="retries=.*whole number >= 0"):
+        infraboot.Component("a", retries=value)  # type: ignore[arg-type]
+
+
+def test_all_problems_are_reported_at_once() -> None:
+    """Every bad field of a definition is listed, not just the first."""
+    with pytest.raises(ConfigError) as info:
+        infraboot.Component("a", timeout=-1, retries=-1)
+    assert 2 == len(info.value.problems)
+
+
+def test_check_must_be_async() -> None:
+    """check= must be an async function."""
+    with pytest.raises(ConfigError, match="check=.*async function"):
+
+        @infraboot.component("x", check=lambda r: None)  # type: ignore[arg-type,return-value]
+        async def x(ctx: infraboot.Context) -> AsyncIterator[int]:
+            yield 1
+
+
+def test_subclass_settings_come_from_class_attributes() -> None:
+    """A subclass can declare its settings as class attributes."""
+
+    class Search(infraboot.Component[str]):
+        name = "search"
+        requires = ["database"]
+        required = False
+        timeout = 2.5
+
+        async def start(self, ctx: infraboot.Context) -> str:
+            return "s"
+
+    s = Search()
+    assert ("search", ("database",), False, 2.5) == (s.name, s.requires, s.required, s.timeout)
+    assert "<Search 'search' optional requires=['database']>" == repr(s)
+
+
+def test_subclass_with_bad_class_attributes_is_refused() -> None:
+    """Class-attribute settings are validated like keyword arguments."""
+
+    class Bad(infraboot.Component[str]):
+        name = "bad"
+        timeout = -3
+
+    with pytest.raises(ConfigError, match="timeout=-3"):
+        Bad()

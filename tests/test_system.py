@@ -1,0 +1,620 @@
+"""The lifecycle engine: order, parallelism, rollback, retries, deadlines, cancellation."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncIterator
+
+import pytest
+
+import infraboot
+from infraboot import (
+    ComponentState,
+    ComponentUnavailableError,
+    ConfigError,
+    DependencyError,
+    NotInitializedError,
+    StartupError,
+    SystemInitializer,
+)
+
+from .conftest import Journal, sim
+
+S = ComponentState
+
+
+async def test_requirements_start_first_and_stop_last(journal: Journal) -> None:
+    """A component starts after what it requires is ready and stops before it."""
+    system = SystemInitializer(
+        [sim(journal, "api", requires=("db", "cache")), sim(journal, "db"), sim(journal, "cache", requires=("db",))]
+    )
+    report = await system.initialize_all()
+    await system.shutdown()
+
+    assert "ok" == report.status
+    assert journal.index("ready", "db") < journal.index("start", "cache") < journal.index("start", "api")
+    assert ["api", "cache", "db"] == journal.names("stop")
+
+
+async def test_independent_components_start_concurrently(journal: Journal) -> None:
+    """Components with no requirement between them start at the same time."""
+    gate = asyncio.Event()
+    system = SystemInitializer([sim(journal, n, gate=gate) for n in ("a", "b", "c")])
+    task = asyncio.create_task(system.initialize_all())
+    while len(journal.running) < 3 and not task.done():
+        await asyncio.sleep(0)
+    gate.set()
+    report = await task
+    await system.shutdown()
+
+    assert 3 == journal.max_parallel
+    assert "ok" == report.status
+
+
+async def test_context_manager_starts_and_stops(journal: Journal) -> None:
+    """`async with system` starts everything on enter and stops it on exit."""
+    async with SystemInitializer([sim(journal, "a")]) as system:
+        assert "<a>" == system.get("a")
+    assert S.STOPPED == system.state("a")
+    assert ["a"] == journal.names("stop")
+
+
+async def test_ensure_initialized_starts_only_the_closure(journal: Journal) -> None:
+    """Naming a component starts it and its requirements, nothing else."""
+    system = SystemInitializer([sim(journal, "db"), sim(journal, "api", requires=("db",)), sim(journal, "other")])
+    report = await system.ensure_initialized(["api"])
+    await system.shutdown()
+
+    assert ["db", "api"] == list(report.components)
+    assert ["db", "api"] == journal.names("start")
+
+
+async def test_ensure_initialized_is_idempotent(journal: Journal) -> None:
+    """A second call leaves ready components alone."""
+    a = sim(journal, "a")
+    system = SystemInitializer([a])
+    await system.ensure_initialized(["a"])
+    report = await system.ensure_initialized(["a"])
+    await system.shutdown()
+
+    assert 1 == a.calls["n"]  # type: ignore[attr-defined]
+    assert "ok" == report.status
+
+
+async def test_one_hundred_concurrent_callers_start_each_component_once(journal: Journal) -> None:
+    """Concurrent ensure_initialized calls share one start per component and its outcome."""
+    a = sim(journal, "a", delay=0.01)
+    b = sim(journal, "b", requires=("a",), delay=0.01)
+    system = SystemInitializer([a, b])
+    reports = await asyncio.gather(*(system.ensure_initialized(["b"]) for _ in range(100)))
+    await system.shutdown()
+
+    assert (1, 1) == (a.calls["n"], b.calls["n"])  # type: ignore[attr-defined]
+    assert {"ok"} == {r.status for r in reports}
+
+
+async def test_concurrent_callers_share_a_failure(no_backoff: None, journal: Journal) -> None:
+    """When the shared start fails, every waiting caller sees the StartupError once."""
+    a = sim(journal, "a", delay=0.01, fail=ConnectionRefusedError("down"), retries=0)
+    system = SystemInitializer([a])
+    results = await asyncio.gather(*(system.ensure_initialized(["a"]) for _ in range(20)), return_exceptions=True)
+
+    assert all(isinstance(r, StartupError) for r in results)
+    assert 1 == a.calls["n"]  # type: ignore[attr-defined]
+
+
+async def test_a_failure_is_not_cached_forever(no_backoff: None, journal: Journal) -> None:
+    """After a failed start, a later call tries again and can succeed."""
+    a = sim(journal, "a", fail=ConnectionRefusedError("down"), fail_times=1, retries=0)
+    system = SystemInitializer([a])
+    with pytest.raises(StartupError):
+        await system.ensure_initialized(["a"])
+    report = await system.ensure_initialized(["a"])
+    await system.shutdown()
+
+    assert "ok" == report.status
+    assert 2 == a.calls["n"]  # type: ignore[attr-defined]
+
+
+async def test_required_failure_rolls_back_in_reverse(no_backoff: None, journal: Journal) -> None:
+    """A required failure stops what had started, dependents first, and raises StartupError."""
+    gate = asyncio.Event()
+    system = SystemInitializer(
+        [
+            sim(journal, "db"),
+            sim(journal, "cache", requires=("db",)),
+            sim(journal, "broken", fail=ConnectionRefusedError("no route"), gate=gate, retries=0),
+        ]
+    )
+
+    async def open_gate_when_cache_is_ready() -> None:
+        while system.state("cache") is not S.READY:
+            await asyncio.sleep(0)
+        gate.set()
+
+    opener = asyncio.create_task(open_gate_when_cache_is_ready())
+    with pytest.raises(StartupError) as info:
+        await system.initialize_all()
+    await opener
+
+    err = info.value
+    assert ("broken", 1) == (err.component, err.attempts)
+    assert "required component 'broken' failed after 1 attempt (refused: ConnectionRefusedError: no route)" in str(err)
+    assert "rolled back: db, cache" in str(err)
+    assert ["cache", "db"] == journal.names("stop")
+    assert "failed" == err.report.status
+    assert {S.STOPPED} == {system.state("db"), system.state("cache")}
+
+
+async def test_required_failure_cancels_starts_still_in_flight(no_backoff: None, journal: Journal) -> None:
+    """Fail fast: a required failure does not wait for slow siblings."""
+    system = SystemInitializer(
+        [sim(journal, "slow", delay=60), sim(journal, "broken", fail=ConnectionRefusedError(), retries=0)]
+    )
+    t0 = time.monotonic()
+    with pytest.raises(StartupError):
+        await system.initialize_all()
+
+    assert time.monotonic() - t0 < 5
+    assert S.FAILED == system.state("slow")
+    assert [] == journal.names("ready")
+
+
+async def test_optional_failure_degrades_and_blocks_dependents(no_backoff: None, journal: Journal) -> None:
+    """An optional failure leaves the system running; its dependents do not start and say why."""
+    system = SystemInitializer(
+        [
+            sim(journal, "db"),
+            sim(journal, "search", required=False, fail=ConnectionRefusedError("down"), retries=0),
+            sim(journal, "indexer", requires=("search",), required=False),
+        ]
+    )
+    report = await system.initialize_all()
+
+    assert "degraded" == report.status
+    assert not report.ok
+    assert S.BLOCKED == report.components["indexer"].state
+    assert "requires 'search', which is failed" == report.components["indexer"].reason
+    assert "refused" == report.components["search"].error_code
+    assert "<db>" == system.get("db")
+    with pytest.raises(ComponentUnavailableError, match="component 'search' is unavailable"):
+        system.get("search")
+    await system.shutdown()
+    assert [] == [w for w, n in journal.events if n == "indexer"]
+
+
+async def test_required_component_blocked_by_optional_one_fails_startup(no_backoff: None, journal: Journal) -> None:
+    """A required component cannot start without its requirement, optional or not."""
+    system = SystemInitializer(
+        [
+            sim(journal, "flaky", required=False, fail=ConnectionRefusedError(), retries=0),
+            sim(journal, "api", requires=("flaky",)),
+        ]
+    )
+    with pytest.raises(StartupError, match="required component 'api' failed after 0 attempts .requires 'flaky'"):
+        await system.initialize_all()
+
+
+async def test_retries_until_success(no_backoff: None, journal: Journal) -> None:
+    """A transient failure is retried; the report counts the attempts."""
+    a = sim(journal, "a", fail=ConnectionRefusedError(), fail_times=2, retries=5)
+    system = SystemInitializer([a])
+    report = await system.initialize_all()
+    await system.shutdown()
+
+    assert (S.READY, 3) == (report.components["a"].state, report.components["a"].attempts)
+
+
+async def test_testing_mode_caps_attempts(journal: Journal) -> None:
+    """set_testing(attempts=N) caps the attempts of every component."""
+    a = sim(journal, "a", fail=ConnectionRefusedError(), retries=10)
+    with infraboot.set_testing(attempts=2), pytest.raises(StartupError):
+        await SystemInitializer([a]).initialize_all()
+    assert 2 == a.calls["n"]  # type: ignore[attr-defined]
+
+
+async def test_backoff_waits_between_attempts(journal: Journal) -> None:
+    """Outside testing mode attempts are spaced by jittered backoff, never more than the cap."""
+    a = sim(journal, "a", fail=ConnectionRefusedError(), retries=2, backoff_initial=0.05, backoff_max=0.05)
+    t0 = time.monotonic()
+    with pytest.raises(StartupError):
+        await SystemInitializer([a]).initialize_all()
+    assert 3 == a.calls["n"]  # type: ignore[attr-defined]
+    assert time.monotonic() - t0 < 2.0
+
+
+async def test_config_errors_are_not_retried(journal: Journal) -> None:
+    """An error that cannot heal (bad configuration) fails at the first attempt."""
+    a = sim(journal, "a", fail=ConfigError("bad field"), retries=5)
+    with infraboot.set_testing(attempts=5), pytest.raises(StartupError, match="after 1 attempt"):
+        await SystemInitializer([a]).initialize_all()
+    assert 1 == a.calls["n"]  # type: ignore[attr-defined]
+
+
+async def test_is_retryable_decides(journal: Journal) -> None:
+    """A component's is_retryable() refuses retries of errors it knows are permanent."""
+
+    class AuthFailed(Exception):
+        pass
+
+    class Strict(infraboot.Component[str]):
+        name = "strict"
+        retries = 5
+        calls = 0
+
+        async def start(self, ctx: infraboot.Context) -> str:
+            Strict.calls += 1
+            raise AuthFailed("wrong password")
+
+        def is_retryable(self, exc: Exception) -> bool:
+            return not isinstance(exc, AuthFailed)
+
+    with infraboot.set_testing(attempts=5), pytest.raises(StartupError):
+        await SystemInitializer([Strict()]).initialize_all()
+    assert 1 == Strict.calls
+
+
+async def test_attempt_deadline_holds_on_a_hanging_start(no_backoff: None, journal: Journal) -> None:
+    """A start that never answers is cut off at the component's timeout."""
+    hang = sim(journal, "hang", delay=3600, timeout=0.2, retries=1)
+    system = SystemInitializer([hang])
+    t0 = time.monotonic()
+    with pytest.raises(StartupError) as info:
+        await system.initialize_all()
+    elapsed = time.monotonic() - t0
+
+    assert elapsed < 2.0
+    result = info.value.report.components["hang"]
+    assert ("timeout", 2) == (result.error_code, result.attempts)
+    assert "no answer within 0.2s (attempt 2)" == result.error
+
+
+async def test_no_attempt_starts_past_the_deadline(journal: Journal) -> None:
+    """With a total deadline, no attempt begins after it, whatever retries says."""
+    a = sim(journal, "a", delay=0.15, fail=ConnectionRefusedError(), retries=100, deadline=0.5, backoff_max=0.1)
+    t0 = time.monotonic()
+    with pytest.raises(StartupError):
+        await SystemInitializer([a]).initialize_all()
+    elapsed = time.monotonic() - t0
+
+    assert elapsed < 1.5
+    assert a.calls["n"] < 10  # type: ignore[attr-defined]
+
+
+async def test_startup_timeout_bounds_the_whole_call(no_backoff: None, journal: Journal) -> None:
+    """startup_timeout bounds one ensure_initialized call, requirements included."""
+    system = SystemInitializer(
+        [sim(journal, "a", delay=0.3), sim(journal, "b", requires=("a",), delay=3600)], startup_timeout=0.6
+    )
+    t0 = time.monotonic()
+    with pytest.raises(StartupError, match="'b'"):
+        await system.initialize_all()
+    assert time.monotonic() - t0 < 3.0
+    assert ["a"] == journal.names("stop")
+
+
+@pytest.mark.parametrize("point", ["requirement", "starting", "dependent"])
+async def test_cancellation_stops_what_started_and_propagates(journal: Journal, point: str) -> None:
+    """Cancelling startup (Ctrl-C, SIGTERM) stops what started and re-raises CancelledError."""
+    gates = {"a": asyncio.Event(), "b": asyncio.Event(), "c": asyncio.Event()}
+    for name in {"requirement": (), "starting": ("a",), "dependent": ("a", "b")}[point]:
+        gates[name].set()
+    system = SystemInitializer(
+        [
+            sim(journal, "a", gate=gates["a"]),
+            sim(journal, "b", gate=gates["b"]),
+            sim(journal, "c", requires=("a", "b"), gate=gates["c"]),
+        ]
+    )
+    task = asyncio.create_task(system.initialize_all())
+    waiting_on = {"requirement": "a", "starting": "b", "dependent": "c"}[point]
+    while waiting_on not in journal.running:
+        await asyncio.sleep(0)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+
+    assert set(journal.names("ready")) == set(journal.names("stop"))
+    assert not system._resources
+    assert all(system.state(n) in (S.STOPPED, S.FAILED) for n in "abc")
+
+
+async def test_cancel_during_shutdown_still_stops_everything(journal: Journal) -> None:
+    """Shutdown is shielded: a cancel during it does not leave components running."""
+    slow_stop = asyncio.Event()
+
+    @infraboot.component("slow")
+    async def slow(ctx: infraboot.Context) -> AsyncIterator[str]:
+        yield "s"
+        await slow_stop.wait()
+        journal.add("stop", "slow")
+
+    system = SystemInitializer([slow, sim(journal, "x")])
+    await system.initialize_all()
+    task = asyncio.create_task(system.shutdown())
+    while system.state("slow") is not S.STOPPING:
+        await asyncio.sleep(0)
+    task.cancel()
+    slow_stop.set()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert {"slow", "x"} == set(journal.names("stop"))
+    assert S.STOPPED == system.state("slow")
+
+
+async def test_shutdown_runs_every_stop_and_collects_errors(journal: Journal, caplog: pytest.LogCaptureFixture) -> None:
+    """A failing stop is logged with its name; the others still run."""
+    system = SystemInitializer(
+        [
+            sim(journal, "a"),
+            sim(journal, "b", requires=("a",), stop_error=RuntimeError("b broke")),
+            sim(journal, "c", stop_error=OSError("c broke")),
+        ]
+    )
+    await system.initialize_all()
+    with caplog.at_level(logging.ERROR, logger="infraboot"):
+        report = await system.shutdown()
+
+    assert {"a", "b", "c"} == set(journal.names("stop"))
+    assert {"b": "RuntimeError: b broke", "c": "OSError: c broke"} == dict(report.errors)
+    assert {"b", "c"} == {r.component for r in caplog.records if r.event == "component_stop_failed"}  # type: ignore[attr-defined]
+
+
+async def test_a_hanging_stop_is_bounded(journal: Journal) -> None:
+    """Each stop runs under its own stop_timeout."""
+
+    @infraboot.component("stuck", stop_timeout=0.1)
+    async def stuck(ctx: infraboot.Context) -> AsyncIterator[str]:
+        yield "s"
+        await asyncio.sleep(3600)
+
+    system = SystemInitializer([stuck, sim(journal, "ok")])
+    await system.initialize_all()
+    t0 = time.monotonic()
+    report = await system.shutdown()
+
+    assert time.monotonic() - t0 < 2.0
+    assert "stop did not finish within stop_timeout=0.1s" == report.errors["stuck"]
+    assert ["ok"] == journal.names("stop")
+
+
+async def test_shutdown_timeout_bounds_the_whole_shutdown() -> None:
+    """shutdown_timeout bounds the whole shutdown even when stop_timeouts are longer."""
+
+    @infraboot.component("stuck", stop_timeout=60)
+    async def stuck(ctx: infraboot.Context) -> AsyncIterator[str]:
+        yield "s"
+        await asyncio.sleep(3600)
+
+    system = SystemInitializer([stuck], shutdown_timeout=0.2)
+    await system.initialize_all()
+    t0 = time.monotonic()
+    report = await system.shutdown()
+    assert time.monotonic() - t0 < 2.0
+    assert "shutdown_timeout" in report.errors["stuck"]
+    assert S.STOPPED == system.state("stuck")
+
+
+async def test_generator_that_never_yields_fails_with_the_fix() -> None:
+    """A generator that returns without yielding is a definition error, not retried."""
+
+    @infraboot.component("empty", retries=3)
+    async def empty(ctx: infraboot.Context) -> AsyncIterator[str]:
+        if False:
+            yield "never"
+
+    with pytest.raises(StartupError) as info:
+        await SystemInitializer([empty]).initialize_all()
+    result = info.value.report.components["empty"]
+    assert (1, "config") == (result.attempts, result.error_code)
+    assert "returned without yielding; yield the resource once" in (result.error or "")
+
+
+async def test_generator_that_yields_twice_is_reported_at_stop() -> None:
+    """Yielding twice is caught at shutdown and reported with the fix."""
+
+    @infraboot.component("twice")
+    async def twice(ctx: infraboot.Context) -> AsyncIterator[str]:
+        yield "a"
+        yield "b"
+
+    system = SystemInitializer([twice])
+    await system.initialize_all()
+    report = await system.shutdown()
+    assert "yielded twice; yield the resource exactly once" in report.errors["twice"]
+
+
+async def test_asking_for_an_undeclared_requirement_is_an_error() -> None:
+    """ctx.get() only returns declared requirements."""
+
+    @infraboot.component("a")
+    async def a(ctx: infraboot.Context) -> AsyncIterator[str]:
+        yield "a"
+
+    @infraboot.component("b")
+    async def b(ctx: infraboot.Context) -> AsyncIterator[str]:
+        yield ctx.get("a")
+
+    with pytest.raises(StartupError, match=r"add it to requires, e.g. requires=\['a'\]"):
+        await SystemInitializer([a, b]).initialize_all()
+
+
+def test_unknown_requirement_is_refused_before_io(journal: Journal) -> None:
+    """An unknown requirement fails before anything starts."""
+    system = SystemInitializer([sim(journal, "api", requires=("databse",))])
+    with pytest.raises(DependencyError, match="requires 'databse', which is not registered"):
+        asyncio.run(system.initialize_all())
+    assert [] == journal.events
+
+
+def test_cycle_shows_its_path(journal: Journal) -> None:
+    """A dependency cycle is refused with the cycle spelled out."""
+    system = SystemInitializer(
+        [sim(journal, "a", requires=("b",)), sim(journal, "b", requires=("c",)), sim(journal, "c", requires=("a",))]
+    )
+    with pytest.raises(DependencyError, match="dependency cycle: a -> b -> c -> a"):
+        asyncio.run(system.initialize_all())
+    assert [] == journal.events
+
+
+def test_duplicate_names_are_refused(journal: Journal) -> None:
+    """Two components cannot share a name."""
+    with pytest.raises(DependencyError, match="a component named 'a' is already registered"):
+        SystemInitializer([sim(journal, "a"), sim(journal, "a")])
+
+
+async def test_unknown_names_get_a_suggestion(journal: Journal) -> None:
+    """A misspelt name in ensure_initialized suggests the right one."""
+    system = SystemInitializer([sim(journal, "redis")])
+    with pytest.raises(DependencyError, match=r"unknown component 'redsi' \(did you mean 'redis'\?\)"):
+        await system.ensure_initialized(["redsi"])
+
+
+async def test_a_string_is_not_a_list_of_names(journal: Journal) -> None:
+    """ensure_initialized('redis') explains that it takes a list."""
+    system = SystemInitializer([sim(journal, "redis")])
+    with pytest.raises(ConfigError, match=r"ensure_initialized\(\['redis'\]\)"):
+        await system.ensure_initialized("redis")
+
+
+def test_register_refuses_what_is_not_a_component() -> None:
+    """Registering a function explains how to make it a component."""
+    with pytest.raises(ConfigError, match="decorate an async generator"):
+        SystemInitializer().register(lambda: None)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(("kwargs", "field"), [({"shutdown_timeout": 0}, "shutdown_timeout"), ({"startup_timeout": -1}, "startup_timeout")])
+def test_system_timeouts_are_validated(kwargs: dict[str, float], field: str) -> None:
+    """The system's own budgets must be positive finite numbers."""
+    with pytest.raises(ConfigError, match=field):
+        SystemInitializer(**kwargs)  # type: ignore[arg-type]
+
+
+async def test_get_before_start_says_what_to_call(journal: Journal) -> None:
+    """get() before startup names the call that fixes it."""
+    system = SystemInitializer([sim(journal, "redis")])
+    with pytest.raises(NotInitializedError, match=r"call await infraboot.ensure_initialized\(\['redis'\]\) first"):
+        system.get("redis")
+    with pytest.raises(NotInitializedError, match=r"no component named 'nope' is registered \(registered: redis\)"):
+        system.get("nope")
+
+
+async def test_get_after_shutdown_says_it_was_shut_down(journal: Journal) -> None:
+    """get() after shutdown says so."""
+    system = SystemInitializer([sim(journal, "a")])
+    await system.initialize_all()
+    await system.shutdown()
+    with pytest.raises(NotInitializedError, match="was shut down"):
+        system.get("a")
+
+
+async def test_disabled_components_and_their_dependents(journal: Journal) -> None:
+    """configure() can disable a component; its dependents are disabled with the reason."""
+
+    class Off(infraboot.Component[str]):
+        name = "off"
+
+        def configure(self) -> str | None:
+            return "OFF_URL is not set"
+
+    system = SystemInitializer([Off(), sim(journal, "user", requires=("off",))])
+    report = await system.initialize_all()
+
+    assert "ok" == report.status
+    assert (S.DISABLED, "OFF_URL is not set") == (report.components["off"].state, report.components["off"].reason)
+    assert "requires 'off', which is disabled" == report.components["user"].reason
+    with pytest.raises(ComponentUnavailableError, match="disabled: OFF_URL is not set"):
+        system.get("off")
+
+
+async def test_configure_errors_are_collected_before_io(journal: Journal) -> None:
+    """Every component's configuration problem is reported at once, before any start."""
+
+    class Bad(infraboot.Component[str]):
+        def configure(self) -> str | None:
+            raise ConfigError(f"{self.name.upper()}_URL: unknown scheme 'htp'; use redis://")
+
+    system = SystemInitializer([Bad("x"), Bad("y"), sim(journal, "z")])
+    with pytest.raises(ConfigError) as info:
+        await system.initialize_all()
+    assert 2 == len(info.value.problems)
+    assert "X_URL: unknown scheme" in str(info.value)
+    assert [] == journal.events
+
+
+def test_restart_in_a_new_event_loop(journal: Journal) -> None:
+    """Start, stop, and start again under a new event loop."""
+    system = SystemInitializer([sim(journal, "a"), sim(journal, "b", requires=("a",))])
+    for _ in range(2):
+        report = asyncio.run(system.initialize_all())
+        asyncio.run(system.shutdown())
+        assert "ok" == report.status
+    assert ["a", "b", "a", "b"] == journal.names("ready")
+
+
+def test_a_system_abandoned_with_its_loop_warns_and_restarts(journal: Journal) -> None:
+    """A system whose loop ended without shutdown warns (ResourceWarning) and starts afresh."""
+    system = SystemInitializer([sim(journal, "a")])
+    asyncio.run(system.initialize_all())
+    with pytest.warns(ResourceWarning, match="never shut down"):
+        asyncio.run(system.initialize_all())
+    asyncio.run(system.shutdown())
+    assert ["a", "a"] == journal.names("ready")
+
+
+async def test_report_and_waterfall(journal: Journal) -> None:
+    """The report renders one bar per component with state, duration and attempts."""
+    system = SystemInitializer([sim(journal, "db", delay=0.02), sim(journal, "api", requires=("db",), delay=0.02)])
+    report = await system.initialize_all()
+    text = report.render()
+    await system.shutdown()
+
+    lines = text.splitlines()
+    assert lines[0].startswith("startup ok in ")
+    assert 3 == len(lines)
+    assert "db " in lines[1] and "ready" in lines[1] and "1 attempt" in lines[1]
+    db, api = report.components["db"], report.components["api"]
+    assert db.start_offset is not None and api.start_offset is not None and db.duration is not None
+    assert api.start_offset >= db.start_offset + db.duration
+    assert report.to_dict()["components"]["api"]["state"] == "ready"
+    # The api bar begins where the db bar ends: in sequence in the drawing too.
+    bar_db, bar_api = lines[1].split("|")[1], lines[2].split("|")[1]
+    assert len(bar_db.rstrip()) - 1 <= len(bar_api) - len(bar_api.lstrip())
+
+
+async def test_logs_have_stable_event_names(journal: Journal, caplog: pytest.LogCaptureFixture) -> None:
+    """Each step logs a stable event name with the component in `extra`."""
+    system = SystemInitializer([sim(journal, "a")])
+    with caplog.at_level(logging.DEBUG, logger="infraboot"):
+        await system.initialize_all()
+        await system.shutdown()
+    events = [(r.event, r.component) for r in caplog.records]  # type: ignore[attr-defined]
+    for expected in [("component_starting", "a"), ("component_ready", "a"), ("startup_complete", None),
+                     ("component_stopped", "a"), ("shutdown_complete", None)]:
+        assert expected in events
+
+
+async def test_ensure_initialized_during_shutdown_is_refused(journal: Journal) -> None:
+    """A start requested while shutting down is refused with a clear message."""
+
+    @infraboot.component("slow", stop_timeout=5)
+    async def slow(ctx: infraboot.Context) -> AsyncIterator[str]:
+        yield "s"
+        await asyncio.sleep(0.2)
+
+    system = SystemInitializer([slow, sim(journal, "other")])
+    await system.ensure_initialized(["slow"])
+    stopping = asyncio.create_task(system.shutdown())
+    while system.state("slow") is not S.STOPPING:
+        await asyncio.sleep(0)
+    with pytest.raises(NotInitializedError, match="shutting down"):
+        await system.ensure_initialized(["other"])
+    await stopping
+
+
+async def test_repr_lists_states(journal: Journal) -> None:
+    """The repr shows each component and its state."""
+    system = SystemInitializer([sim(journal, "a")])
+    assert "<SystemInitializer [a:pending]>" == repr(system)
