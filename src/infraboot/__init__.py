@@ -18,6 +18,17 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from ._accessors import (
+    close_database,
+    close_redis,
+    get_engine,
+    get_redis,
+    get_session,
+    init_database,
+    init_redis,
+    pool_stats,
+    validate_config,
+)
 from ._component import Component, Context, component
 from ._default import default_system, ensure_initialized, get, register, shutdown, state
 from ._redact import SecretURL
@@ -58,14 +69,23 @@ __all__ = [
     "StopResult",
     "SystemInitializer",
     "__version__",
+    "close_database",
+    "close_redis",
     "component",
     "default_system",
     "ensure_initialized",
     "get",
+    "get_engine",
+    "get_redis",
+    "get_session",
+    "init_database",
+    "init_redis",
+    "pool_stats",
     "register",
     "set_testing",
     "shutdown",
     "state",
+    "validate_config",
 ]
 
 # The settings classes are built on pydantic, which the core must not import:

@@ -197,6 +197,14 @@ class Component(Generic[T]):
         """Release the resource. Called once, in reverse dependency order, under ``stop_timeout``."""
         return None
 
+    def after_fork(self, resource: T) -> T | None:
+        """Called in a child process forked after startup (gunicorn ``--preload``, multiprocessing).
+
+        Return a resource the child may use (built without closing the parent's
+        sockets), or ``None`` to have the component started afresh on next use.
+        """
+        return None
+
     def is_retryable(self, exc: Exception) -> bool:
         """Whether a failed start attempt may be retried.
 

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
+import os
 import time
 import warnings
 import weakref
@@ -114,6 +116,8 @@ class SystemInitializer:
         self._base_time: float | None = None
         self._shutting_down = False
         self._background: set[asyncio.Task[Any]] = set()
+        self._fork_orphans: list[Any] = []
+        _systems.add(self)
         for c in components:
             self.register(c)
 
@@ -708,6 +712,33 @@ class SystemInitializer:
         slot.state = _S.STOPPED
         self._pinned.discard(name)
 
+    async def stop(self, names: Iterable[str]) -> ShutdownReport:
+        """Stop the named components and everything that requires them, dependents first.
+
+        The rest of the system keeps running; ``ensure_initialized`` starts them again.
+        """
+        self._check_graph()
+        targets = set(self._closure_names(names))
+        changed = True
+        while changed:  # add dependents, transitively
+            changed = False
+            for n, slot in self._slots.items():
+                if n not in targets and targets.intersection(slot.component.requires):
+                    targets.add(n)
+                    changed = True
+        victims = [n for n in self._slots if n in targets and self._slots[n].state is _S.READY]
+        report: ShutdownReport = await self._shielded(self._stop_many(victims, self.shutdown_timeout))
+        return report
+
+    def _closure_names(self, names: Iterable[str]) -> list[str]:
+        if isinstance(names, str):
+            names = [names]
+        names = list(names)
+        for n in names:
+            if n not in self._slots:
+                raise self._unknown(n)
+        return names
+
     # -- loops and background work ----------------------------------------------------------------
 
     def _bind_loop(self) -> None:
@@ -745,6 +776,30 @@ class SystemInitializer:
             slot.closer = None
             slot.reset()
             slot.state = _S.PENDING
+
+    def _after_fork(self) -> None:
+        """In a forked child: fresh resources on first use, the parent's sockets left alone."""
+        self._loop_ref = None
+        self._background = set()
+        self._demand.clear()
+        for name, slot in self._slots.items():
+            slot.task = None
+            if slot.state is not _S.READY:
+                continue
+            old = self._resources.pop(name, None)
+            # Keep the parent's objects alive: collecting them could close sockets the parent still uses.
+            self._fork_orphans.append(old)
+            try:
+                new = slot.component.after_fork(old)
+            except Exception:
+                new = None
+            if new is None:
+                slot.state = _S.PENDING
+                slot.closer = None
+                self._pinned.discard(name)
+                continue
+            self._resources[name] = new
+            slot.closer = functools.partial(slot.component.stop, new)
 
     def spawn(self, coro: Coroutine[Any, Any, Any], name: str) -> asyncio.Task[Any]:
         """Run *coro* as background work of this system; shutdown cancels it."""
@@ -789,6 +844,18 @@ class SystemInitializer:
                 ResourceWarning,
                 stacklevel=1,
             )
+
+
+_systems: weakref.WeakSet[SystemInitializer] = weakref.WeakSet()
+
+
+def _after_fork_in_child() -> None:
+    for system in list(_systems):
+        system._after_fork()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 class _AttemptTimeout(TimeoutError):

@@ -1,0 +1,192 @@
+"""The built-in ``database`` component (SQLAlchemy 2 async: asyncpg or aiosqlite).
+
+Nothing here imports SQLAlchemy at module level: it loads when the component starts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid
+from typing import TYPE_CHECKING, Any
+
+from ._component import Component, Context, classify_error
+from ._log import event
+from .exceptions import ConfigError
+
+if TYPE_CHECKING:
+    from sqlalchemy.ext.asyncio import AsyncEngine
+
+    from ._settings import DatabaseSettings
+
+__all__ = ["DatabaseComponent", "pgbouncer_connect_args"]
+
+_AUTH_ERRORS = ("InvalidPasswordError", "InvalidAuthorizationSpecificationError")
+_NOT_FOUND_ERRORS = ("InvalidCatalogNameError",)
+_LOADING_ERRORS = ("CannotConnectNowError", "TooManyConnectionsError")
+
+
+def pgbouncer_connect_args() -> dict[str, Any]:
+    """asyncpg arguments that work behind PgBouncer in transaction pooling.
+
+    PgBouncer hands each transaction to any server connection, so a prepared
+    statement made on one may be missing -- or clash by name -- on the next.
+    The statement caches are off, and every statement SQLAlchemy still prepares
+    gets a unique name.
+    """
+    return {
+        "statement_cache_size": 0,
+        "prepared_statement_cache_size": 0,
+        "prepared_statement_name_func": _unique_statement_name,
+    }
+
+
+def _unique_statement_name() -> str:
+    return f"__infraboot_{uuid.uuid4().hex}__"
+
+
+class DatabaseComponent(Component["AsyncEngine"]):
+    """A SQLAlchemy ``AsyncEngine``: built inside the running loop, checked with ``SELECT 1``, warmed.
+
+    Configured by :class:`~infraboot.DatabaseSettings` (``DATABASE_*`` variables)
+    unless *settings* is given.
+    """
+
+    name = "database"
+
+    def __init__(
+        self, settings: DatabaseSettings | None = None, *, name: str = "database", **overrides: Any
+    ) -> None:
+        self._given = settings
+        self.settings: DatabaseSettings | None = settings
+        self._overrides = overrides
+        super().__init__(name, **overrides)
+        if settings is not None:
+            self._apply(settings)
+
+    def _apply(self, settings: DatabaseSettings) -> None:
+        self.settings = settings
+        o = self._overrides
+        self.required = o.get("required", settings.required)
+        self.timeout = o.get("timeout", settings.connect_timeout)
+        self.retries = o.get("retries", settings.max_retries)
+        self.deadline = o.get("deadline", None if self.required else settings.connect_timeout)
+
+    def configure(self) -> str | None:
+        from ._settings import DatabaseSettings, load_settings
+
+        settings = load_settings(DatabaseSettings, self._given)
+        assert isinstance(settings, DatabaseSettings)  # noqa: S101 - narrowing for mypy only
+        self._apply(settings)
+        return settings.disabled_reason()
+
+    def engine_kwargs(self) -> dict[str, Any]:
+        """The keyword arguments given to ``create_async_engine`` (no URL, no secret)."""
+        s = self.settings
+        if s is None or s.url is None:  # pragma: no cover - configure() runs first
+            msg = "database component started before it was configured"
+            raise ConfigError(msg)
+        kwargs: dict[str, Any] = {"echo": s.echo, "pool_pre_ping": s.pre_ping}
+        if s.is_sqlite:
+            path = s.url.path.lstrip("/")
+            if path in ("", ":memory:") or "mode=memory" in (s.url.query or ""):
+                from sqlalchemy.pool import StaticPool
+
+                # One in-memory database shared by every session needs one shared connection.
+                kwargs["poolclass"] = StaticPool
+                kwargs["connect_args"] = {"check_same_thread": False}
+            return kwargs
+        kwargs.update(
+            pool_size=s.pool_size,
+            max_overflow=s.max_overflow,
+            pool_timeout=s.pool_timeout,
+            pool_recycle=int(s.pool_recycle),
+        )
+        connect_args: dict[str, Any] = {"timeout": s.connect_timeout}
+        if s.pgbouncer:
+            connect_args.update(pgbouncer_connect_args())
+        kwargs["connect_args"] = connect_args
+        return kwargs
+
+    async def start(self, ctx: Context) -> AsyncEngine:
+        try:
+            from sqlalchemy.ext.asyncio import create_async_engine
+        except ImportError:
+            msg = 'the database component needs SQLAlchemy: pip install "infraboot[postgres]" (or "infraboot[sqlite]")'
+            raise ConfigError(msg) from None
+        assert self.settings is not None and self.settings.url is not None  # noqa: S101 - set by configure()
+        try:
+            engine = create_async_engine(self.settings.url.get_secret_value(), **self.engine_kwargs())
+        except ImportError as exc:
+            driver = "asyncpg" if "asyncpg" in str(exc) else "aiosqlite"
+            extra = "postgres" if driver == "asyncpg" else "sqlite"
+            msg = f"the database URL needs the {driver} driver: pip install \"infraboot[{extra}]\""
+            raise ConfigError(msg) from None
+        try:
+            await self.check(engine)
+            warmup = self.settings.warmup_connections
+            if warmup > 1 and not self.settings.is_sqlite:
+                conns = await asyncio.gather(*(engine.connect() for _ in range(warmup)))
+                for conn in conns:
+                    await conn.close()
+        except BaseException:
+            await asyncio.shield(_dispose_quietly(engine))
+            raise
+        return engine
+
+    async def check(self, resource: AsyncEngine) -> None:
+        from sqlalchemy import text
+
+        async with resource.connect() as conn:
+            await conn.execute(text("SELECT 1"))
+
+    async def stop(self, resource: AsyncEngine) -> None:
+        await resource.dispose()
+
+    def is_retryable(self, exc: Exception) -> bool:
+        return self.classify(exc) not in ("auth", "not_found", "tls", "config") and super().is_retryable(exc)
+
+    def classify(self, exc: BaseException) -> str:
+        for link in _chain(exc):
+            kind = type(link).__name__
+            if kind in _AUTH_ERRORS:
+                return "auth"
+            if kind in _NOT_FOUND_ERRORS:
+                return "not_found"
+            if kind in _LOADING_ERRORS:
+                return "loading"
+        return classify_error(exc)
+
+    def pool_stats(self, resource: AsyncEngine) -> dict[str, int]:
+        """Size, checked out, idle and overflow connections of the engine's pool."""
+        pool: Any = resource.sync_engine.pool
+        stats = {"size": 0, "checked_out": 0, "idle": 0, "overflow": 0}
+        for key, attr in (("size", "size"), ("checked_out", "checkedout"), ("idle", "checkedin"), ("overflow", "overflow")):
+            fn = getattr(pool, attr, None)
+            if callable(fn):
+                stats[key] = max(0, int(fn()))
+        return stats
+
+    def after_fork(self, resource: AsyncEngine) -> AsyncEngine | None:
+        """In a forked child: a fresh pool on first use, the parent's connections left open."""
+        resource.sync_engine.dispose(close=False)
+        return resource
+
+
+def _chain(exc: BaseException) -> list[BaseException]:
+    seen: list[BaseException] = []
+    todo: list[BaseException | None] = [exc]
+    while todo:
+        cur = todo.pop()
+        if cur is None or any(cur is s for s in seen):
+            continue
+        seen.append(cur)
+        todo.extend([cur.__cause__, cur.__context__, getattr(cur, "orig", None)])
+    return seen
+
+
+async def _dispose_quietly(engine: AsyncEngine) -> None:
+    try:
+        await engine.dispose()
+    except Exception as exc:
+        event(logging.DEBUG, "dispose_after_failed_start_failed", "database", error=type(exc).__name__)
