@@ -79,3 +79,111 @@ def sim(
 def no_backoff() -> Iterator[None]:
     with infraboot.set_testing(attempts=3):
         yield
+
+
+# -- real servers -----------------------------------------------------------------------------
+
+import os
+import shutil
+import socket
+import tempfile
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from .servers import PgBouncer, RedisServer, TcpProxy
+
+DEFAULT_REDIS = "redis://127.0.0.1:6379/9"
+DEFAULT_DATABASE = "postgresql+asyncpg://postgres@127.0.0.1:5432/test"
+
+
+def _reachable(url: str, default_port: int) -> tuple[str, int] | None:
+    parts = urlsplit(url)
+    host, port = parts.hostname or "127.0.0.1", parts.port or default_port
+    try:
+        with socket.create_connection((host, port), timeout=1.0):
+            return host, port
+    except OSError:
+        return None
+
+
+def _server_or_skip(env: str, default: str, port: int, what: str) -> tuple[str, str, int]:
+    url = os.environ.get(env, default)
+    where = _reachable(url, port)
+    if where is None:
+        reason = f"no {what} reachable at {url} (set {env})"
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"{reason}; under CI=true the real servers are required")
+        pytest.skip(reason)
+    return url, where[0], where[1]
+
+
+@pytest.fixture(scope="session")
+def real_redis() -> tuple[str, str, int]:
+    """(url, host, port) of the real Redis; skipped when unreachable, failed under CI=true."""
+    return _server_or_skip("INFRABOOT_TEST_REDIS_URL", DEFAULT_REDIS, 6379, "Redis")
+
+
+@pytest.fixture(scope="session")
+def real_database() -> tuple[str, str, int]:
+    """(url, host, port) of the real PostgreSQL; skipped when unreachable, failed under CI=true."""
+    return _server_or_skip("INFRABOOT_TEST_DATABASE_URL", DEFAULT_DATABASE, 5432, "PostgreSQL")
+
+
+@pytest.fixture
+def redis_url(real_redis: tuple[str, str, int]) -> str:
+    return real_redis[0]
+
+
+@pytest.fixture
+def database_url(real_database: tuple[str, str, int]) -> str:
+    return real_database[0]
+
+
+@pytest.fixture
+def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
+    """A redis-server process this test owns (kill it, restart it)."""
+    server = RedisServer(tmp_path)
+    server.start()
+    try:
+        yield server
+    finally:
+        server.kill()
+
+
+@pytest.fixture
+def redis_proxy(real_redis: tuple[str, str, int]) -> Iterator[TcpProxy]:
+    proxy = TcpProxy(real_redis[2], target_host=real_redis[1])
+    try:
+        yield proxy
+    finally:
+        proxy.close()
+
+
+@pytest.fixture
+def database_proxy(real_database: tuple[str, str, int]) -> Iterator[TcpProxy]:
+    proxy = TcpProxy(real_database[2], target_host=real_database[1])
+    try:
+        yield proxy
+    finally:
+        proxy.close()
+
+
+@pytest.fixture(scope="session")
+def pgbouncer(real_database: tuple[str, str, int]) -> Iterator[PgBouncer]:
+    # Not under pytest's tmp dir: pgbouncer drops root to the postgres user, who cannot enter it.
+    workdir = Path(tempfile.mkdtemp(prefix="infraboot-pgbouncer-"))
+    bouncer = PgBouncer(workdir, real_database[1], real_database[2])
+    try:
+        yield bouncer
+    finally:
+        bouncer.stop()
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+@pytest.fixture
+def clean_env(monkeypatch: pytest.MonkeyPatch) -> pytest.MonkeyPatch:
+    """No REDIS_* / DATABASE_* variables from the outside leak into the test."""
+    for key in list(os.environ):
+        if key.startswith(("REDIS_", "DATABASE_")):
+            monkeypatch.delenv(key)
+    return monkeypatch

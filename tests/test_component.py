@@ -78,7 +78,7 @@ def test_bad_timeouts_are_refused(field: str, value: object) -> None:
 @pytest.mark.parametrize("value", [-1, 1.5, "3"])
 def test_bad_retries_are_refused(value: object) -> None:
     """Retries must be a whole number >= 0."""
-    with pytest.raises(ConfigError, match="retries=.*whole number >= 0"):
+    with pytest.raises(ConfigError, match=r"retries=.*whole number >= 0"):
         infraboot.Component("a", retries=value)  # type: ignore[arg-type]
 
 
@@ -91,7 +91,7 @@ def test_all_problems_are_reported_at_once() -> None:
 
 def test_check_must_be_async() -> None:
     """check= must be an async function."""
-    with pytest.raises(ConfigError, match="check=.*async function"):
+    with pytest.raises(ConfigError, match=r"check=.*async function"):
 
         @infraboot.component("x", check=lambda r: None)  # type: ignore[arg-type,return-value]
         async def x(ctx: infraboot.Context) -> AsyncIterator[int]:
@@ -103,7 +103,7 @@ def test_subclass_settings_come_from_class_attributes() -> None:
 
     class Search(infraboot.Component[str]):
         name = "search"
-        requires = ["database"]
+        requires = ("database",)
         required = False
         timeout = 2.5
 

@@ -35,11 +35,15 @@ def test_all_is_honest() -> None:
     """Every name in __all__ exists, and every public attribute is in __all__."""
     for name in infraboot.__all__:
         assert hasattr(infraboot, name), name
-    public = {n for n in vars(infraboot) if not n.startswith("_")} - {"annotations", "exceptions", "TYPE_CHECKING", "Any", "testing"}
+    public = {n for n in vars(infraboot) if not n.startswith(("_", "@"))} - {
+        "annotations",
+        "exceptions",
+        "TYPE_CHECKING",
+        "Any",
+        "testing",
+    }
     assert set() == public - set(infraboot.__all__)
-    assert sorted(infraboot.exceptions.__all__) == sorted(
-        n for n in vars(infraboot.exceptions) if n.endswith("Error")
-    )
+    assert sorted(infraboot.exceptions.__all__) == sorted(n for n in vars(infraboot.exceptions) if n.endswith("Error"))
 
 
 def test_exceptions_subclass_what_people_catch() -> None:
@@ -53,8 +57,19 @@ def test_exceptions_subclass_what_people_catch() -> None:
         assert issubclass(exc, infraboot.InfrabootError)
 
 
-HEAVY = ["redis", "sqlalchemy", "asyncpg", "pydantic", "fastapi", "starlette", "fakeredis", "aiosqlite",
-         "prometheus_client", "tenacity", "pydantic_settings"]
+HEAVY = [
+    "redis",
+    "sqlalchemy",
+    "asyncpg",
+    "pydantic",
+    "fastapi",
+    "starlette",
+    "fakeredis",
+    "aiosqlite",
+    "prometheus_client",
+    "tenacity",
+    "pydantic_settings",
+]
 
 
 def test_import_is_light() -> None:
@@ -70,7 +85,12 @@ def test_import_is_light() -> None:
 
 def test_settings_load_lazily() -> None:
     """The settings classes import pydantic only when they are first touched."""
-    code = "import sys, infraboot\nassert 'pydantic' not in sys.modules\ninfraboot.RedisSettings\nprint('pydantic' in sys.modules)"
+    code = (
+        "import sys, infraboot\n"
+        "assert 'pydantic' not in sys.modules\n"
+        "infraboot.RedisSettings\n"
+        "print('pydantic' in sys.modules)"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert "True" == out.strip()
 

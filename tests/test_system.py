@@ -193,7 +193,7 @@ async def test_required_component_blocked_by_optional_one_fails_startup(no_backo
             sim(journal, "api", requires=("flaky",)),
         ]
     )
-    with pytest.raises(StartupError, match="required component 'api' failed after 0 attempts .requires 'flaky'"):
+    with pytest.raises(StartupError, match=r"required component 'api' failed after 0 attempts .requires 'flaky'"):
         await system.initialize_all()
 
 
@@ -485,7 +485,9 @@ def test_register_refuses_what_is_not_a_component() -> None:
         SystemInitializer().register(lambda: None)  # type: ignore[arg-type]
 
 
-@pytest.mark.parametrize(("kwargs", "field"), [({"shutdown_timeout": 0}, "shutdown_timeout"), ({"startup_timeout": -1}, "startup_timeout")])
+@pytest.mark.parametrize(
+    ("kwargs", "field"), [({"shutdown_timeout": 0}, "shutdown_timeout"), ({"startup_timeout": -1}, "startup_timeout")]
+)
 def test_system_timeouts_are_validated(kwargs: dict[str, float], field: str) -> None:
     """The system's own budgets must be positive finite numbers."""
     with pytest.raises(ConfigError, match=field):
@@ -591,8 +593,13 @@ async def test_logs_have_stable_event_names(journal: Journal, caplog: pytest.Log
         await system.initialize_all()
         await system.shutdown()
     events = [(r.event, r.component) for r in caplog.records]  # type: ignore[attr-defined]
-    for expected in [("component_starting", "a"), ("component_ready", "a"), ("startup_complete", None),
-                     ("component_stopped", "a"), ("shutdown_complete", None)]:
+    for expected in [
+        ("component_starting", "a"),
+        ("component_ready", "a"),
+        ("startup_complete", None),
+        ("component_stopped", "a"),
+        ("shutdown_complete", None),
+    ]:
         assert expected in events
 
 

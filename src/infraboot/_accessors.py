@@ -119,5 +119,3 @@ def validate_config() -> None:
     from ._settings import validate_config as _validate
 
     _validate()
-
-

@@ -191,10 +191,15 @@ class Component(Generic[T]):
 
     async def check(self, resource: T) -> None:
         """Probe the resource; raise when it is unhealthy. The default probe always passes."""
-        return None
+        return
 
     async def stop(self, resource: T) -> None:
         """Release the resource. Called once, in reverse dependency order, under ``stop_timeout``."""
+        return
+
+    @property
+    def target(self) -> str | None:
+        """What the component connects to, redacted (a URL with ``***`` for the password), for messages."""
         return None
 
     def after_fork(self, resource: T) -> T | None:

@@ -8,7 +8,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from ._component import Component, Context, classify_error
 from ._log import event
@@ -17,6 +17,7 @@ from .exceptions import ConfigError
 if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncEngine
 
+    from ._redact import SecretURL
     from ._settings import DatabaseSettings
 
 __all__ = ["DatabaseComponent", "pgbouncer_connect_args"]
@@ -54,9 +55,7 @@ class DatabaseComponent(Component["AsyncEngine"]):
 
     name = "database"
 
-    def __init__(
-        self, settings: DatabaseSettings | None = None, *, name: str = "database", **overrides: Any
-    ) -> None:
+    def __init__(self, settings: DatabaseSettings | None = None, *, name: str = "database", **overrides: Any) -> None:
         self._given = settings
         self.settings: DatabaseSettings | None = settings
         self._overrides = overrides
@@ -72,11 +71,15 @@ class DatabaseComponent(Component["AsyncEngine"]):
         self.retries = o.get("retries", settings.max_retries)
         self.deadline = o.get("deadline", None if self.required else settings.connect_timeout)
 
+    @property
+    def target(self) -> str | None:
+        url = self.settings.url if self.settings is not None else None
+        return None if url is None else str(url)
+
     def configure(self) -> str | None:
         from ._settings import DatabaseSettings, load_settings
 
-        settings = load_settings(DatabaseSettings, self._given)
-        assert isinstance(settings, DatabaseSettings)  # noqa: S101 - narrowing for mypy only
+        settings = cast("DatabaseSettings", load_settings(DatabaseSettings, self._given))
         self._apply(settings)
         return settings.disabled_reason()
 
@@ -103,6 +106,8 @@ class DatabaseComponent(Component["AsyncEngine"]):
             pool_recycle=int(s.pool_recycle),
         )
         connect_args: dict[str, Any] = {"timeout": s.connect_timeout}
+        if s.application_name:
+            connect_args["server_settings"] = {"application_name": s.application_name}
         if s.pgbouncer:
             connect_args.update(pgbouncer_connect_args())
         kwargs["connect_args"] = connect_args
@@ -114,18 +119,20 @@ class DatabaseComponent(Component["AsyncEngine"]):
         except ImportError:
             msg = 'the database component needs SQLAlchemy: pip install "infraboot[postgres]" (or "infraboot[sqlite]")'
             raise ConfigError(msg) from None
-        assert self.settings is not None and self.settings.url is not None  # noqa: S101 - set by configure()
+        kwargs = self.engine_kwargs()  # raises when configure() has not run
+        settings = cast("DatabaseSettings", self.settings)
+        url = cast("SecretURL", settings.url)
         try:
-            engine = create_async_engine(self.settings.url.get_secret_value(), **self.engine_kwargs())
+            engine = create_async_engine(url.get_secret_value(), **kwargs)
         except ImportError as exc:
             driver = "asyncpg" if "asyncpg" in str(exc) else "aiosqlite"
             extra = "postgres" if driver == "asyncpg" else "sqlite"
-            msg = f"the database URL needs the {driver} driver: pip install \"infraboot[{extra}]\""
+            msg = f'the database URL needs the {driver} driver: pip install "infraboot[{extra}]"'
             raise ConfigError(msg) from None
         try:
             await self.check(engine)
-            warmup = self.settings.warmup_connections
-            if warmup > 1 and not self.settings.is_sqlite:
+            warmup = settings.warmup_connections
+            if warmup > 1 and not settings.is_sqlite:
                 conns = await asyncio.gather(*(engine.connect() for _ in range(warmup)))
                 for conn in conns:
                     await conn.close()
@@ -161,7 +168,12 @@ class DatabaseComponent(Component["AsyncEngine"]):
         """Size, checked out, idle and overflow connections of the engine's pool."""
         pool: Any = resource.sync_engine.pool
         stats = {"size": 0, "checked_out": 0, "idle": 0, "overflow": 0}
-        for key, attr in (("size", "size"), ("checked_out", "checkedout"), ("idle", "checkedin"), ("overflow", "overflow")):
+        for key, attr in (
+            ("size", "size"),
+            ("checked_out", "checkedout"),
+            ("idle", "checkedin"),
+            ("overflow", "overflow"),
+        ):
             fn = getattr(pool, attr, None)
             if callable(fn):
                 stats[key] = max(0, int(fn()))

@@ -65,9 +65,7 @@ def load_entry_points(system: SystemInitializer, group: str = ENTRY_POINT_GROUP)
     added: list[Component[Any]] = []
     for ep in entry_points(group=group):
         obj = ep.load()
-        if isinstance(obj, type) and issubclass(obj, Component):
-            obj = obj()
-        elif callable(obj) and not isinstance(obj, Component):
+        if (isinstance(obj, type) and issubclass(obj, Component)) or (callable(obj) and not isinstance(obj, Component)):
             obj = obj()
         items = obj if isinstance(obj, list | tuple) else [obj]
         for item in items:

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from ._component import Component, Context, classify_error
 from ._log import event
@@ -55,11 +55,15 @@ class RedisComponent(Component["Redis"]):
         # it degrades at once and recovers in the background.
         self.deadline = o.get("deadline", None if self.required else settings.connect_timeout)
 
+    @property
+    def target(self) -> str | None:
+        url = self.settings.url if self.settings is not None else None
+        return None if url is None else str(url)
+
     def configure(self) -> str | None:
         from ._settings import RedisSettings, load_settings
 
-        settings = load_settings(RedisSettings, self._given)
-        assert isinstance(settings, RedisSettings)  # noqa: S101 - narrowing for mypy only
+        settings = cast("RedisSettings", load_settings(RedisSettings, self._given))
         self._apply(settings)
         return settings.disabled_reason()
 
@@ -107,8 +111,8 @@ class RedisComponent(Component["Redis"]):
                 kwargs["ssl_check_hostname"] = False
             if settings.ssl_ca_certs:
                 kwargs["ssl_ca_certs"] = settings.ssl_ca_certs
-        client = Redis.from_url(url.get_secret_value(), **kwargs)
-        return client
+        redis_client: Redis = Redis.from_url(url.get_secret_value(), **kwargs)
+        return redis_client
 
     async def start(self, ctx: Context) -> Redis:
         client = self._client()
@@ -117,7 +121,7 @@ class RedisComponent(Component["Redis"]):
             warmup = self.settings.warmup_connections if self.settings else 0
             if warmup > 1 and not _is_fake(client):
                 pool = client.connection_pool
-                conns = await asyncio.gather(*(pool.get_connection() for _ in range(warmup)))
+                conns = await asyncio.gather(*(pool.get_connection() for _ in range(warmup)))  # type: ignore[no-untyped-call]
                 for conn in conns:
                     await pool.release(conn)
         except BaseException:

@@ -158,6 +158,7 @@ class DatabaseSettings(_Base):
     warmup_connections: int = 1
     pgbouncer: bool = False
     echo: bool = False
+    application_name: str | None = None
 
     @property
     def is_sqlite(self) -> bool:
@@ -174,9 +175,7 @@ class DatabaseSettings(_Base):
         self._seconds(out, "connect_timeout", example="DATABASE_CONNECT_TIMEOUT=5")
         recycle = self.pool_recycle
         if math.isnan(recycle) or math.isinf(recycle) or (recycle <= 0 and recycle != -1):
-            out.append(
-                f"DATABASE_POOL_RECYCLE={recycle!r}: must be seconds > 0, or -1 to never recycle, e.g. 1800"
-            )
+            out.append(f"DATABASE_POOL_RECYCLE={recycle!r}: must be seconds > 0, or -1 to never recycle, e.g. 1800")
         if self.warmup_connections > self.pool_size + self.max_overflow:
             out.append(
                 f"DATABASE_WARMUP_CONNECTIONS={self.warmup_connections} exceeds DATABASE_POOL_SIZE + "
@@ -192,6 +191,8 @@ class DatabaseSettings(_Base):
                 )
             if self.pgbouncer and self.is_sqlite:
                 out.append("DATABASE_PGBOUNCER=true needs a postgresql+asyncpg:// URL; remove it for SQLite")
+            if self.is_sqlite and self.application_name:
+                out.append("DATABASE_APPLICATION_NAME does not apply to SQLite; remove it")
             if self.is_sqlite and sslmode is not None:
                 out.append(f"DATABASE_URL={url}: sslmode does not apply to SQLite; remove it")
         return out

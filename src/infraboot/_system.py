@@ -7,6 +7,7 @@ import contextlib
 import functools
 import logging
 import os
+import random
 import time
 import warnings
 import weakref
@@ -187,11 +188,11 @@ class SystemInitializer:
             )
         if state in (_S.STOPPING, _S.STOPPED):
             return NotInitializedError(
-                f"component {name!r} was shut down; call await infraboot.ensure_initialized([{name!r}]) to start it again"
+                f"component {name!r} was shut down; "
+                f"call await infraboot.ensure_initialized([{name!r}]) to start it again"
             )
         return NotInitializedError(
-            f"component {name!r} is {state.value}, not ready; "
-            f"call await infraboot.ensure_initialized([{name!r}]) first"
+            f"component {name!r} is {state.value}, not ready; call await infraboot.ensure_initialized([{name!r}]) first"
         )
 
     # -- graph --------------------------------------------------------------------------------
@@ -344,7 +345,13 @@ class SystemInitializer:
             raise self._startup_error(failed, report)
         self._pinned.update(n for n in closure if self._slots[n].state is _S.READY)
         level = logging.INFO if report.status == "ok" else logging.WARNING
-        event(level, "startup_complete", status=report.status, duration=report.duration, failed=",".join(report.failed) or None)
+        event(
+            level,
+            "startup_complete",
+            status=report.status,
+            duration=report.duration,
+            failed=",".join(report.failed) or None,
+        )
         return report
 
     def _configure(self, closure: list[str]) -> None:
@@ -441,7 +448,11 @@ class SystemInitializer:
         slot.state = _S.READY
         self._resources[name] = resource
         event(
-            logging.INFO, "component_ready", name, duration=slot.ended_at - (slot.started_at or 0), attempts=slot.attempts
+            logging.INFO,
+            "component_ready",
+            name,
+            duration=slot.ended_at - (slot.started_at or 0),
+            attempts=slot.attempts,
         )
 
     def _mark_failed(self, slot: _Slot, exc: BaseException, code: str) -> None:
@@ -461,45 +472,12 @@ class SystemInitializer:
         )
 
     async def _attempt_start(self, slot: _Slot, deadline: float | None) -> tuple[Any, Closer]:
-        import tenacity
-
         comp = slot.component
         own = None if comp.deadline is None else time.monotonic() + comp.deadline
         limit = own if deadline is None else (deadline if own is None else min(own, deadline))
         policy = comp.retry_policy
-        attempts = min(policy.attempts, testing_attempts()) if is_testing() else policy.attempts
-        wait: tenacity.wait.wait_base = (
-            tenacity.wait_none()
-            if is_testing()
-            else tenacity.wait_random_exponential(multiplier=policy.backoff_initial, max=policy.backoff_max)
-        )
-
-        def past_deadline(rs: tenacity.RetryCallState) -> bool:
-            # Never start an attempt after the deadline: stop if the next wait would cross it.
-            return limit is not None and time.monotonic() + rs.upcoming_sleep >= limit
-
-        def retryable(exc: BaseException) -> bool:
-            return isinstance(exc, Exception) and not isinstance(exc, _OutOfTime) and comp.is_retryable(exc)
-
-        def before_sleep(rs: tenacity.RetryCallState) -> None:
-            exc = rs.outcome.exception() if rs.outcome else None
-            event(
-                logging.WARNING,
-                "component_retrying",
-                comp.name,
-                attempt=rs.attempt_number,
-                wait=rs.upcoming_sleep,
-                error_code=comp.classify(exc) if exc else None,
-                error=_describe(exc) if exc else None,
-            )
-
-        retrying = tenacity.AsyncRetrying(
-            stop=tenacity.stop_after_attempt(attempts) | past_deadline,
-            wait=wait,
-            retry=tenacity.retry_if_exception(retryable),
-            before_sleep=before_sleep,
-            reraise=True,
-        )
+        testing = is_testing()
+        attempts = min(policy.attempts, testing_attempts()) if testing else policy.attempts
         resources = {d: self._resources[d] for d in comp.requires}
 
         async def one_attempt() -> tuple[Any, Closer]:
@@ -521,6 +499,57 @@ class SystemInitializer:
                     raise _AttemptTimeout(msg) from None
                 raise
 
+        def retryable(exc: BaseException) -> bool:
+            return isinstance(exc, Exception) and not isinstance(exc, _OutOfTime) and comp.is_retryable(exc)
+
+        def log_retry(exc: BaseException | None, attempt: int, wait: float) -> None:
+            event(
+                logging.WARNING,
+                "component_retrying",
+                comp.name,
+                attempt=attempt,
+                wait=wait,
+                error_code=comp.classify(exc) if exc else None,
+                error=_describe(exc) if exc else None,
+            )
+
+        # The first attempt runs bare: most starts succeed at once, and the retry
+        # machinery costs more than a no-op start. Failures go to tenacity below.
+        try:
+            return await one_attempt()
+        except Exception as exc:
+            if attempts <= 1 or not retryable(exc):
+                raise
+            first_wait = 0.0 if testing else random.uniform(0, min(policy.backoff_max, policy.backoff_initial))
+            if limit is not None and time.monotonic() + first_wait >= limit:
+                raise
+            log_retry(exc, 1, first_wait)
+        if first_wait:
+            await asyncio.sleep(first_wait)
+
+        import tenacity
+
+        class past_deadline(tenacity.stop.stop_base):
+            """Never start an attempt after the deadline: stop if the next wait would cross it."""
+
+            def __call__(self, rs: tenacity.RetryCallState) -> bool:
+                return limit is not None and time.monotonic() + rs.upcoming_sleep >= limit
+
+        # Attempt k of this loop is attempt k + 1 overall: the exponent carries on from there.
+        wait: tenacity.wait.wait_base = (
+            tenacity.wait_none()
+            if testing
+            else tenacity.wait_random_exponential(multiplier=policy.backoff_initial * 2, max=policy.backoff_max)
+        )
+        retrying = tenacity.AsyncRetrying(
+            stop=tenacity.stop_after_attempt(attempts - 1) | past_deadline(),
+            wait=wait,
+            retry=tenacity.retry_if_exception(retryable),
+            before_sleep=lambda rs: log_retry(
+                rs.outcome.exception() if rs.outcome else None, rs.attempt_number + 1, rs.upcoming_sleep
+            ),
+            reraise=True,
+        )
         result: tuple[Any, Closer] = await retrying(one_attempt)
         return result
 
@@ -550,8 +579,9 @@ class SystemInitializer:
         else:
             cause = f"{slot.error_code}: {slot.error}"
         rolled = [n for n, r in report.components.items() if r.state is _S.STOPPED]
+        target = slot.component.target
         msg = (
-            f"required component {name!r} failed after {result.attempts} attempt"
+            f"required component {name!r}{f' at {target}' if target else ''} failed after {result.attempts} attempt"
             f"{'' if result.attempts == 1 else 's'} ({cause})"
         )
         if rolled:
@@ -610,7 +640,7 @@ class SystemInitializer:
         self._shutting_down = True
         event(logging.INFO, "shutdown_begin")
         try:
-            report = await self._shielded(self._shutdown())
+            report: ShutdownReport = await self._shielded(self._shutdown())
         finally:
             self._shutting_down = False
         level = logging.INFO if report.ok else logging.WARNING
@@ -651,7 +681,7 @@ class SystemInitializer:
 
         for n in reversed(names):
             schedule(n)
-        done, pending = await asyncio.wait(tasks.values(), timeout=budget) if tasks else (set(), set())
+        _, pending = await asyncio.wait(tasks.values(), timeout=budget) if tasks else (set(), set())
         for task in pending:
             task.cancel()
         if pending:
@@ -669,10 +699,7 @@ class SystemInitializer:
             results.append(result)
             if result.error:
                 errors[n] = result.error
-        results.sort(key=lambda r: order.index(r.name))
-        return ShutdownReport(
-            stopped=tuple(results), duration=time.monotonic() - t0, errors=MappingProxyType(errors)
-        )
+        return ShutdownReport(stopped=tuple(results), duration=time.monotonic() - t0, errors=MappingProxyType(errors))
 
     async def _stop_one(self, name: str, wait_for: list[asyncio.Task[StopResult]]) -> StopResult:
         if wait_for:

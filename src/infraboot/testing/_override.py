@@ -4,10 +4,10 @@ import contextlib
 from collections.abc import Iterator
 from typing import Any
 
-from .._default import default_system
-from .._default import reset_default_system as _reset
-from .._state import ComponentState
-from .._system import SystemInitializer
+from infraboot._default import default_system
+from infraboot._default import reset_default_system as _reset
+from infraboot._state import ComponentState
+from infraboot._system import SystemInitializer
 
 __all__ = ["override", "reset_default_system"]
 

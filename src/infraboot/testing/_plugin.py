@@ -6,7 +6,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from .._default import reset_default_system
+from infraboot._default import reset_default_system
 
 __all__ = ["infraboot_reset"]
 

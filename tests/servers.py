@@ -1,0 +1,235 @@
+"""Servers the tests own: a fault-injecting TCP proxy, redis-server and pgbouncer processes.
+
+Everything listens on 127.0.0.1 and free ports; every process is stopped by its fixture.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import shutil
+import socket
+import struct
+import subprocess
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Literal
+
+import pytest
+
+Mode = Literal["forward", "refuse", "blackhole", "reset", "delay"]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def wait_for_port(port: int, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=0.2):
+            return
+        time.sleep(0.02)
+    msg = f"nothing listens on 127.0.0.1:{port} after {timeout}s"
+    raise TimeoutError(msg)
+
+
+class TcpProxy:
+    """A TCP proxy in its own thread whose behaviour can be switched at any time.
+
+    - ``forward``: pass bytes both ways (with ``delay`` seconds added when mode is ``delay``)
+    - ``refuse``: stop listening, so connections are refused
+    - ``blackhole``: accept connections and never answer
+    - ``reset``: accept, then reset the connection (RST) at once
+    """
+
+    def __init__(self, target_port: int, *, target_host: str = "127.0.0.1") -> None:
+        self.target = (target_host, target_port)
+        self.port = free_port()
+        self.mode: Mode = "forward"
+        self.delay = 0.0
+        self.accepted = 0
+        self._loop = asyncio.new_event_loop()
+        self._server: asyncio.Server | None = None
+        self._conns: set[asyncio.StreamWriter] = set()
+        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True, name="tcp-proxy")
+        self._thread.start()
+        self._call(self._listen())
+
+    @property
+    def url_host(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def _call(self, coro: object) -> None:
+        asyncio.run_coroutine_threadsafe(coro, self._loop).result(timeout=10)  # type: ignore[arg-type]
+
+    async def _listen(self) -> None:
+        if self._server is None:
+            self._server = await asyncio.start_server(self._handle, "127.0.0.1", self.port, reuse_address=True)
+
+    async def _unlisten(self) -> None:
+        if self._server is not None:
+            self._server.close()
+            await self._server.wait_closed()
+            self._server = None
+
+    async def _drop_all(self) -> None:
+        for w in list(self._conns):
+            _abort(w)
+        self._conns.clear()
+
+    def set_mode(self, mode: Mode, *, delay: float = 0.0, drop_existing: bool = True) -> None:
+        self.mode, self.delay = mode, delay
+        if drop_existing:
+            self._call(self._drop_all())
+        self._call(self._unlisten() if mode == "refuse" else self._listen())
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.accepted += 1
+        self._conns.add(writer)
+        mode = self.mode
+        if mode == "reset":
+            _abort(writer)
+            return
+        if mode == "blackhole":
+            with contextlib.suppress(Exception):
+                await reader.read()  # hold the connection, say nothing
+            return
+        try:
+            up_reader, up_writer = await asyncio.open_connection(*self.target)
+        except OSError:
+            _abort(writer)
+            return
+        self._conns.add(up_writer)
+        await asyncio.gather(self._pipe(reader, up_writer), self._pipe(up_reader, writer), return_exceptions=True)
+
+    async def _pipe(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while data := await reader.read(65536):
+                if self.mode == "delay" and self.delay:
+                    await asyncio.sleep(self.delay)
+                if self.mode in ("blackhole",):
+                    continue
+                writer.write(data)
+                await writer.drain()
+        finally:
+            with contextlib.suppress(Exception):
+                writer.close()
+
+    def close(self) -> None:
+        self._call(self._drop_all())
+        self._call(self._unlisten())
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(timeout=5)
+        self._loop.close()
+
+
+def _abort(writer: asyncio.StreamWriter) -> None:
+    sock = writer.get_extra_info("socket")
+    if sock is not None:
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    writer.transport.abort()
+
+
+class RedisServer:
+    """A redis-server process owned by one test: start, kill, restart on the same port."""
+
+    def __init__(self, workdir: Path, *, password: str | None = None) -> None:
+        self.port = free_port()
+        self.workdir = workdir
+        self.password = password
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        binary = shutil.which("redis-server")
+        if binary is None:
+            pytest.fail("redis-server is not installed; run bash scripts/services.sh")
+        args = [
+            binary,
+            "--port",
+            str(self.port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            str(self.workdir),
+        ]
+        if self.password:
+            args += ["--requirepass", self.password]
+        self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        wait_for_port(self.port)
+
+    def kill(self) -> None:
+        if self.proc is not None:
+            self.proc.kill()
+            self.proc.wait(timeout=10)
+            self.proc = None
+
+    def url(self, password: str | None = None) -> str:
+        auth = f":{password}@" if password else ""
+        return f"redis://{auth}127.0.0.1:{self.port}/0"
+
+
+class PgBouncer:
+    """A pgbouncer in transaction pooling in front of the local PostgreSQL."""
+
+    def __init__(self, workdir: Path, pg_host: str, pg_port: int) -> None:
+        self.port = free_port()
+        self.workdir = workdir
+        binary = shutil.which("pgbouncer") or "/usr/sbin/pgbouncer"
+        if not os.path.exists(binary):
+            pytest.fail("pgbouncer is not installed; run bash scripts/services.sh")
+        workdir.chmod(0o777)
+        (workdir / "users.txt").write_text('"postgres" ""\n')
+        (workdir / "pgbouncer.ini").write_text(
+            "[databases]\n"
+            f"test = host={pg_host} port={pg_port} dbname=test\n"
+            "[pgbouncer]\n"
+            f"listen_addr = 127.0.0.1\nlisten_port = {self.port}\n"
+            f"unix_socket_dir =\nauth_type = trust\nauth_file = {workdir / 'users.txt'}\n"
+            "pool_mode = transaction\ndefault_pool_size = 4\nmax_client_conn = 200\n"
+            f"logfile = {workdir / 'pgbouncer.log'}\npidfile = {workdir / 'pgbouncer.pid'}\n"
+            "ignore_startup_parameters = extra_float_digits,application_name\n"
+        )
+        for f in workdir.iterdir():
+            f.chmod(0o666)
+        args = [binary, str(workdir / "pgbouncer.ini")]
+        if os.geteuid() == 0:
+            args.insert(1, "-u")
+            args.insert(2, "postgres")
+        self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            wait_for_port(self.port)
+        except TimeoutError:
+            self.proc.kill()
+            log = (workdir / "pgbouncer.log").read_text() if (workdir / "pgbouncer.log").exists() else ""
+            pytest.fail(f"pgbouncer did not start: {log[-2000:]}")
+
+    def url(self) -> str:
+        return f"postgresql+asyncpg://postgres@127.0.0.1:{self.port}/test"
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        try:
+            self.proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+
+
+@contextlib.contextmanager
+def proxy_to(port: int) -> Iterator[TcpProxy]:
+    proxy = TcpProxy(port)
+    try:
+        yield proxy
+    finally:
+        proxy.close()

@@ -1,0 +1,180 @@
+"""The built-in redis component against real servers (and memory://)."""
+
+from __future__ import annotations
+
+import asyncio
+import multiprocessing
+import time
+
+import pytest
+import redis.asyncio as aioredis
+
+import infraboot
+from infraboot import ComponentState, RedisSettings, StartupError, SystemInitializer
+from infraboot._redis import RedisComponent
+
+from .servers import RedisServer, TcpProxy
+
+pytestmark = pytest.mark.real
+
+
+async def connected_clients(port: int) -> int:
+    probe = aioredis.Redis(host="127.0.0.1", port=port)
+    try:
+        info = await probe.info("clients")
+        return int(info["connected_clients"]) - 1  # not counting the probe itself
+    finally:
+        await probe.aclose()
+
+
+async def test_starts_against_the_real_redis(redis_url: str) -> None:
+    """Start connects and PINGs; the client works; stop closes it."""
+    async with SystemInitializer([RedisComponent(RedisSettings(url=redis_url))]) as system:
+        client = system.get("redis")
+        await client.set("infraboot:test", "1")
+        assert b"1" == await client.get("infraboot:test")
+        await client.delete("infraboot:test")
+
+
+async def test_warmup_opens_the_configured_connections_and_shutdown_closes_them(redis_server: RedisServer) -> None:
+    """Server-side client count equals the warmup after start and the baseline after shutdown."""
+    baseline = await connected_clients(redis_server.port)
+    system = SystemInitializer([RedisComponent(RedisSettings(url=redis_server.url(), warmup_connections=4))])
+    await system.initialize_all()
+    assert baseline + 4 == await connected_clients(redis_server.port)
+    await system.shutdown()
+    assert baseline == await connected_clients(redis_server.port)
+
+
+async def test_memory_urls_need_no_server(clean_env: pytest.MonkeyPatch) -> None:
+    """memory:// is an embedded Redis; memory://NAME is shared inside the process."""
+    clean_env.setenv("REDIS_URL", "memory://shared-one")
+    client = await infraboot.init_redis()
+    await client.set("k", "v")
+    other = SystemInitializer([RedisComponent(RedisSettings(url="memory://shared-one"), name="other")])
+    async with other:
+        assert b"v" == await other.get("other").get("k")
+    await infraboot.close_redis()
+    assert ComponentState.STOPPED == infraboot.state("redis")
+
+
+async def test_optional_redis_refused_degrades_within_the_connect_timeout(redis_proxy: TcpProxy) -> None:
+    """A refused optional Redis leaves startup degraded within its connect timeout plus a margin."""
+    redis_proxy.set_mode("refuse")
+    settings = RedisSettings(url=f"redis://{redis_proxy.url_host}/0", required=False, connect_timeout=0.5)
+    system = SystemInitializer([RedisComponent(settings)])
+    t0 = time.monotonic()
+    report = await system.initialize_all()
+    elapsed = time.monotonic() - t0
+    await system.shutdown()
+
+    assert "degraded" == report.status
+    assert "refused" == report.components["redis"].error_code
+    assert elapsed < 0.5 + 0.5
+
+
+async def test_blackholed_host_cannot_outlast_the_deadline(redis_proxy: TcpProxy) -> None:
+    """Accepted-but-silent connections are cut at connect_timeout even with a long driver timeout."""
+    redis_proxy.set_mode("blackhole")
+    settings = RedisSettings(
+        url=f"redis://{redis_proxy.url_host}/0", required=False, connect_timeout=0.4, socket_timeout=30
+    )
+    system = SystemInitializer([RedisComponent(settings)])
+    t0 = time.monotonic()
+    report = await system.initialize_all()
+    elapsed = time.monotonic() - t0
+    await system.shutdown()
+
+    assert "timeout" == report.components["redis"].error_code
+    assert elapsed < 0.4 + 0.6
+
+
+async def test_required_redis_down_fails_within_the_budget_naming_the_url(redis_proxy: TcpProxy) -> None:
+    """A required Redis that stays down raises StartupError in time, naming the redacted URL."""
+    redis_proxy.set_mode("blackhole")
+    url = f"redis://:hunter2-canary@{redis_proxy.url_host}/0"
+    system = SystemInitializer(
+        [RedisComponent(RedisSettings(url=url, connect_timeout=0.3, max_retries=1))], startup_timeout=2.0
+    )
+    t0 = time.monotonic()
+    with pytest.raises(StartupError) as info:
+        await system.initialize_all()
+    elapsed = time.monotonic() - t0
+
+    message = str(info.value)
+    assert f"required component 'redis' at redis://:***@{redis_proxy.url_host}/0 failed after 2 attempts" in message
+    assert "hunter2-canary" not in message
+    assert elapsed < 2.0 + 0.5
+
+
+async def test_connection_reset_is_classified(redis_proxy: TcpProxy) -> None:
+    """A server that resets the connection is reported as such, not as a timeout."""
+    redis_proxy.set_mode("reset")
+    settings = RedisSettings(url=f"redis://{redis_proxy.url_host}/0", required=False, connect_timeout=1)
+    async with SystemInitializer([RedisComponent(settings)]) as system:
+        code = system.report.components["redis"].error_code
+    assert code in ("reset", "connection")
+
+
+async def test_wrong_password_is_not_retried(tmp_path: pytest.TempPathFactory) -> None:
+    """Authentication failures cannot heal by waiting: one attempt, code 'auth'."""
+    server = RedisServer(tmp_path, password="right-password")  # type: ignore[arg-type]
+    server.start()
+    try:
+        settings = RedisSettings(url=server.url("wrong-password"), max_retries=5)
+        with pytest.raises(StartupError) as info:
+            await SystemInitializer([RedisComponent(settings)]).initialize_all()
+    finally:
+        server.kill()
+    result = info.value.report.components["redis"]
+    assert ("auth", 1) == (result.error_code, result.attempts)
+    assert "wrong-password" not in str(info.value)
+
+
+async def test_a_server_that_comes_back_is_picked_up_by_the_next_call(redis_server: RedisServer) -> None:
+    """A failure is not cached: after the server restarts, ensure_initialized succeeds."""
+    settings = RedisSettings(url=redis_server.url(), required=False, connect_timeout=0.5)
+    system = SystemInitializer([RedisComponent(settings)])
+    redis_server.kill()
+    assert "degraded" == (await system.initialize_all()).status
+    redis_server.start()
+    assert "ok" == (await system.initialize_all()).status
+    assert await system.get("redis").ping()
+    await system.shutdown()
+
+
+def _child_pings(queue: multiprocessing.Queue[object]) -> None:
+    async def use() -> object:
+        client = infraboot.get_redis()
+        result = await client.ping()
+        await infraboot.shutdown()
+        return result
+
+    try:
+        queue.put(asyncio.run(use()))
+    except BaseException as exc:  # report anything to the parent
+        queue.put(repr(exc))
+
+
+def test_a_forked_child_gets_its_own_client(clean_env: pytest.MonkeyPatch, redis_url: str) -> None:
+    """After fork the child uses a fresh client and the parent's connections keep working."""
+    clean_env.setenv("REDIS_URL", redis_url)
+
+    async def start() -> None:
+        await infraboot.ensure_initialized(["redis"])
+
+    loop = asyncio.new_event_loop()
+    try:
+        loop.run_until_complete(start())
+        parent_client = infraboot.get_redis()
+        ctx = multiprocessing.get_context("fork")
+        queue: multiprocessing.Queue[object] = ctx.Queue()
+        child = ctx.Process(target=_child_pings, args=(queue,))
+        child.start()
+        child.join(timeout=30)
+        assert True is queue.get(timeout=5)
+        assert 0 == child.exitcode
+        assert loop.run_until_complete(parent_client.ping())
+        loop.run_until_complete(infraboot.shutdown())
+    finally:
+        loop.close()

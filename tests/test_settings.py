@@ -1,0 +1,117 @@
+"""Settings of the built-in components: read from the environment, validated before any I/O."""
+
+from __future__ import annotations
+
+import pytest
+
+import infraboot
+from infraboot import ConfigError, DatabaseSettings, RedisSettings
+
+
+def test_settings_read_the_12_factor_variables(clean_env: pytest.MonkeyPatch) -> None:
+    """REDIS_* and DATABASE_* variables fill the settings."""
+    clean_env.setenv("REDIS_URL", "redis://cache:6380/1")
+    clean_env.setenv("REDIS_CONNECT_TIMEOUT", "1.5")
+    clean_env.setenv("REDIS_REQUIRED", "false")
+    clean_env.setenv("DATABASE_URL", "postgresql+asyncpg://u@db/app")
+    clean_env.setenv("DATABASE_POOL_SIZE", "7")
+    clean_env.setenv("DATABASE_PGBOUNCER", "true")
+    r, d = RedisSettings(), DatabaseSettings()
+    assert ("cache", 6380, 1.5, False) == (r.url.host, r.url.port, r.connect_timeout, r.required)  # type: ignore[union-attr]
+    assert (7, True) == (d.pool_size, d.pgbouncer)
+
+
+def test_settings_can_be_built_in_code(clean_env: pytest.MonkeyPatch) -> None:
+    """Keyword arguments work as well as the environment."""
+    s = RedisSettings(url="memory://", warmup_connections=0)
+    assert ("memory", 0) == (s.url.scheme, s.warmup_connections)  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize(
+    ("env", "expected"),
+    [
+        ({"REDIS_URL": "http://x:1"}, "REDIS_URL=http://x:1: unknown scheme 'http'; use one of redis://"),
+        ({"REDIS_URL": "redis://:6379/0"}, "missing host"),
+        ({"REDIS_URL": "redis://h:99999/0"}, "bad port '99999'"),
+        ({"REDIS_URL": "redis://h:abc/0"}, "bad port 'abc'"),
+        ({"REDIS_URL": "redis://h", "REDIS_CONNECT_TIMEOUT": "nan"}, "REDIS_CONNECT_TIMEOUT=nan: must be a finite"),
+        ({"REDIS_URL": "redis://h", "REDIS_SOCKET_TIMEOUT": "-1"}, "REDIS_SOCKET_TIMEOUT=-1.0"),
+        ({"REDIS_URL": "redis://h", "REDIS_CONNECT_TIMEOUT": "inf"}, "REDIS_CONNECT_TIMEOUT=inf"),
+        ({"REDIS_URL": "redis://h", "REDIS_MAX_RETRIES": "-2"}, "REDIS_MAX_RETRIES=-2: must be a whole number >= 0"),
+        ({"REDIS_URL": "redis://h", "REDIS_MAX_CONNECTIONS": "0"}, "REDIS_MAX_CONNECTIONS=0"),
+        ({"REDIS_URL": "redis://h", "REDIS_TLS_VERIFY": "false"}, "only applies to rediss://"),
+        (
+            {"REDIS_URL": "redis://h", "REDIS_CONNECT_TIMEOUT": "soon"},
+            "REDIS_CONNECT_TIMEOUT: Input should be a valid number",
+        ),
+        ({"DATABASE_URL": "mysql://h/db"}, "unknown scheme 'mysql'; use one of postgresql+asyncpg://"),
+        (
+            {"DATABASE_URL": "postgresql+asyncpg://h/db", "DATABASE_POOL_SIZE": "0"},
+            "DATABASE_POOL_SIZE=0: must be a whole number >= 1",
+        ),
+        ({"DATABASE_URL": "postgresql+asyncpg://h/db?sslmode=sometimes"}, "unknown sslmode 'sometimes'"),
+        (
+            {"DATABASE_URL": "sqlite+aiosqlite://", "DATABASE_PGBOUNCER": "1"},
+            "DATABASE_PGBOUNCER=true needs a postgresql",
+        ),
+        (
+            {"DATABASE_URL": "postgresql+asyncpg://h/db", "DATABASE_WARMUP_CONNECTIONS": "50"},
+            "exceeds DATABASE_POOL_SIZE",
+        ),
+        ({"DATABASE_URL": "postgresql+asyncpg://h/db", "DATABASE_POOL_RECYCLE": "0"}, "-1 to never recycle"),
+    ],
+)
+def test_validate_config_names_the_field_and_the_fix(
+    clean_env: pytest.MonkeyPatch, env: dict[str, str], expected: str
+) -> None:
+    """Each bad value is reported with its variable name and how to fix it."""
+    for k, v in env.items():
+        clean_env.setenv(k, v)
+    with pytest.raises(ConfigError) as info:
+        infraboot.validate_config()
+    assert expected in str(info.value)
+
+
+def test_every_problem_is_listed_at_once(clean_env: pytest.MonkeyPatch) -> None:
+    """Problems of both components come in one error, one line each."""
+    clean_env.setenv("REDIS_URL", "redis://h")
+    clean_env.setenv("REDIS_MAX_RETRIES", "-1")
+    clean_env.setenv("REDIS_CONNECT_TIMEOUT", "0")
+    clean_env.setenv("DATABASE_URL", "oracle://h/db")
+    with pytest.raises(ConfigError) as info:
+        infraboot.validate_config()
+    assert 3 == len(info.value.problems)
+
+
+def test_valid_and_unset_configuration_passes(clean_env: pytest.MonkeyPatch) -> None:
+    """No URL at all is valid: the components are simply disabled."""
+    infraboot.validate_config()
+    clean_env.setenv("REDIS_URL", "rediss://cache.internal:6380/0")
+    clean_env.setenv("DATABASE_URL", "postgresql+asyncpg://u:p@db/app?sslmode=verify-full")
+    infraboot.validate_config()
+
+
+async def test_unset_urls_disable_the_components(clean_env: pytest.MonkeyPatch) -> None:
+    """With no URL the default system reports the components disabled, with the reason."""
+    report = await infraboot.ensure_initialized(["redis", "database"])
+    assert "ok" == report.status
+    assert infraboot.ComponentState.DISABLED == report.components["redis"].state
+    assert "REDIS_URL is not set" == report.components["redis"].reason
+    with pytest.raises(infraboot.ComponentUnavailableError, match="DATABASE_URL is not set"):
+        infraboot.get_engine()
+
+
+async def test_enabled_false_disables(clean_env: pytest.MonkeyPatch) -> None:
+    """REDIS_ENABLED=false wins over a URL."""
+    clean_env.setenv("REDIS_URL", "memory://")
+    clean_env.setenv("REDIS_ENABLED", "false")
+    report = await infraboot.ensure_initialized(["redis"])
+    assert "REDIS_ENABLED=false" == report.components["redis"].reason
+
+
+async def test_bad_configuration_fails_before_any_io(clean_env: pytest.MonkeyPatch) -> None:
+    """ensure_initialized raises ConfigError, not StartupError, for a bad setting."""
+    clean_env.setenv("REDIS_URL", "redis://h:0/0")
+    with pytest.raises(ConfigError, match="bad port"):
+        await infraboot.ensure_initialized(["redis"])
+    assert infraboot.ComponentState.PENDING == infraboot.state("redis")
