@@ -14,7 +14,12 @@ from .servers import free_port
 def run(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
     clean = {k: v for k, v in os.environ.items() if not k.startswith(("REDIS_", "DATABASE_"))}
     return subprocess.run(
-        [sys.executable, "-m", "infraboot", *args], capture_output=True, text=True, env={**clean, **env}, timeout=60
+        [sys.executable, "-m", "infraboot", *args],
+        check=False,
+        capture_output=True,
+        text=True,
+        env={**clean, **env},
+        timeout=60,
     )
 
 

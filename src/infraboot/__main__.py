@@ -51,27 +51,23 @@ async def _demo(*, once: bool) -> int:
         yield "greeter"
 
     infraboot.register(greeter)
-    status = await _start(["redis", "database", "greeter"])
-    if status == 2:
-        return status
-    from sqlalchemy import text
+    try:
+        status = await _start(["redis", "database", "greeter"])
+        if status == 2:
+            return status
+        from sqlalchemy import text
 
-    greeting = await infraboot.get_redis().get("demo:greeting")
-    async with infraboot.get_session() as session:
-        answer = (await session.execute(text("SELECT 6 * 7"))).scalar_one()
-    print(f"\nredis says: {greeting.decode()!r}; the database says 6 * 7 = {answer}")
-    print(f"database pool: {infraboot.pool_stats()}")
-    if not once:
-        print("running; press Ctrl-C to stop")
-        try:
+        greeting = await infraboot.get_redis().get("demo:greeting")
+        async with infraboot.get_session() as session:
+            answer = (await session.execute(text("SELECT 6 * 7"))).scalar_one()
+        print(f"\nredis says: {greeting!r}; the database says 6 * 7 = {answer}")
+        if not once:
+            print("running; press Ctrl-C to stop")
             await asyncio.Event().wait()
-        except asyncio.CancelledError:
-            pass
-    report = await infraboot.shutdown()
-    print(
-        f"\nshutdown {'ok' if report.ok else 'with errors'} in {report.duration:.3f}s: "
-        + ", ".join(s.name for s in report.stopped)
-    )
+    finally:
+        report = await infraboot.shutdown()
+        names = ", ".join(s.name for s in report.stopped)
+        print(f"\nshutdown {'ok' if report.ok else 'with errors'} in {report.duration:.3f}s: {names}")
     return status
 
 
