@@ -31,9 +31,9 @@ def typing(session: nox.Session) -> None:
 
 @nox.session
 def docs(session: nox.Session) -> None:
-    """Check the docs: every Python example in docs/ runs (they are executed by the test suite too)."""
+    """Check that every example the docs point to runs (the test suite runs them too)."""
     session.install("-e", ".[dev]")
-    session.run("pytest", "tests/test_docs.py")
+    session.run("pytest", "tests/test_examples.py")
 
 
 @nox.session

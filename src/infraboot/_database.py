@@ -10,7 +10,8 @@ import logging
 import uuid
 from typing import TYPE_CHECKING, Any, cast
 
-from ._component import Component, Context, classify_error
+from ._component import Context, classify_error
+from ._configured import ConfiguredComponent
 from ._log import event
 from .exceptions import ConfigError
 
@@ -46,7 +47,7 @@ def _unique_statement_name() -> str:
     return f"__infraboot_{uuid.uuid4().hex}__"
 
 
-class DatabaseComponent(Component["AsyncEngine"]):
+class DatabaseComponent(ConfiguredComponent["AsyncEngine", "DatabaseSettings"]):
     """A SQLAlchemy ``AsyncEngine``: built inside the running loop, checked with ``SELECT 1``, warmed.
 
     Configured by :class:`~infraboot.DatabaseSettings` (``DATABASE_*`` variables)
@@ -55,33 +56,7 @@ class DatabaseComponent(Component["AsyncEngine"]):
 
     name = "database"
 
-    def __init__(self, settings: DatabaseSettings | None = None, *, name: str = "database", **overrides: Any) -> None:
-        self._given = settings
-        self.settings: DatabaseSettings | None = settings
-        self._overrides = overrides
-        super().__init__(name, **overrides)
-        if settings is not None:
-            self._apply(settings)
-
-    def _apply(self, settings: DatabaseSettings) -> None:
-        self.settings = settings
-        o = self._overrides
-        self.required = o.get("required", settings.required)
-        self.timeout = o.get("timeout", settings.connect_timeout)
-        self.retries = o.get("retries", settings.max_retries)
-        self.deadline = o.get("deadline", None if self.required else settings.connect_timeout)
-
-    @property
-    def target(self) -> str | None:
-        url = self.settings.url if self.settings is not None else None
-        return None if url is None else str(url)
-
-    def configure(self) -> str | None:
-        from ._settings import DatabaseSettings, load_settings
-
-        settings = cast("DatabaseSettings", load_settings(DatabaseSettings, self._given))
-        self._apply(settings)
-        return settings.disabled_reason()
+    settings_class = "DatabaseSettings"
 
     def engine_kwargs(self) -> dict[str, Any]:
         """The keyword arguments given to ``create_async_engine`` (no URL, no secret)."""

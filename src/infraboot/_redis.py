@@ -7,16 +7,18 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any
 
-from ._component import Component, Context, classify_error
+from ._component import Context, classify_error
+from ._configured import ConfiguredComponent
 from ._log import event
 from .exceptions import ConfigError
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis
 
-    from ._settings import RedisSettings
+    from ._settings import RedisSettings  # noqa: F401 - named as a string in the generic base
+
 
 __all__ = ["RedisComponent"]
 
@@ -26,7 +28,7 @@ _AUTH_MARKERS = ("WRONGPASS", "NOAUTH", "invalid password", "invalid username-pa
 _memory_servers: dict[str, Any] = {}
 
 
-class RedisComponent(Component["Redis"]):
+class RedisComponent(ConfiguredComponent["Redis", "RedisSettings"]):
     """Redis through ``redis.asyncio``: connect and PING under infraboot's deadline, warm the pool.
 
     Configured by :class:`~infraboot.RedisSettings` (``REDIS_*`` variables) unless
@@ -37,35 +39,7 @@ class RedisComponent(Component["Redis"]):
 
     name = "redis"
 
-    def __init__(self, settings: RedisSettings | None = None, *, name: str = "redis", **overrides: Any) -> None:
-        self._given = settings
-        self.settings: RedisSettings | None = settings
-        self._overrides = overrides
-        super().__init__(name, **overrides)
-        if settings is not None:
-            self._apply(settings)
-
-    def _apply(self, settings: RedisSettings) -> None:
-        self.settings = settings
-        o = self._overrides
-        self.required = o.get("required", settings.required)
-        self.timeout = o.get("timeout", settings.connect_timeout)
-        self.retries = o.get("retries", settings.max_retries)
-        # An optional component never holds startup up longer than one connect timeout:
-        # it degrades at once and recovers in the background.
-        self.deadline = o.get("deadline", None if self.required else settings.connect_timeout)
-
-    @property
-    def target(self) -> str | None:
-        url = self.settings.url if self.settings is not None else None
-        return None if url is None else str(url)
-
-    def configure(self) -> str | None:
-        from ._settings import RedisSettings, load_settings
-
-        settings = cast("RedisSettings", load_settings(RedisSettings, self._given))
-        self._apply(settings)
-        return settings.disabled_reason()
+    settings_class = "RedisSettings"
 
     def _client(self) -> Redis:
         settings = self.settings

@@ -35,7 +35,7 @@ _REDIS_SCHEMES = ("redis", "rediss", "unix", "memory")
 _DB_SCHEMES = ("postgresql+asyncpg", "sqlite+aiosqlite")
 
 
-class _Base(BaseSettings):
+class SettingsBase(BaseSettings):
     model_config = SettingsConfigDict(
         arbitrary_types_allowed=True, extra="forbid", validate_default=False, frozen=True, env_ignore_empty=True
     )
@@ -45,6 +45,8 @@ class _Base(BaseSettings):
     url: URL = None
     enabled: bool = True
     required: bool = True
+    connect_timeout: float = 5.0
+    max_retries: int = 3
 
     def env(self, field: str) -> str:
         return f"{self._prefix}{field.upper()}"
@@ -92,7 +94,7 @@ class _Base(BaseSettings):
             out.append(f"{name}={url}: missing socket path; write it as unix:///run/redis/redis.sock")
 
 
-class RedisSettings(_Base):
+class RedisSettings(SettingsBase):
     """Settings of the built-in ``redis`` component, from ``REDIS_*`` variables.
 
     ``REDIS_URL`` (``redis://``, ``rediss://``, ``unix://``, or ``memory://`` for an
@@ -105,9 +107,7 @@ class RedisSettings(_Base):
     _prefix: ClassVar[str] = "REDIS_"
     _component: ClassVar[str] = "redis"
 
-    connect_timeout: float = 5.0
     socket_timeout: float = 5.0
-    max_retries: int = 3
     max_connections: int = 50
     health_check_interval: float = 30.0
     warmup_connections: int = 1
@@ -136,7 +136,7 @@ class RedisSettings(_Base):
         return out
 
 
-class DatabaseSettings(_Base):
+class DatabaseSettings(SettingsBase):
     """Settings of the built-in ``database`` component, from ``DATABASE_*`` variables.
 
     ``DATABASE_URL`` (``postgresql+asyncpg://`` or ``sqlite+aiosqlite://``); unset
@@ -153,8 +153,6 @@ class DatabaseSettings(_Base):
     pool_timeout: float = 30.0
     pool_recycle: float = 1800.0
     pre_ping: bool = True
-    connect_timeout: float = 5.0
-    max_retries: int = 3
     warmup_connections: int = 1
     pgbouncer: bool = False
     echo: bool = False
@@ -198,7 +196,7 @@ class DatabaseSettings(_Base):
         return out
 
 
-def load_settings(cls: type[_Base], settings: _Base | None = None) -> _Base:
+def load_settings(cls: type[SettingsBase], settings: SettingsBase | None = None) -> SettingsBase:
     """Build *cls* from the environment (or check *settings*); raise ConfigError listing every problem."""
     if settings is None:
         try:
@@ -214,7 +212,7 @@ def load_settings(cls: type[_Base], settings: _Base | None = None) -> _Base:
     return settings
 
 
-def _config_error(cls: type[_Base], exc: ValidationError) -> ConfigError:
+def _config_error(cls: type[SettingsBase], exc: ValidationError) -> ConfigError:
     problems = []
     for err in exc.errors(include_url=False, include_input=False):
         field = str(err["loc"][0]) if err["loc"] else "?"
