@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import re
 import threading
-from urllib.parse import quote, unquote
 
 __all__ = ["REDACTED", "SecretURL", "register_secret", "scrub"]
 
@@ -32,6 +31,8 @@ _pattern: re.Pattern[str] | None = None
 def register_secret(secret: str) -> None:
     """Remember *secret* (and its percent-encoded forms) so :func:`scrub` removes it."""
     global _pattern
+    from urllib.parse import quote, unquote
+
     forms = {secret, quote(secret, safe=""), quote(secret), unquote(secret)}
     forms = {f for f in forms if len(f) >= _MIN_SCRUB_LEN}
     if not forms or forms <= _secrets:
@@ -69,6 +70,9 @@ class SecretURL:
         if not isinstance(url, str):
             msg = f"a URL must be a string, not {type(url).__name__}"
             raise TypeError(msg)
+        # urllib.parse loads here, on the first URL, not at `import infraboot`.
+        from urllib.parse import quote, unquote
+
         url = url.strip()
         scheme, sep, rest = url.partition("://")
         if not sep:
@@ -108,6 +112,8 @@ class SecretURL:
         self._redacted = f"{prefix}{auth_redacted}{hostport}{path}{redacted_query}"
 
     def _query_forms(self) -> tuple[str, str]:
+        from urllib.parse import unquote
+
         if self.query is None:
             return "", ""
         clean: list[str] = []
@@ -133,6 +139,8 @@ class SecretURL:
     @property
     def query_params(self) -> dict[str, str]:
         """The query string as a dict (last value wins), values percent-decoded."""
+        from urllib.parse import unquote
+
         if not self.query:
             return {}
         out: dict[str, str] = {}

@@ -7,7 +7,6 @@ import contextlib
 import functools
 import logging
 import os
-import random
 import time
 import warnings
 import weakref
@@ -520,6 +519,8 @@ class SystemInitializer:
         except Exception as exc:
             if attempts <= 1 or not retryable(exc):
                 raise
+            import random
+
             first_wait = 0.0 if testing else random.uniform(0, min(policy.backoff_max, policy.backoff_initial))
             if limit is not None and time.monotonic() + first_wait >= limit:
                 raise
