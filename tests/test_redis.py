@@ -178,3 +178,47 @@ def test_a_forked_child_gets_its_own_client(clean_env: pytest.MonkeyPatch, redis
         loop.run_until_complete(infraboot.shutdown())
     finally:
         loop.close()
+
+
+async def test_unix_socket_urls_connect(tmp_path: pytest.TempPathFactory) -> None:
+    """unix:// reaches a redis-server listening on a socket file."""
+    import shutil
+    import subprocess
+
+    sock = f"{tmp_path}/redis.sock"
+    binary = shutil.which("redis-server")
+    assert binary is not None
+    proc = subprocess.Popen(
+        [binary, "--port", "0", "--unixsocket", sock, "--save", "", "--dir", str(tmp_path)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        client = aioredis.Redis(unix_socket_path=sock)
+        for _ in range(200):
+            try:
+                await client.ping()
+                break
+            except (OSError, aioredis.ConnectionError):
+                await asyncio.sleep(0.02)
+        await client.aclose()
+        async with SystemInitializer([RedisComponent(RedisSettings(url=f"unix://{sock}"))]) as system:
+            assert await system.get("redis").ping()
+    finally:
+        proc.kill()
+        proc.wait(timeout=10)
+
+
+def test_rediss_verifies_by_default_and_warns_when_told_not_to(caplog: pytest.LogCaptureFixture) -> None:
+    """rediss:// checks certificate and hostname; REDIS_TLS_VERIFY=false logs a warning."""
+    import ssl
+
+    strict = RedisComponent(RedisSettings(url="rediss://cache.internal:6380/0"))
+    client = strict._client()
+    kwargs = client.connection_pool.connection_kwargs
+    assert kwargs["ssl_cert_reqs"] in ("required", ssl.CERT_REQUIRED)
+    assert True is kwargs["ssl_check_hostname"]
+    lax = RedisComponent(RedisSettings(url="rediss://cache.internal:6380/0", tls_verify=False))
+    with caplog.at_level("WARNING", logger="infraboot"):
+        lax._client()
+    assert ["tls_verification_disabled"] == [r.event for r in caplog.records]  # type: ignore[attr-defined]
