@@ -118,3 +118,30 @@ def test_set_testing_validates_attempts() -> None:
     """attempts must be >= 1."""
     with pytest.raises(infraboot.ConfigError, match="attempts must be a whole number >= 1"):
         infraboot.set_testing(attempts=0)
+
+
+def test_entry_points_contribute_components(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Components named in the infraboot.components entry-point group are registered; bad ones explained."""
+    import importlib.metadata
+
+    from infraboot._default import load_entry_points
+
+    class Plugin(infraboot.Component[str]):
+        name = "plugin"
+
+    class FakeEntryPoint:
+        def __init__(self, name: str, obj: object) -> None:
+            self.name, self.value, self._obj = name, f"pkg:{name}", obj
+
+        def load(self) -> object:
+            return self._obj
+
+    found = [FakeEntryPoint("plugin", Plugin), FakeEntryPoint("factory", lambda: [infraboot.Component("made")])]
+    monkeypatch.setattr(importlib.metadata, "entry_points", lambda group: found)
+    system = infraboot.SystemInitializer()
+    added = load_entry_points(system)
+    assert ["plugin", "made"] == [c.name for c in added]
+
+    monkeypatch.setattr(importlib.metadata, "entry_points", lambda group: [FakeEntryPoint("bad", 42)])
+    with pytest.raises(infraboot.ConfigError, match="must name a Component"):
+        load_entry_points(infraboot.SystemInitializer())
