@@ -1,12 +1,20 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import shutil
+import socket
+import tempfile
 from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
 
 import infraboot
+
+from .servers import PgBouncer, RedisServer, TcpProxy
 
 
 class Journal:
@@ -82,15 +90,6 @@ def no_backoff() -> Iterator[None]:
 
 
 # -- real servers -----------------------------------------------------------------------------
-
-import os
-import shutil
-import socket
-import tempfile
-from pathlib import Path
-from urllib.parse import urlsplit
-
-from .servers import PgBouncer, RedisServer, TcpProxy
 
 DEFAULT_REDIS = "redis://127.0.0.1:6379/9"
 DEFAULT_DATABASE = "postgresql+asyncpg://postgres@127.0.0.1:5432/test"

@@ -137,7 +137,7 @@ def _bar(r: ComponentResult, total: float, width: int) -> str:
             cells.append(" ")
     if not any(c != " " for c in cells):  # too short to see: one thin mark where it ran
         cells[min(int(start), width - 1)] = "▏"
-    if r.state in (ComponentState.FAILED,):
+    if r.state is ComponentState.FAILED:
         last = max((i for i, c in enumerate(cells) if c != " "), default=min(int(start), width - 1))
         cells[last] = "x"
     return "".join(cells)

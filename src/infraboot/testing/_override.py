@@ -6,7 +6,6 @@ from typing import Any
 
 from infraboot._default import default_system
 from infraboot._default import reset_default_system as _reset
-from infraboot._state import ComponentState
 from infraboot._system import SystemInitializer
 
 __all__ = ["override", "reset_default_system"]
@@ -34,8 +33,6 @@ def override(name: str, resource: Any, *, system: SystemInitializer | None = Non
             target._resources[name] = previous
         else:
             target._resources.pop(name, None)
-            if target._slots[name].state is ComponentState.READY:  # pragma: no cover - defensive
-                target._slots[name].state = ComponentState.PENDING
 
 
 def reset_default_system() -> None:
