@@ -30,7 +30,19 @@ from ._accessors import (
     validate_config,
 )
 from ._component import Component, Context, component
-from ._default import default_system, ensure_initialized, get, register, shutdown, state
+from ._default import (
+    default_system,
+    ensure_initialized,
+    get,
+    health,
+    liveness,
+    readiness,
+    register,
+    shutdown,
+    startup,
+    state,
+)
+from ._health import ComponentHealth, HealthReport
 from ._redact import SecretURL
 from ._report import ComponentResult, ShutdownReport, StartupReport, StopResult
 from ._retry import set_testing
@@ -52,6 +64,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "Component",
+    "ComponentHealth",
     "ComponentResult",
     "ComponentState",
     "ComponentUnavailableError",
@@ -59,6 +72,7 @@ __all__ = [
     "Context",
     "DatabaseSettings",
     "DependencyError",
+    "HealthReport",
     "InfrabootError",
     "NotInitializedError",
     "RedisSettings",
@@ -78,12 +92,16 @@ __all__ = [
     "get_engine",
     "get_redis",
     "get_session",
+    "health",
     "init_database",
     "init_redis",
+    "liveness",
     "pool_stats",
+    "readiness",
     "register",
     "set_testing",
     "shutdown",
+    "startup",
     "state",
     "validate_config",
 ]

@@ -106,11 +106,10 @@ def pool_stats(name: str = "database") -> dict[str, int]:
     """
     system = _default.default_system()
     resource = system.get(name)
-    stats = getattr(system.components[name], "pool_stats", None)
-    if stats is None:
-        msg = f"component {name!r} has no pool"
+    result = system.components[name].pool_stats(resource)
+    if result is None:
+        msg = f"component {name!r} has no connection pool"
         raise TypeError(msg)
-    result: dict[str, int] = stats(resource)
     return result
 
 

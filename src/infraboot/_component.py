@@ -82,9 +82,11 @@ class Component(Generic[T]):
       backoff and full jitter between ``backoff_initial`` and ``backoff_max``.
     - ``deadline``: optional total seconds for all attempts together.
     - ``check_timeout`` / ``stop_timeout``: seconds a health probe / a stop may take.
+    - ``kind``: the ``componentType`` in health output (``"datastore"``, ``"component"``, ...).
     """
 
     name: str = ""
+    kind: str = "component"
     requires: Collection[str] = ()
     required: bool = True
     timeout: float = 10.0
@@ -196,6 +198,10 @@ class Component(Generic[T]):
     async def stop(self, resource: T) -> None:
         """Release the resource. Called once, in reverse dependency order, under ``stop_timeout``."""
         return
+
+    def pool_stats(self, resource: T) -> dict[str, int] | None:
+        """Connection-pool figures for metrics (``{"in_use": 3, "idle": 7}``), or ``None`` when there is no pool."""
+        return None
 
     @property
     def target(self) -> str | None:

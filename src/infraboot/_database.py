@@ -55,6 +55,7 @@ class DatabaseComponent(ConfiguredComponent["AsyncEngine", "DatabaseSettings"]):
     """
 
     name = "database"
+    kind = "datastore"
 
     settings_class = "DatabaseSettings"
 

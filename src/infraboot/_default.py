@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import os
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from ._component import Component
+from ._health import HealthReport
 from ._report import ShutdownReport, StartupReport
 from ._state import ComponentState
 from ._system import SystemInitializer
@@ -15,10 +17,14 @@ __all__ = [
     "default_system",
     "ensure_initialized",
     "get",
+    "health",
+    "liveness",
     "load_entry_points",
+    "readiness",
     "register",
     "reset_default_system",
     "shutdown",
+    "startup",
     "state",
 ]
 
@@ -38,10 +44,47 @@ def default_system() -> SystemInitializer:
     if _system is None:
         from ._builtin import builtin_components
 
-        system = SystemInitializer(builtin_components())
+        system = SystemInitializer(builtin_components(), **settings_from_env())
         load_entry_points(system)
         _system = system
     return _system
+
+
+_ENV_SETTINGS: dict[str, tuple[str, type]] = {
+    "INFRABOOT_STARTUP_TIMEOUT": ("startup_timeout", float),
+    "INFRABOOT_SHUTDOWN_TIMEOUT": ("shutdown_timeout", float),
+    "INFRABOOT_CHECK_INTERVAL": ("check_interval", float),
+    "INFRABOOT_CHECK_TTL": ("check_ttl", float),
+    "INFRABOOT_HEALTH_TIMEOUT": ("health_timeout", float),
+    "INFRABOOT_FAILURE_THRESHOLD": ("failure_threshold", int),
+    "INFRABOOT_SUCCESS_THRESHOLD": ("success_threshold", int),
+}
+
+
+def settings_from_env(environ: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """The default system's settings from ``INFRABOOT_*`` variables; a bad value is a ConfigError naming it.
+
+    ``INFRABOOT_CHECK_INTERVAL=off`` turns the background monitor off.
+    """
+    env = os.environ if environ is None else environ
+    settings: dict[str, Any] = {}
+    problems: list[str] = []
+    for var, (key, kind) in _ENV_SETTINGS.items():
+        raw = env.get(var)
+        if raw is None or raw.strip() == "":
+            continue
+        if key == "check_interval" and raw.strip().lower() in ("off", "none", "0"):
+            settings[key] = None
+            continue
+        try:
+            settings[key] = kind(raw)
+        except ValueError:
+            noun = "a whole number" if kind is int else "a number of seconds"
+            problems.append(f"{var}={raw!r} is not {noun}; set e.g. {var}={'3' if kind is int else '5.0'}")
+    if problems:
+        msg = "invalid configuration:\n" + "\n".join(f"  - {p}" for p in problems)
+        raise ConfigError(msg, problems=tuple(problems))
+    return settings
 
 
 def reset_default_system(system: SystemInitializer | None = None) -> SystemInitializer | None:
@@ -111,3 +154,23 @@ def state(name: str) -> ComponentState:
 def register(component: Component[Any]) -> Component[Any]:
     """Add *component* to the default system; returns it."""
     return default_system().register(component)
+
+
+def liveness() -> HealthReport:
+    """Liveness of the default system; see :meth:`SystemInitializer.liveness`."""
+    return default_system().liveness()
+
+
+async def readiness() -> HealthReport:
+    """Readiness of the default system; see :meth:`SystemInitializer.health`."""
+    return await default_system().readiness()
+
+
+async def health(*, fresh: bool = False) -> HealthReport:
+    """Readiness with per-component detail; see :meth:`SystemInitializer.health`."""
+    return await default_system().health(fresh=fresh)
+
+
+def startup() -> HealthReport:
+    """Whether the default system finished starting; see :meth:`SystemInitializer.startup`."""
+    return default_system().startup()

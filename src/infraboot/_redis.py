@@ -38,6 +38,7 @@ class RedisComponent(ConfiguredComponent["Redis", "RedisSettings"]):
     """
 
     name = "redis"
+    kind = "datastore"
 
     settings_class = "RedisSettings"
 

@@ -10,7 +10,10 @@ class ComponentState(enum.StrEnum):
 
     ``pending`` → ``starting`` → ``ready`` → ``stopping`` → ``stopped``; a start that
     gives up ends in ``failed``; ``blocked`` means a requirement is not available;
-    ``disabled`` means configuration switched the component off (an unset URL, say).
+    ``disabled`` means configuration switched the component off (an unset URL, say);
+    ``unhealthy`` is an optional component that was ready, then failed its health
+    checks: its resource is kept, ``get()`` raises at once, and a background probe
+    brings it back to ``ready`` when it answers again.
     """
 
     PENDING = "pending"
@@ -18,6 +21,7 @@ class ComponentState(enum.StrEnum):
     READY = "ready"
     FAILED = "failed"
     BLOCKED = "blocked"
+    UNHEALTHY = "unhealthy"
     DISABLED = "disabled"
     STOPPING = "stopping"
     STOPPED = "stopped"

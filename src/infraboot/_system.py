@@ -13,13 +13,14 @@ import weakref
 from collections import Counter
 from collections.abc import Coroutine, Iterable, Mapping
 from types import MappingProxyType, TracebackType
-from typing import Any, Self
+from typing import Any, Literal, Self
 
 from ._component import Closer, Component, Context
+from ._health import ComponentHealth, HealthReport, HealthStatus, Probe, worst
 from ._log import event
 from ._redact import scrub
 from ._report import ComponentResult, ShutdownReport, StartupReport, StartupStatus, StopResult
-from ._retry import check_positive_seconds, is_testing, testing_attempts
+from ._retry import check_non_negative_int, check_positive_seconds, is_testing, testing_attempts
 from ._state import ComponentState
 from .exceptions import (
     ComponentUnavailableError,
@@ -32,7 +33,9 @@ from .exceptions import (
 __all__ = ["SystemInitializer"]
 
 _S = ComponentState
-_UNAVAILABLE = frozenset({_S.FAILED, _S.BLOCKED, _S.DISABLED})
+_UNAVAILABLE = frozenset({_S.FAILED, _S.BLOCKED, _S.DISABLED, _S.UNHEALTHY})
+_RUNNING = frozenset({_S.READY, _S.UNHEALTHY})  # holding a resource that must be stopped
+Phase = Literal["not started", "starting", "running", "startup failed", "stopping", "stopped"]
 # A start task that outlives its own deadline this long is cut off from outside.
 _DEADLINE_GRACE = 0.5
 
@@ -47,7 +50,10 @@ class _Slot:
         "ended_at",
         "error",
         "error_code",
+        "probe",
         "reason",
+        "recovery",
+        "resource",
         "started_at",
         "state",
         "task",
@@ -57,7 +63,10 @@ class _Slot:
         self.component = component
         self.state = _S.PENDING
         self.task: asyncio.Task[None] | None = None
+        self.recovery: asyncio.Task[None] | None = None
         self.closer: Closer | None = None
+        self.resource: Any = None
+        self.probe = Probe()
         self.reset()
 
     def reset(self) -> None:
@@ -83,6 +92,20 @@ class SystemInitializer:
     - ``shutdown_timeout``: seconds shutdown (and a rollback) may take in all; each stop is
       also bounded by its component's ``stop_timeout``.
 
+    Health (see :meth:`health`, :meth:`configure` to change these later):
+
+    - ``check_interval``: seconds between the background monitor's probes of every ready
+      component (default 10; ``None`` turns the monitor off).
+    - ``check_ttl``: seconds a probe result is reused by :meth:`readiness` (default 1):
+      however many requests arrive, each component is probed at most once per TTL.
+    - ``health_timeout``: seconds :meth:`readiness` waits for fresh probes before it
+      answers from the last known results (default 1), so a probe stuck on a
+      blackholed host never makes the readiness endpoint itself time out.
+    - ``failure_threshold`` / ``success_threshold``: probes in a row that flip a
+      component to unhealthy / back to healthy (default 1 / 1).
+    - ``recovery``: retry optional components that failed or went down, in the
+      background with jittered backoff, until they are back (default ``True``).
+
     Every method is safe to call concurrently: concurrent ``ensure_initialized`` calls start
     each component once and share its outcome.
     """
@@ -93,19 +116,31 @@ class SystemInitializer:
         *,
         startup_timeout: float | None = None,
         shutdown_timeout: float = 30.0,
+        check_interval: float | None = 10.0,
+        check_ttl: float = 1.0,
+        health_timeout: float = 1.0,
+        failure_threshold: int = 1,
+        success_threshold: int = 1,
+        recovery: bool = True,
     ) -> None:
-        problems = [
-            p
-            for p in (
-                check_positive_seconds("startup_timeout", startup_timeout, allow_none=True),
-                check_positive_seconds("shutdown_timeout", shutdown_timeout),
-            )
-            if p
-        ]
-        if problems:
-            raise ConfigError("SystemInitializer: " + "; ".join(problems), problems=tuple(problems))
-        self.startup_timeout = startup_timeout
-        self.shutdown_timeout = shutdown_timeout
+        self.startup_timeout: float | None = None
+        self.shutdown_timeout = 30.0
+        self.check_interval: float | None = 10.0
+        self.check_ttl = 1.0
+        self.health_timeout = 1.0
+        self.failure_threshold = 1
+        self.success_threshold = 1
+        self.recovery = True
+        self.configure(
+            startup_timeout=startup_timeout,
+            shutdown_timeout=shutdown_timeout,
+            check_interval=check_interval,
+            check_ttl=check_ttl,
+            health_timeout=health_timeout,
+            failure_threshold=failure_threshold,
+            success_threshold=success_threshold,
+            recovery=recovery,
+        )
         self._slots: dict[str, _Slot] = {}
         # Only ready components are here: get() is one dict lookup.
         self._resources: dict[str, Any] = {}
@@ -115,11 +150,54 @@ class SystemInitializer:
         self._loop_ref: weakref.ref[asyncio.AbstractEventLoop] | None = None
         self._base_time: float | None = None
         self._shutting_down = False
+        self._phase: Phase = "not started"
+        self._wanted: dict[str, None] = {}  # every component an ensure_initialized asked for, in order
+        self._monitor_task: asyncio.Task[None] | None = None
+        self._waiters: list[asyncio.Future[None]] = []
         self._background: set[asyncio.Task[Any]] = set()
         self._fork_orphans: list[Any] = []
         _systems.add(self)
         for c in components:
             self.register(c)
+
+    _UNSET: Any = object()
+
+    def configure(
+        self,
+        *,
+        startup_timeout: float | None = _UNSET,
+        shutdown_timeout: float = _UNSET,
+        check_interval: float | None = _UNSET,
+        check_ttl: float = _UNSET,
+        health_timeout: float = _UNSET,
+        failure_threshold: int = _UNSET,
+        success_threshold: int = _UNSET,
+        recovery: bool = _UNSET,
+    ) -> None:
+        """Change the system's settings (see the class docstring); unnamed ones keep their value.
+
+        Every value is checked before any is applied: a :class:`ConfigError` lists every
+        problem and changes nothing. A new ``check_interval`` applies from the next startup.
+        """
+        given = {k: v for k, v in locals().items() if k != "self" and v is not self._UNSET}
+        problems: list[str] = []
+        for key, value in given.items():
+            if key in ("startup_timeout", "check_interval"):
+                problem = check_positive_seconds(key, value, allow_none=True)
+            elif key in ("failure_threshold", "success_threshold"):
+                problem = check_non_negative_int(key, value)
+                if problem is None and value < 1:
+                    problem = f"{key}={value!r} must be at least 1"
+            elif key == "recovery":
+                problem = None if isinstance(value, bool) else f"recovery={value!r} must be True or False"
+            else:
+                problem = check_positive_seconds(key, value)
+            if problem:
+                problems.append(problem)
+        if problems:
+            raise ConfigError("SystemInitializer: " + "; ".join(problems), problems=tuple(problems))
+        for key, value in given.items():
+            setattr(self, key, value)
 
     # -- registration -------------------------------------------------------------------
 
@@ -307,6 +385,10 @@ class SystemInitializer:
             msg = "ensure_initialized() was called while the system is shutting down; start it again after shutdown()"
             raise NotInitializedError(msg)
         self._configure(closure)
+        self._wanted.update(dict.fromkeys(closure))
+        first = self._phase != "running"
+        if first:
+            self._phase = "starting"
 
         call_start = time.monotonic()
         if self._base_time is None:
@@ -318,6 +400,8 @@ class SystemInitializer:
             slot = self._slots[n]
             if slot.state in (_S.READY, _S.DISABLED):
                 continue
+            if slot.recovery is not None and not slot.recovery.done():
+                continue  # recovering in the background already; its outcome is reported as it stands
             if slot.task is None or slot.task.done():
                 slot.reset()
                 slot.state = _S.PENDING
@@ -333,6 +417,8 @@ class SystemInitializer:
                 await self._shielded(self._rollback(closure, before))
         except BaseException:
             # Cancelled (Ctrl-C, SIGTERM, a task cancel): stop what we started, then let it go on.
+            if first:
+                self._phase = "startup failed"
             await self._shielded(self._rollback(closure, before))
             raise
         finally:
@@ -341,8 +427,15 @@ class SystemInitializer:
 
         report = self._build_report(closure, call_start)
         if failed is not None:
+            if first:
+                self._phase = "startup failed"
             raise self._startup_error(failed, report)
         self._pinned.update(n for n in closure if self._slots[n].state is _S.READY)
+        self._phase = "running"
+        for n in closure:
+            if self._slots[n].state is _S.FAILED:
+                self._start_recovery(self._slots[n])
+        self._start_monitor()
         level = logging.INFO if report.status == "ok" else logging.WARNING
         event(
             level,
@@ -443,9 +536,7 @@ class SystemInitializer:
             self._mark_failed(slot, exc, comp.classify(exc))
             return
         slot.ended_at = time.monotonic()
-        slot.closer = closer
-        slot.state = _S.READY
-        self._resources[name] = resource
+        self._set_ready(slot, resource, closer)
         event(
             logging.INFO,
             "component_ready",
@@ -453,6 +544,40 @@ class SystemInitializer:
             duration=slot.ended_at - (slot.started_at or 0),
             attempts=slot.attempts,
         )
+
+    def _set_ready(self, slot: _Slot, resource: Any, closer: Closer) -> None:
+        slot.closer = closer
+        slot.resource = resource
+        slot.state = _S.READY
+        slot.probe.reset()
+        # A start that just succeeded is as good as a probe: readiness reuses it for check_ttl.
+        slot.probe.checked_at, slot.probe.checked_mono = time.time(), time.monotonic()
+        self._resources[slot.component.name] = resource
+        self._notify()
+
+    def _notify(self) -> None:
+        """Wake everyone in :meth:`wait_ready`: a component became ready."""
+        waiters, self._waiters = self._waiters, []
+        for fut in waiters:
+            if not fut.done():
+                fut.set_result(None)
+
+    async def wait_ready(self, names: Iterable[str] | None = None, *, timeout: float | None = None) -> bool:
+        """Wait until the named components (all wanted ones when ``None``) are ready.
+
+        Starts nothing: pair it with background recovery, e.g. to hold back work until
+        an optional component is back. Returns ``False`` when *timeout* passes first.
+        """
+        wanted = list(self._wanted) if names is None else self._closure_names(names)
+        try:
+            async with asyncio.timeout(timeout):
+                while any(self._slots[n].state is not _S.READY for n in wanted):
+                    fut = asyncio.get_running_loop().create_future()
+                    self._waiters.append(fut)
+                    await fut
+        except TimeoutError:
+            return False
+        return True
 
     def _mark_failed(self, slot: _Slot, exc: BaseException, code: str) -> None:
         slot.ended_at = time.monotonic()
@@ -617,7 +742,7 @@ class SystemInitializer:
             )
         status: StartupStatus = "ok"
         for r in results.values():
-            if r.state in (_S.FAILED, _S.BLOCKED, _S.STOPPED, _S.STOPPING, _S.PENDING, _S.STARTING):
+            if r.state in (_S.FAILED, _S.BLOCKED, _S.UNHEALTHY, _S.STOPPED, _S.STOPPING, _S.PENDING, _S.STARTING):
                 if r.required:
                     status = "failed"
                     break
@@ -639,11 +764,13 @@ class SystemInitializer:
         never raised. The system can be started again afterwards.
         """
         self._shutting_down = True
+        self._phase = "stopping"  # readiness fails from this moment; liveness does not
         event(logging.INFO, "shutdown_begin")
         try:
             report: ShutdownReport = await self._shielded(self._shutdown())
         finally:
             self._shutting_down = False
+            self._phase = "stopped"
         level = logging.INFO if report.ok else logging.WARNING
         event(level, "shutdown_complete", duration=report.duration, errors=len(report.errors))
         return report
@@ -659,7 +786,7 @@ class SystemInitializer:
         if starting or background:
             await asyncio.wait([*starting, *background], timeout=self.shutdown_timeout)
         remaining = max(0.0, self.shutdown_timeout - (time.monotonic() - t0))
-        ready = [n for n, s in self._slots.items() if s.state is _S.READY]
+        ready = [n for n, s in self._slots.items() if s.state in _RUNNING]
         report = await self._stop_many(ready, remaining)
         self._pinned.clear()
         self._base_time = None
@@ -737,6 +864,7 @@ class SystemInitializer:
         slot = self._slots[name]
         self._resources.pop(name, None)
         slot.closer = None
+        slot.resource = None
         slot.state = _S.STOPPED
         self._pinned.discard(name)
 
@@ -754,7 +882,11 @@ class SystemInitializer:
                 if n not in targets and targets.intersection(slot.component.requires):
                     targets.add(n)
                     changed = True
-        victims = [n for n in self._slots if n in targets and self._slots[n].state is _S.READY]
+        for n in targets:
+            recovery = self._slots[n].recovery
+            if recovery is not None:
+                recovery.cancel()  # a component stopped on purpose is not brought back
+        victims = [n for n in self._slots if n in targets and self._slots[n].state in _RUNNING]
         report: ShutdownReport = await self._shielded(self._stop_many(victims, self.shutdown_timeout))
         return report
 
@@ -766,6 +898,221 @@ class SystemInitializer:
             if n not in self._slots:
                 raise self._unknown(n)
         return names
+
+    # -- health ------------------------------------------------------------------------------------
+
+    def liveness(self) -> HealthReport:
+        """Is the process alive? Always ``pass`` while the event loop can answer.
+
+        It never touches a dependency: a Redis outage must never make an orchestrator
+        restart every pod (which would turn the outage into a stampede).
+        """
+        return HealthReport("liveness", "pass")
+
+    def startup(self) -> HealthReport:
+        """Has initialization finished? ``pass`` once a startup succeeded (ok or degraded).
+
+        For a Kubernetes ``startupProbe``: ``fail`` while starting, after a failed
+        startup and after shutdown, with the phase in ``output``.
+        """
+        if self._phase == "running":
+            return HealthReport("startup", "pass")
+        return HealthReport("startup", "fail", output=self._phase)
+
+    async def readiness(self) -> HealthReport:
+        """Should this instance receive traffic? See :meth:`health`."""
+        return await self.health()
+
+    async def health(self, *, fresh: bool = False) -> HealthReport:
+        """Readiness, with one entry per component the application asked for.
+
+        ``fail`` when a required component is down or not started, or when shutdown
+        has begun (``output="stopping"``, at once, without probing); ``warn`` when
+        only optional components are down; ``pass`` otherwise.
+
+        Probes are cached for ``check_ttl`` and shared: concurrent callers wait on
+        the same in-flight probe, so 500 requests at once probe each component at
+        most once. A call waits at most ``health_timeout`` for fresh results and then
+        answers from the last known ones; the slow probe carries on under its own
+        ``check_timeout``. ``fresh=True`` ignores the cache and waits for the probes
+        (for the CLI and tests, not for endpoints under load).
+        """
+        if self._phase != "running":
+            return self._health_report(output=self._phase, status="fail")
+        now = time.monotonic()
+        probes: list[asyncio.Task[None]] = []
+        for n in self._wanted:
+            slot = self._slots[n]
+            if slot.state is not _S.READY:
+                continue
+            checked = slot.probe.checked_mono
+            if fresh or checked is None or now - checked >= self.check_ttl:
+                probes.append(self._probe_task(slot))
+        if probes:
+            await asyncio.wait(probes, timeout=None if fresh else self.health_timeout)
+        return self._health_report()
+
+    def _health_report(self, *, output: str | None = None, status: HealthStatus | None = None) -> HealthReport:
+        components = {n: self._component_health(self._slots[n]) for n in self._wanted}
+        if status is None:
+            status = worst(c.status for c in components.values())
+            if status != "pass":
+                output = "; ".join(
+                    f"{c.name}: {c.error_code or c.state.value}" for c in components.values() if c.status != "pass"
+                )
+        return HealthReport("readiness", status, MappingProxyType(components), output=output)
+
+    def _component_health(self, slot: _Slot) -> ComponentHealth:
+        state, probe, comp = slot.state, slot.probe, slot.component
+        up = probe.healthy if state is _S.READY else state is _S.DISABLED
+        status: HealthStatus = "pass" if up else ("fail" if comp.required else "warn")
+        # A running component reports its last probe's code; any other one why it is not running.
+        code = probe.error_code if state in _RUNNING else (None if up else slot.error_code or state.value)
+        return ComponentHealth(
+            name=comp.name,
+            status=status,
+            state=state,
+            required=comp.required,
+            kind=comp.kind,
+            checked_at=probe.checked_at,
+            latency=probe.latency,
+            consecutive_failures=probe.failures,
+            error_code=code,
+        )
+
+    def _probe_task(self, slot: _Slot) -> asyncio.Task[None]:
+        """The in-flight probe of *slot*, started if there is none: concurrent callers share it."""
+        inflight: asyncio.Task[None] | None = slot.probe.inflight
+        if inflight is None or inflight.done():
+            inflight = self.spawn(self._probe(slot), name=f"infraboot-check-{slot.component.name}")
+            slot.probe.inflight = inflight
+        return inflight
+
+    async def _probe(self, slot: _Slot) -> None:
+        comp, resource = slot.component, slot.resource
+        t0 = time.perf_counter()
+        code: str | None = None
+        cm = asyncio.timeout(comp.check_timeout)
+        try:
+            async with cm:
+                await comp.check(resource)
+        except Exception as exc:  # a failed probe is data, never an exception for the caller
+            code = "timeout" if cm.expired() else comp.classify(exc)
+        if slot.resource is not resource or slot.state not in _RUNNING:
+            return  # stopped or restarted meanwhile: this result describes nothing that still exists
+        self._observe(slot, time.perf_counter() - t0, code)
+
+    def _observe(self, slot: _Slot, latency: float, code: str | None) -> None:
+        probe = slot.probe
+        was_healthy = probe.healthy
+        probe.observe(latency, code)
+        name = slot.component.name
+        if was_healthy and probe.failures >= self.failure_threshold:
+            probe.healthy = False
+            required = slot.component.required
+            event(
+                logging.ERROR if required else logging.WARNING,
+                "component_unhealthy",
+                name,
+                error_code=code,
+                failures=probe.failures,
+                required=required,
+            )
+            if not required and slot.state is _S.READY:
+                # Circuit open: callers get ComponentUnavailableError at once instead of a timeout.
+                slot.state = _S.UNHEALTHY
+                slot.error_code = code
+                self._resources.pop(name, None)
+                self._start_recovery(slot)
+        elif not was_healthy and probe.successes >= self.success_threshold:
+            probe.healthy = True
+            if slot.state is _S.UNHEALTHY:
+                slot.state = _S.READY
+                slot.error = slot.error_code = None
+                self._resources[name] = slot.resource
+                self._notify()
+            event(logging.INFO, "component_healthy", name, latency=latency)
+
+    def _start_monitor(self) -> None:
+        if self.check_interval is None or (self._monitor_task is not None and not self._monitor_task.done()):
+            return
+        self._monitor_task = self.spawn(self._monitor(self.check_interval), name="infraboot-monitor")
+
+    async def _monitor(self, interval: float) -> None:
+        """Probe every ready component each *interval* seconds; thresholds decide the flips."""
+        while True:
+            await asyncio.sleep(interval)
+            probes = [self._probe_task(s) for n in self._wanted if (s := self._slots[n]).state is _S.READY]
+            if probes:
+                await asyncio.wait(probes)
+
+    # -- recovery ------------------------------------------------------------------------------------
+
+    def _start_recovery(self, slot: _Slot) -> None:
+        """Bring an optional component back in the background: probe it, or start it again."""
+        if not self.recovery or slot.component.required or self._phase != "running":
+            return
+        if slot.recovery is not None and not slot.recovery.done():
+            return
+        name = slot.component.name
+        event(logging.INFO, "component_recovering", name, state=slot.state.value)
+        slot.recovery = self.spawn(self._recover(slot), name=f"infraboot-recover-{name}")
+
+    async def _recover(self, slot: _Slot) -> None:
+        import random
+
+        import tenacity
+
+        comp = slot.component
+        if is_testing():
+            wait: tenacity.wait.wait_base = tenacity.wait_fixed(_TESTING_RECOVERY_WAIT)
+            first_wait = _TESTING_RECOVERY_WAIT
+        else:
+            # Full jitter: a fleet of instances must not knock on a recovering server in step.
+            wait = tenacity.wait_random_exponential(multiplier=comp.backoff_initial, max=comp.backoff_max)
+            first_wait = random.uniform(0, comp.backoff_initial)
+        await asyncio.sleep(first_wait)
+        retrying = tenacity.AsyncRetrying(
+            stop=tenacity.stop_never,
+            wait=wait,
+            retry=tenacity.retry_if_exception_type(_StillDown),
+            reraise=True,
+        )
+        await retrying(self._recovery_attempt, slot)
+
+    async def _recovery_attempt(self, slot: _Slot) -> None:
+        """One try; raises :class:`_StillDown` to be tried again later."""
+        comp = slot.component
+        name = comp.name
+        if slot.state is _S.UNHEALTHY:
+            await self._probe_task(slot)
+            if slot.state is _S.UNHEALTHY:
+                raise _StillDown
+            return
+        if slot.state is not _S.FAILED:
+            return  # stopped, or started by someone else meanwhile
+        if any(self._slots[d].state is not _S.READY for d in comp.requires):
+            raise _StillDown
+        slot.attempts += 1
+        resources = {d: self._resources[d] for d in comp.requires}
+        try:
+            async with asyncio.timeout(comp.timeout):
+                resource, closer = await comp._open(Context(name, resources, slot.attempts))
+        except Exception as exc:
+            slot.error, slot.error_code = _describe(exc), comp.classify(exc)
+            event(logging.DEBUG, "component_still_down", name, error_code=slot.error_code, attempts=slot.attempts)
+            raise _StillDown from None
+        slot.error = slot.error_code = None
+        slot.ended_at = time.monotonic()
+        self._set_ready(slot, resource, closer)
+        event(logging.INFO, "component_recovered", name, attempts=slot.attempts)
+        blocked = [n for n, s in self._slots.items() if s.state is _S.BLOCKED and name in s.component.requires]
+        if blocked:
+            self.spawn(self._start_blocked(blocked), name=f"infraboot-unblock-{name}")
+
+    async def _start_blocked(self, names: list[str]) -> None:
+        with contextlib.suppress(Exception):  # its outcome is in the report and the logs
+            await self.ensure_initialized(names)
 
     # -- loops and background work ----------------------------------------------------------------
 
@@ -799,9 +1146,13 @@ class SystemInitializer:
         self._demand.clear()
         self._background.clear()
         self._base_time = None
+        self._monitor_task = None
         for slot in self._slots.values():
             slot.task = None
+            slot.recovery = None
             slot.closer = None
+            slot.resource = None
+            slot.probe.inflight = None
             slot.reset()
             slot.state = _S.PENDING
 
@@ -809,9 +1160,16 @@ class SystemInitializer:
         """In a forked child: fresh resources on first use, the parent's sockets left alone."""
         self._loop_ref = None
         self._background = set()
+        self._monitor_task = None
         self._demand.clear()
         for name, slot in self._slots.items():
             slot.task = None
+            slot.recovery = None
+            slot.probe.inflight = None
+            if slot.state is _S.UNHEALTHY:
+                self._fork_orphans.append(slot.resource)
+                slot.state, slot.closer, slot.resource = _S.PENDING, None, None
+                continue
             if slot.state is not _S.READY:
                 continue
             old = self._resources.pop(name, None)
@@ -824,9 +1182,11 @@ class SystemInitializer:
             if new is None:
                 slot.state = _S.PENDING
                 slot.closer = None
+                slot.resource = None
                 self._pinned.discard(name)
                 continue
             self._resources[name] = new
+            slot.resource = new
             slot.closer = functools.partial(slot.component.stop, new)
 
     def spawn(self, coro: Coroutine[Any, Any, Any], name: str) -> asyncio.Task[Any]:
@@ -884,6 +1244,13 @@ def _after_fork_in_child() -> None:
 
 if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+_TESTING_RECOVERY_WAIT = 0.01  # set_testing(): no backoff, but no busy loop against a dead server
+
+
+class _StillDown(Exception):
+    """A recovery attempt found the component still down."""
 
 
 class _AttemptTimeout(TimeoutError):

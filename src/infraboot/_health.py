@@ -1,0 +1,187 @@
+"""Health reports: frozen data that probes, adapters and the CLI only serve.
+
+The wire format follows the IETF draft "Health Check Response Format for HTTP
+APIs" (``application/health+json``): a top-level ``status`` of ``pass``, ``warn``
+or ``fail`` and ``checks`` keyed ``"<component>:<measurement>"``.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Any, Literal
+
+from ._state import ComponentState
+
+__all__ = ["CONTENT_TYPE", "ComponentHealth", "HealthKind", "HealthReport", "HealthStatus"]
+
+HealthStatus = Literal["pass", "warn", "fail"]
+HealthKind = Literal["liveness", "readiness", "startup"]
+
+CONTENT_TYPE = "application/health+json"
+
+# Upper bounds (seconds) of the check-latency histogram, exported by infraboot.metrics.
+LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+
+_RANK: dict[str, int] = {"pass": 0, "warn": 1, "fail": 2}
+
+
+def worst(statuses: Any) -> HealthStatus:
+    """The most severe of *statuses* (``pass`` when there are none)."""
+    result: HealthStatus = "pass"
+    for s in statuses:
+        if _RANK[s] > _RANK[result]:
+            result = s
+    return result
+
+
+@dataclass(frozen=True, slots=True)
+class ComponentHealth:
+    """What infraboot knows about one component's health.
+
+    - ``status``: ``pass``; ``warn`` for an optional component that is down;
+      ``fail`` for a required one that is down (or not started yet).
+    - ``checked_at``: wall-clock time (``time.time()``) of the last probe, or ``None``.
+    - ``latency``: seconds the last probe took.
+    - ``consecutive_failures``: failed probes in a row (reset by a success).
+    - ``error_code``: a short code such as ``refused``, ``timeout``, ``auth`` -- never
+      a driver's message, which may carry a host name or worse.
+    """
+
+    name: str
+    status: HealthStatus
+    state: ComponentState
+    required: bool
+    kind: str = "component"
+    checked_at: float | None = None
+    latency: float | None = None
+    consecutive_failures: int = 0
+    error_code: str | None = None
+
+    def to_dict(self, *, details: bool = False) -> dict[str, Any]:
+        """One IETF ``checks`` entry. Without *details*: component id, type and status only."""
+        out: dict[str, Any] = {"componentId": self.name, "componentType": self.kind, "status": self.status}
+        if details:
+            if self.latency is not None:
+                out["observedValue"] = round(self.latency * 1000, 3)
+                out["observedUnit"] = "ms"
+            if self.checked_at is not None:
+                out["time"] = _iso(self.checked_at)
+            if self.error_code is not None:
+                out["output"] = self.error_code
+            out["state"] = self.state.value
+            out["required"] = self.required
+            out["consecutiveFailures"] = self.consecutive_failures
+        return out
+
+
+@dataclass(frozen=True, slots=True)
+class HealthReport:
+    """The answer to one of the three questions: liveness, readiness, startup.
+
+    ``status`` is ``pass``, ``warn`` (only optional components are down: keep
+    serving, degraded) or ``fail``; :attr:`http_status` maps it to 200 / 200 / 503.
+    ``output`` says why in a few words when the status is not ``pass``
+    (``"stopping"``, ``"redis: refused"``). Nothing in a report carries a secret.
+    """
+
+    kind: HealthKind
+    status: HealthStatus
+    components: Mapping[str, ComponentHealth] = field(default_factory=lambda: MappingProxyType({}))
+    output: str | None = None
+    time: float = field(default_factory=time.time)
+
+    @property
+    def http_status(self) -> int:
+        """200 for ``pass`` and ``warn``, 503 for ``fail``."""
+        return 503 if self.status == "fail" else 200
+
+    @property
+    def ok(self) -> bool:
+        """``True`` unless the status is ``fail``."""
+        return self.status != "fail"
+
+    def to_dict(self, *, details: bool = False) -> dict[str, Any]:
+        """The ``application/health+json`` body.
+
+        By default each component shows its status only; ``details=True`` adds
+        latency, last check time, state and error code -- still never a secret.
+        """
+        body: dict[str, Any] = {"status": self.status}
+        if self.output:
+            body["output"] = self.output
+        if self.components:
+            body["checks"] = {
+                f"{name}:responseTime": [c.to_dict(details=details)] for name, c in self.components.items()
+            }
+        if details:
+            body["time"] = _iso(self.time)
+            body["description"] = self.kind
+        return body
+
+
+def _iso(ts: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(ts)) + f".{int(ts % 1 * 1000):03d}Z"
+
+
+class Probe:
+    """The mutable health record of one component. Private to the engine.
+
+    ``healthy`` flips only after ``failure_threshold`` failures in a row (and back
+    after ``success_threshold`` successes), so one lost packet does not take a pod
+    out of service.
+    """
+
+    __slots__ = (
+        "buckets",
+        "checked_at",
+        "checked_mono",
+        "count",
+        "error_code",
+        "failures",
+        "failures_by_code",
+        "healthy",
+        "inflight",
+        "latency",
+        "latency_sum",
+        "successes",
+    )
+
+    def __init__(self) -> None:
+        self.buckets = [0] * len(LATENCY_BUCKETS)
+        self.count = 0
+        self.latency_sum = 0.0
+        self.failures_by_code: dict[str, int] = {}
+        self.inflight: Any = None
+        self.reset()
+
+    def reset(self) -> None:
+        """A fresh start: healthy, no streaks (the histogram and counters keep counting)."""
+        self.healthy = True
+        self.failures = 0
+        self.successes = 0
+        self.checked_at: float | None = None
+        self.checked_mono: float | None = None
+        self.latency: float | None = None
+        self.error_code: str | None = None
+
+    def observe(self, latency: float, error_code: str | None) -> None:
+        self.checked_at = time.time()
+        self.checked_mono = time.monotonic()
+        self.latency = latency
+        self.error_code = error_code
+        self.count += 1
+        self.latency_sum += latency
+        for i, bound in enumerate(LATENCY_BUCKETS):
+            if latency <= bound:
+                self.buckets[i] += 1
+                break
+        if error_code is None:
+            self.failures = 0
+            self.successes += 1
+        else:
+            self.successes = 0
+            self.failures += 1
+            self.failures_by_code[error_code] = self.failures_by_code.get(error_code, 0) + 1
