@@ -10,7 +10,7 @@ import pytest
 from sqlalchemy import text
 
 import infraboot
-from infraboot import DatabaseSettings, StartupError, SystemInitializer
+from infraboot import ComponentUnavailableError, DatabaseSettings, StartupError, SystemInitializer
 from infraboot._database import DatabaseComponent
 
 from .servers import PgBouncer, TcpProxy
@@ -144,3 +144,22 @@ async def test_sqlite_memory_is_shared_across_sessions(clean_env: pytest.MonkeyP
     async with infraboot.get_session() as s:
         assert 7 == (await s.execute(text("SELECT v FROM t"))).scalar_one()
     await infraboot.shutdown()
+
+
+async def test_an_optional_database_that_goes_away_degrades_and_recovers(database_proxy: TcpProxy) -> None:
+    """Refused connections make readiness warn and get() unavailable; when they are accepted again, sessions work."""
+    settings = DatabaseSettings(
+        url=f"postgresql+asyncpg://postgres@{database_proxy.url_host}/test", required=False, check_timeout=1.0
+    )
+    system = SystemInitializer([DatabaseComponent(settings)], check_interval=None, check_ttl=0.01)
+    await system.initialize_all()
+    database_proxy.set_mode("refuse")
+    report = await system.health(fresh=True)
+    with pytest.raises(ComponentUnavailableError):
+        system.get("database")
+    database_proxy.set_mode("forward")
+    back = await system.wait_ready(["database"], timeout=15)
+    async with system.get("database").connect() as conn:
+        one = (await conn.execute(text("SELECT 1"))).scalar()
+    await system.shutdown()
+    assert ("warn", True, 1) == (report.status, back, one)

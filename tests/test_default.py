@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import subprocess
+import types
 import sys
 from collections.abc import AsyncIterator
 
@@ -35,13 +36,16 @@ def test_all_is_honest() -> None:
     """Every name in __all__ exists, and every public attribute is in __all__."""
     for name in infraboot.__all__:
         assert hasattr(infraboot, name), name
-    public = {n for n in vars(infraboot) if not n.startswith(("_", "@"))} - {
-        "annotations",
-        "exceptions",
-        "TYPE_CHECKING",
-        "Any",
-        "testing",
-    }
+    submodules = {n for n, v in vars(infraboot).items() if isinstance(v, types.ModuleType)}
+    public = (
+        {n for n in vars(infraboot) if not n.startswith(("_", "@"))}
+        - submodules
+        - {
+            "annotations",
+            "TYPE_CHECKING",
+            "Any",
+        }
+    )
     assert set() == public - set(infraboot.__all__)
     assert sorted(infraboot.exceptions.__all__) == sorted(n for n in vars(infraboot.exceptions) if n.endswith("Error"))
 

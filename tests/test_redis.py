@@ -223,3 +223,55 @@ def test_rediss_verifies_by_default_and_warns_when_told_not_to(caplog: pytest.Lo
     with caplog.at_level("WARNING", logger="infraboot"):
         lax._client()
     assert ["tls_verification_disabled"] == [r.event for r in caplog.records]  # type: ignore[attr-defined]
+
+
+async def _status_within(system: SystemInitializer, expected: str, seconds: float) -> float:
+    """Seconds until readiness says *expected*; fails after *seconds*."""
+    t0 = time.monotonic()
+    async with asyncio.timeout(seconds):
+        while (await system.readiness()).status != expected:
+            await asyncio.sleep(0.01)
+    return time.monotonic() - t0
+
+
+@pytest.mark.parametrize(("required", "down"), [(False, "warn"), (True, "fail")])
+async def test_readiness_follows_a_redis_server_that_dies_and_comes_back(
+    redis_server: RedisServer, required: bool, down: str
+) -> None:
+    """Killing the server flips readiness within interval + check deadline.
+
+    Restarting it brings back pass and a working client, with no restart of the system.
+    """
+    interval, check_deadline = 0.2, 1.0
+    settings = RedisSettings(url=redis_server.url(), required=required, check_timeout=check_deadline)
+    # A long TTL: readiness only reads the cache here, so the background monitor must notice.
+    system = SystemInitializer([RedisComponent(settings)], check_interval=interval, check_ttl=3600)
+    await system.initialize_all()
+    assert "pass" == (await system.readiness()).status
+    redis_server.kill()
+    await _status_within(system, down, interval + check_deadline + 1.0)
+    redis_server.start()
+    await _status_within(system, "pass", 15.0)
+    assert await system.get("redis").ping()
+    assert 1 == system.report.components["redis"].attempts
+    await system.shutdown()
+
+
+async def test_a_blackholed_check_times_out_at_its_deadline_while_readiness_answers_in_time(
+    redis_proxy: TcpProxy,
+) -> None:
+    """PING into a blackhole times out at check_timeout; readiness keeps answering within health_timeout meanwhile."""
+    settings = RedisSettings(url=f"redis://{redis_proxy.url_host}/9", check_timeout=0.5)
+    system = SystemInitializer([RedisComponent(settings)], check_interval=None, check_ttl=0.01, health_timeout=0.1)
+    await system.initialize_all()
+    redis_proxy.set_mode("blackhole", drop_existing=False)
+    await asyncio.sleep(0.02)  # past the TTL: the next readiness call must probe
+    t0 = time.monotonic()
+    first = await system.readiness()
+    answered = time.monotonic() - t0
+    timed_out = await _status_within(system, "fail", 5.0) + answered
+    report = await system.readiness()
+    await system.shutdown()
+    assert ("pass", True) == (first.status, answered < 0.5)
+    assert 0.5 <= timed_out < 3.0
+    assert "timeout" == report.components["redis"].error_code

@@ -102,3 +102,34 @@ def test_canary_survives_settings_reprs(clean_env: pytest.MonkeyPatch) -> None:
     d = infraboot.DatabaseSettings(url=f"postgresql+asyncpg://u:{ENCODED}@db/x")
     for text in (repr(s), str(s), repr(d), str(d), repr(s.model_dump()), repr(d.model_dump())):
         assert not leaks(text), text
+
+
+async def test_canary_survives_health_output_and_metrics(
+    clean_env: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture, redis_server: object
+) -> None:
+    """Health reports (with details) and a metrics scrape, before and after an outage, never carry the password."""
+    from prometheus_client import CollectorRegistry, generate_latest
+
+    from infraboot.metrics import register_metrics
+
+    from .servers import RedisServer
+
+    assert isinstance(redis_server, RedisServer)
+    redis_server.kill()
+    redis_server.password = CANARY
+    redis_server.start()
+    clean_env.setenv("REDIS_URL", f"redis://default:{ENCODED}@127.0.0.1:{redis_server.port}/0")
+    clean_env.setenv("REDIS_REQUIRED", "false")
+    registry = CollectorRegistry()
+    register_metrics(registry)
+    texts: list[str] = []
+    with caplog.at_level(logging.DEBUG):
+        await infraboot.ensure_initialized(["redis"])
+        texts.append(json.dumps((await infraboot.health(fresh=True)).to_dict(details=True)))
+        redis_server.kill()
+        down = await infraboot.health(fresh=True)
+        texts += [json.dumps(down.to_dict(details=True)), repr(down), generate_latest(registry).decode()]
+        await infraboot.shutdown()
+    texts.append(caplog.text)
+    assert "warn" == down.status
+    assert [] == [t for t in texts if leaks(t)]

@@ -21,8 +21,8 @@ class ConfiguredComponent(Component[T], Generic[T, S]):
 
     The settings decide ``required``, the attempt ``timeout`` (the connect timeout) and
     ``retries``; keyword overrides win. An optional component never holds startup longer
-    than one connect timeout (``deadline``): it degrades at once, and a later
-    ``ensure_initialized`` tries again.
+    than one connect timeout (``deadline``): it degrades at once and is brought back
+    in the background when its server answers again.
     """
 
     settings_class: ClassVar[str]  # the name of the settings class in infraboot._settings
@@ -41,6 +41,7 @@ class ConfiguredComponent(Component[T], Generic[T, S]):
         self.required = o.get("required", settings.required)
         self.timeout = o.get("timeout", settings.connect_timeout)
         self.retries = o.get("retries", settings.max_retries)
+        self.check_timeout = o.get("check_timeout", settings.check_timeout)
         self.deadline = o.get("deadline", None if self.required else settings.connect_timeout)
 
     @property

@@ -46,6 +46,7 @@ class SettingsBase(BaseSettings):
     enabled: bool = True
     required: bool = True
     connect_timeout: float = 5.0
+    check_timeout: float = 2.0
     max_retries: int = 3
 
     def env(self, field: str) -> str:
@@ -118,6 +119,7 @@ class RedisSettings(SettingsBase):
         out: list[str] = []
         self._url_problems(out, _REDIS_SCHEMES)
         self._seconds(out, "connect_timeout", example="REDIS_CONNECT_TIMEOUT=5")
+        self._seconds(out, "check_timeout", example="REDIS_CHECK_TIMEOUT=2")
         self._seconds(out, "socket_timeout", example="REDIS_SOCKET_TIMEOUT=5")
         self._seconds(out, "health_check_interval", allow_zero=True, example="REDIS_HEALTH_CHECK_INTERVAL=30")
         self._count(out, "max_retries", 0, "REDIS_MAX_RETRIES=3")
@@ -171,6 +173,7 @@ class DatabaseSettings(SettingsBase):
         self._count(out, "warmup_connections", 0, "DATABASE_WARMUP_CONNECTIONS=1")
         self._seconds(out, "pool_timeout", example="DATABASE_POOL_TIMEOUT=30")
         self._seconds(out, "connect_timeout", example="DATABASE_CONNECT_TIMEOUT=5")
+        self._seconds(out, "check_timeout", example="DATABASE_CHECK_TIMEOUT=2")
         recycle = self.pool_recycle
         if math.isnan(recycle) or math.isinf(recycle) or (recycle <= 0 and recycle != -1):
             out.append(f"DATABASE_POOL_RECYCLE={recycle!r}: must be seconds > 0, or -1 to never recycle, e.g. 1800")

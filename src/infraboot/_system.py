@@ -562,7 +562,7 @@ class SystemInitializer:
             if not fut.done():
                 fut.set_result(None)
 
-    async def wait_ready(self, names: Iterable[str] | None = None, *, timeout: float | None = None) -> bool:
+    async def wait_ready(self, names: Iterable[str] | None = None, *, timeout: float | None = None) -> bool:  # noqa: ASYNC109 - answers False at the timeout
         """Wait until the named components (all wanted ones when ``None``) are ready.
 
         Starts nothing: pair it with background recovery, e.g. to hold back work until
