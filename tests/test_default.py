@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import subprocess
-import types
 import sys
+import types
 from collections.abc import AsyncIterator
 
 import pytest
