@@ -233,3 +233,66 @@ def proxy_to(port: int) -> Iterator[TcpProxy]:
         yield proxy
     finally:
         proxy.close()
+
+
+class AppProcess:
+    """A server or worker process (uvicorn, gunicorn, a script) that a test starts, signals and reads.
+
+    Output (stdout and stderr together) goes to a file the test can read at any time.
+    """
+
+    def __init__(self, args: list[str], *, env: dict[str, str], workdir: Path, port: int | None = None) -> None:
+        self.port = port
+        self.log_path = workdir / f"app-{free_port()}.log"
+        self._log = self.log_path.open("wb")
+        self.proc = subprocess.Popen(
+            args, stdout=self._log, stderr=subprocess.STDOUT, env=env, cwd=Path(__file__).parent.parent
+        )
+
+    @property
+    def output(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def wait_for_output(self, text: str, timeout: float = 30.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if text in self.output:
+                return
+            if self.proc.poll() is not None:
+                msg = f"process exited ({self.proc.returncode}) before printing {text!r}:\n{self.output[-3000:]}"
+                raise AssertionError(msg)
+            time.sleep(0.02)
+        msg = f"no {text!r} after {timeout}s:\n{self.output[-3000:]}"
+        raise TimeoutError(msg)
+
+    def wait_listening(self, timeout: float = 30.0) -> None:
+        assert self.port is not None
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                msg = f"process exited ({self.proc.returncode}) before listening:\n{self.output[-3000:]}"
+                raise AssertionError(msg)
+            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", self.port), timeout=0.2):
+                return
+            time.sleep(0.02)
+        msg = f"nothing listens on {self.port} after {timeout}s:\n{self.output[-3000:]}"
+        raise TimeoutError(msg)
+
+    def wait(self, timeout: float) -> int:
+        """The exit status, waiting at most *timeout* seconds (then the process is killed and the test fails)."""
+        try:
+            return self.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+            msg = f"did not exit within {timeout}s:\n{self.output[-3000:]}"
+            raise AssertionError(msg) from None
+
+    def terminate(self) -> None:
+        self.proc.terminate()
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+        self._log.close()

@@ -16,7 +16,8 @@ EXAMPLES = sorted((Path(__file__).parent.parent / "examples").glob("*.py"))
 def test_example_runs(path: Path) -> None:
     """The example exits 0 and prints a successful startup."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("REDIS_", "DATABASE_"))}
-    out = subprocess.run([sys.executable, str(path)], check=False, capture_output=True, text=True, env=env, timeout=60)
+    args = [sys.executable, str(path), "--once"]  # the servers and the worker exit after one round
+    out = subprocess.run(args, check=False, capture_output=True, text=True, env=env, timeout=60)
     assert 0 == out.returncode, out.stderr
     assert "startup ok" in out.stdout
 

@@ -69,8 +69,7 @@ def get_engine() -> AsyncEngine:
     return engine
 
 
-@contextlib.asynccontextmanager
-async def get_session(**session_kwargs: Any) -> AsyncIterator[AsyncSession]:
+def get_session(**session_kwargs: Any) -> contextlib.AbstractAsyncContextManager[AsyncSession]:
     """An ``AsyncSession`` that commits on success, rolls back on an exception, and always closes.
 
     ::
@@ -79,10 +78,16 @@ async def get_session(**session_kwargs: Any) -> AsyncIterator[AsyncSession]:
             session.add(user)
         # committed here; rolled back instead if the block raised
     """
+    return session_scope(get_engine(), **session_kwargs)
+
+
+@contextlib.asynccontextmanager
+async def session_scope(engine: AsyncEngine, **session_kwargs: Any) -> AsyncIterator[AsyncSession]:
+    """A unit of work on *engine*: commit on success, roll back on an exception, always close."""
     from sqlalchemy.ext.asyncio import AsyncSession
 
     session_kwargs.setdefault("expire_on_commit", False)
-    session = AsyncSession(get_engine(), **session_kwargs)
+    session = AsyncSession(engine, **session_kwargs)
     try:
         yield session
         await session.commit()

@@ -11,9 +11,9 @@ import time
 import warnings
 import weakref
 from collections import Counter
-from collections.abc import Coroutine, Iterable, Mapping
+from collections.abc import Callable, Coroutine, Iterable, Mapping
 from types import MappingProxyType, TracebackType
-from typing import Any, Literal, Self
+from typing import Any, Literal, Self, TypeVar
 
 from ._component import Closer, Component, Context
 from ._health import ComponentHealth, HealthReport, HealthStatus, Probe, worst
@@ -31,6 +31,8 @@ from .exceptions import (
 )
 
 __all__ = ["SystemInitializer"]
+
+_T = TypeVar("_T")
 
 _S = ComponentState
 _UNAVAILABLE = frozenset({_S.FAILED, _S.BLOCKED, _S.DISABLED, _S.UNHEALTHY})
@@ -380,6 +382,8 @@ class SystemInitializer:
         closure = self._closure(names)
         self._bind_loop()
         if all(self._slots[n].state is _S.READY for n in closure):
+            if not self._shutting_down:
+                self._phase = "running"  # nothing to start (an empty list, say) is a finished startup
             return self._build_report(closure, self._base_time)
         if self._shutting_down:
             msg = "ensure_initialized() was called while the system is shutting down; start it again after shutdown()"
@@ -613,15 +617,20 @@ class SystemInitializer:
                     msg = "the startup deadline passed before this attempt could begin"
                     raise _OutOfTime(msg)
                 budget = min(budget, remaining)
-            cm = asyncio.timeout(budget)
             try:
-                async with cm:
-                    return await comp._open(Context(comp.name, resources, slot.attempts))
-            except TimeoutError:
-                if cm.expired():
-                    msg = f"no answer within {budget:.3g}s (attempt {slot.attempts})"
-                    raise _AttemptTimeout(msg) from None
+                opened: tuple[Any, Closer] = await self._within(
+                    comp._open(Context(comp.name, resources, slot.attempts)),
+                    budget,
+                    f"infraboot-open-{comp.name}",
+                    late=lambda result: self._close_late(comp, result[1]),
+                )
+            except _Deadline:
+                msg = f"no answer within {budget:.3g}s (attempt {slot.attempts})"
+                raise _AttemptTimeout(msg) from None
+            except Exception:
+                _raise_if_cancelled()
                 raise
+            return opened
 
         def retryable(exc: BaseException) -> bool:
             return isinstance(exc, Exception) and not isinstance(exc, _OutOfTime) and comp.is_retryable(exc)
@@ -992,12 +1001,13 @@ class SystemInitializer:
         comp, resource = slot.component, slot.resource
         t0 = time.perf_counter()
         code: str | None = None
-        cm = asyncio.timeout(comp.check_timeout)
         try:
-            async with cm:
-                await comp.check(resource)
+            await self._within(comp.check(resource), comp.check_timeout, f"infraboot-probe-{comp.name}")
+        except _Deadline:
+            code = "timeout"
         except Exception as exc:  # a failed probe is data, never an exception for the caller
-            code = "timeout" if cm.expired() else comp.classify(exc)
+            _raise_if_cancelled()
+            code = comp.classify(exc)
         if slot.resource is not resource or slot.state not in _RUNNING:
             return  # stopped or restarted meanwhile: this result describes nothing that still exists
         self._observe(slot, time.perf_counter() - t0, code)
@@ -1099,6 +1109,7 @@ class SystemInitializer:
             async with asyncio.timeout(comp.timeout):
                 resource, closer = await comp._open(Context(name, resources, slot.attempts))
         except Exception as exc:
+            _raise_if_cancelled()
             slot.error, slot.error_code = _describe(exc), comp.classify(exc)
             event(logging.DEBUG, "component_still_down", name, error_code=slot.error_code, attempts=slot.attempts)
             raise _StillDown from None
@@ -1189,6 +1200,56 @@ class SystemInitializer:
             slot.resource = new
             slot.closer = functools.partial(slot.component.stop, new)
 
+    async def _within(
+        self,
+        coro: Coroutine[Any, Any, _T],
+        budget: float,
+        name: str,
+        late: Callable[[_T], None] | None = None,
+    ) -> _T:
+        """Await *coro* for at most *budget* seconds; raise :class:`_Deadline` past it.
+
+        The work runs as its own task, so a driver that swallows cancellation (some do,
+        inside their own socket timeouts) cannot hold a startup, a probe or a SIGTERM past
+        the deadline. Abandoned work is cancelled and given a short grace to clean up; if
+        it still produces a result later, *late* disposes of it.
+        """
+        inner = asyncio.get_running_loop().create_task(coro, name=name)
+        try:
+            done, _ = await asyncio.wait([inner], timeout=budget)
+        except asyncio.CancelledError:
+            await self._abandon(inner, late)
+            raise
+        if not done:
+            await self._abandon(inner, late)
+            raise _Deadline
+        return inner.result()
+
+    async def _abandon(self, inner: asyncio.Task[_T], late: Callable[[_T], None] | None) -> None:
+        def finished(task: asyncio.Task[_T]) -> None:
+            self._background.discard(task)
+            if task.cancelled():
+                return
+            if task.exception() is None and late is not None:
+                late(task.result())
+
+        inner.cancel()
+        self._background.add(inner)  # shutdown cancels and awaits it if it is still there
+        inner.add_done_callback(finished)
+        await asyncio.wait([inner], timeout=_ABANDON_GRACE)
+
+    def _close_late(self, comp: Component[Any], closer: Closer) -> None:
+        """A start we gave up on succeeded after all: close what it opened."""
+        event(logging.WARNING, "late_start_closed", comp.name)
+
+        async def close() -> None:
+            with contextlib.suppress(Exception, TimeoutError):
+                async with asyncio.timeout(comp.stop_timeout):
+                    await closer()
+
+        with contextlib.suppress(RuntimeError):  # the loop is gone: nothing left to close it with
+            self.spawn(close(), name=f"infraboot-close-late-{comp.name}")
+
     def spawn(self, coro: Coroutine[Any, Any, Any], name: str) -> asyncio.Task[Any]:
         """Run *coro* as background work of this system; shutdown cancels it."""
         task = asyncio.get_running_loop().create_task(coro, name=name)
@@ -1244,6 +1305,26 @@ def _after_fork_in_child() -> None:
 
 if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+class _Deadline(Exception):
+    """Internal: the work did not finish within its budget."""
+
+
+# Seconds abandoned work (cancelled at a deadline) may take to clean up before we move on.
+_ABANDON_GRACE = 0.5
+
+
+def _raise_if_cancelled() -> None:
+    """Re-raise a cancellation that a driver turned into another error.
+
+    Some drivers catch ``CancelledError`` inside their own timeouts and raise a
+    ``TimeoutError`` or ``ConnectionError`` instead; retrying then would make a SIGTERM
+    wait for every remaining attempt. The task still knows it was cancelled.
+    """
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError
 
 
 _TESTING_RECOVERY_WAIT = 0.01  # set_testing(): no backoff, but no busy loop against a dead server
