@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from ..servers import AppProcess, free_port
+from tests.servers import AppProcess, free_port
 
 Serve = Callable[..., AppProcess]
 

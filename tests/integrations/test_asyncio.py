@@ -10,9 +10,8 @@ import pytest
 
 import infraboot
 import infraboot.asyncio
-
-from ..servers import RedisServer, TcpProxy, free_port
-from .conftest import Serve, pg_connections, redis_clients
+from tests.integrations.conftest import Serve, pg_connections, redis_clients
+from tests.servers import RedisServer, TcpProxy, free_port
 
 pytestmark = pytest.mark.real
 

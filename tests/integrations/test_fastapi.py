@@ -17,9 +17,8 @@ from fastapi import FastAPI
 
 import infraboot
 import infraboot.fastapi as ib
-
-from ..servers import RedisServer, TcpProxy, free_port
-from .conftest import Serve, gunicorn_args, pg_connections, redis_clients, uvicorn_args
+from tests.integrations.conftest import Serve, gunicorn_args, pg_connections, redis_clients, uvicorn_args
+from tests.servers import RedisServer, TcpProxy, free_port
 
 pytestmark = pytest.mark.real
 

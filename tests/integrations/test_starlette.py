@@ -13,9 +13,8 @@ from starlette.applications import Starlette
 
 import infraboot
 import infraboot.starlette as ib
-
-from ..servers import free_port
-from .conftest import Serve, uvicorn_args
+from tests.integrations.conftest import Serve, uvicorn_args
+from tests.servers import free_port
 
 pytestmark = pytest.mark.real
 
