@@ -1,10 +1,21 @@
 """Testing support: run an application's tests without servers and without leaks.
 
-See ``docs/testing.md``.
+- :func:`override` -- replace a component's resource inside a block.
+- :func:`outage` -- take a component down inside a block, to test your degraded paths.
+- :func:`fake_env` -- point ``REDIS_URL`` / ``DATABASE_URL`` at fresh fakes.
+- :func:`lifespan` -- run an ASGI app's lifespan around a block.
+- :func:`infraboot.set_testing` -- no backoff waits.
+
+The pytest plugin (loaded automatically) adds the fixtures ``infraboot_system``,
+``fake_redis``, ``fake_database``, ``infraboot_override`` and ``infraboot_lifespan``, and
+resets the default system between tests. See ``docs/testing.md``.
 """
 
 from __future__ import annotations
 
+from infraboot._retry import set_testing
+
+from ._kit import fake_env, lifespan, memory_server, outage
 from ._override import override, reset_default_system
 
-__all__ = ["override", "reset_default_system"]
+__all__ = ["fake_env", "lifespan", "memory_server", "outage", "override", "reset_default_system", "set_testing"]
