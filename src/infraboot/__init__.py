@@ -16,49 +16,50 @@ when they start, and each framework adapter is its own module
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
-
-from ._accessors import (
-    close_database,
-    close_redis,
-    get_engine,
-    get_redis,
-    get_session,
-    init_database,
-    init_redis,
-    pool_stats,
-    validate_config,
-)
-from ._component import Component, Context, component
-from ._default import (
-    default_system,
-    ensure_initialized,
-    get,
-    health,
-    liveness,
-    readiness,
-    register,
-    shutdown,
-    startup,
-    state,
-)
-from ._health import ComponentHealth, HealthReport
-from ._redact import SecretURL
-from ._report import ComponentResult, ShutdownReport, StartupReport, StopResult
-from ._retry import set_testing
-from ._state import ComponentState
-from ._system import SystemInitializer
-from .exceptions import (
-    ComponentUnavailableError,
-    ConfigError,
-    DependencyError,
-    InfrabootError,
-    NotInitializedError,
-    StartupError,
-)
-
+# Not ``from typing import TYPE_CHECKING``: typing alone costs more than the rest of this file.
+TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from typing import Any
+
+    from ._accessors import (
+        close_database,
+        close_redis,
+        get_engine,
+        get_redis,
+        get_session,
+        init_database,
+        init_redis,
+        pool_stats,
+        validate_config,
+    )
+    from ._component import Component, Context, component
+    from ._default import (
+        default_system,
+        ensure_initialized,
+        get,
+        health,
+        liveness,
+        readiness,
+        register,
+        shutdown,
+        startup,
+        state,
+    )
+    from ._health import ComponentHealth, HealthReport
+    from ._redact import SecretURL
+    from ._report import ComponentResult, ShutdownReport, StartupReport, StopResult
+    from ._retry import set_testing
     from ._settings import DatabaseSettings, RedisSettings
+    from ._state import ComponentState
+    from ._system import SystemInitializer
+    from .exceptions import (
+        ComponentUnavailableError,
+        ConfigError,
+        DependencyError,
+        InfrabootError,
+        NotInitializedError,
+        StartupError,
+    )
 
 __version__ = "0.1.0"
 
@@ -106,9 +107,50 @@ __all__ = [
     "validate_config",
 ]
 
-# The settings classes are built on pydantic, which the core must not import:
-# they load on first attribute access (PEP 562), nothing else does.
-_LAZY = {"RedisSettings": "._settings", "DatabaseSettings": "._settings"}
+# Every public name loads on first use (PEP 562): ``import infraboot`` costs almost
+# nothing, and the console script's ``--version`` starts as fast as Python itself.
+_LAZY = {
+    "close_database": "._accessors",
+    "close_redis": "._accessors",
+    "get_engine": "._accessors",
+    "get_redis": "._accessors",
+    "get_session": "._accessors",
+    "init_database": "._accessors",
+    "init_redis": "._accessors",
+    "pool_stats": "._accessors",
+    "validate_config": "._accessors",
+    "Component": "._component",
+    "Context": "._component",
+    "component": "._component",
+    "default_system": "._default",
+    "ensure_initialized": "._default",
+    "get": "._default",
+    "health": "._default",
+    "liveness": "._default",
+    "readiness": "._default",
+    "register": "._default",
+    "shutdown": "._default",
+    "startup": "._default",
+    "state": "._default",
+    "ComponentHealth": "._health",
+    "HealthReport": "._health",
+    "SecretURL": "._redact",
+    "ComponentResult": "._report",
+    "ShutdownReport": "._report",
+    "StartupReport": "._report",
+    "StopResult": "._report",
+    "set_testing": "._retry",
+    "DatabaseSettings": "._settings",  # pydantic: never loaded by the core itself
+    "RedisSettings": "._settings",
+    "ComponentState": "._state",
+    "SystemInitializer": "._system",
+    "ComponentUnavailableError": ".exceptions",
+    "ConfigError": ".exceptions",
+    "DependencyError": ".exceptions",
+    "InfrabootError": ".exceptions",
+    "NotInitializedError": ".exceptions",
+    "StartupError": ".exceptions",
+}
 
 
 def __getattr__(name: str) -> Any:
@@ -121,3 +163,7 @@ def __getattr__(name: str) -> Any:
     value = getattr(importlib.import_module(module, __name__), name)
     globals()[name] = value
     return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})

@@ -1,101 +1,309 @@
-"""The ``infraboot`` command line: ``infraboot --version``, ``infraboot demo``, ``infraboot check``."""
+"""The ``infraboot`` command line (console script and ``python -m infraboot``).
+
+- ``infraboot check [NAMES] [--json] [--timeout S]``: start, report, shut down; exit 0 / 1 / 2.
+- ``infraboot wait [NAMES] --timeout S``: block until the components are reachable.
+- ``infraboot graph [--format text|mermaid|dot]``: the dependency graph.
+- ``infraboot demo [--once]``: the FastAPI demo on embedded defaults, no server needed.
+- ``infraboot --version``.
+
+Exit status: 0 healthy, 1 degraded (only optional components down), 2 a required
+component failed or the configuration is invalid (one line per problem, no traceback).
+"""
 
 from __future__ import annotations
 
-import argparse
-import asyncio
-import json
-import os
 import sys
-from collections.abc import Sequence
+
+TYPE_CHECKING = False  # typing itself would double the start-up time of `infraboot --version`
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+    from typing import Any
 
 __all__ = ["main"]
 
 EMBEDDED = {"REDIS_URL": "memory://", "DATABASE_URL": "sqlite+aiosqlite:///:memory:"}
+EXIT_OK, EXIT_DEGRADED, EXIT_FAILED = 0, 1, 2
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    args = list(sys.argv[1:] if argv is None else argv)
+    if args == ["--version"]:  # the fast path: nothing imported but the package's front door
+        from infraboot import __version__
+
+        print(__version__)
+        return EXIT_OK
+    return _main(args)
+
+
+def _main(argv: list[str]) -> int:
+    import argparse
+    import asyncio
+
     parser = argparse.ArgumentParser(prog="infraboot", description="Start, check and stop service infrastructure.")
     parser.add_argument("--version", action="store_true", help="print the version and exit")
     sub = parser.add_subparsers(dest="command")
-    demo = sub.add_parser("demo", help="start the built-in components on embedded defaults (no server needed)")
-    demo.add_argument("--once", action="store_true", help="exit after printing instead of serving until Ctrl-C")
-    check = sub.add_parser("check", help="start the configured components, report, shut down")
-    check.add_argument("names", nargs="*", help="components to check (default: redis database)")
+    check = sub.add_parser("check", help="start the configured components, report, shut down (exit 0/1/2)")
+    check.add_argument("names", nargs="*", help="components to check (default: every configured one)")
     check.add_argument("--json", action="store_true", help="print the report as JSON")
+    check.add_argument("--timeout", type=_seconds, default=None, help="give up after S seconds in all")
+    wait = sub.add_parser("wait", help="block until the components are reachable (init containers, compose)")
+    wait.add_argument("names", nargs="*", help="components to wait for (default: every configured one)")
+    wait.add_argument("--timeout", type=_seconds, required=True, help="give up after S seconds (exit 2)")
+    graph = sub.add_parser("graph", help="print the dependency graph of the configured components")
+    graph.add_argument("--format", choices=["text", "mermaid", "dot"], default="text")
+    demo = sub.add_parser("demo", help="serve the FastAPI demo on embedded defaults (no server needed)")
+    demo.add_argument("--once", action="store_true", help="exit after printing instead of serving until Ctrl-C")
+    demo.add_argument("--host", default="127.0.0.1")
+    demo.add_argument("--port", type=int, default=8000)
     args = parser.parse_args(argv)
 
     if args.version:
         from infraboot import __version__
 
         print(__version__)
-        return 0
-    if args.command == "demo":
-        for key, value in EMBEDDED.items():
-            os.environ.setdefault(key, value)
-        return asyncio.run(_demo(once=args.once))
-    if args.command == "check":
-        return asyncio.run(_check(args.names or ["redis", "database"], as_json=args.json))
+        return EXIT_OK
+    try:
+        if args.command == "check":
+            return asyncio.run(_check(args.names or None, as_json=args.json, budget=args.timeout))
+        if args.command == "wait":
+            return asyncio.run(_wait(args.names or None, budget=args.timeout))
+        if args.command == "graph":
+            return _graph(args.format)
+        if args.command == "demo":
+            return _demo(once=args.once, host=args.host, port=args.port)
+    except KeyboardInterrupt:
+        return 130
     parser.print_help()
-    return 0
+    return EXIT_OK
 
 
-async def _demo(*, once: bool) -> int:
-    from collections.abc import AsyncIterator
+def _seconds(text: str) -> float:
+    import argparse
+    import math
+
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not (value > 0 and math.isfinite(value)):
+        msg = f"{text!r} is not a positive number of seconds, e.g. --timeout 30"
+        raise argparse.ArgumentTypeError(msg)
+    return value
+
+
+def _config_problems(exc: Any) -> int:
+    for problem in exc.problems or (str(exc),):
+        print(f"infraboot: {problem}", file=sys.stderr)
+    return EXIT_FAILED
+
+
+def _configured(names: list[str] | None) -> list[str]:
+    """The components to act on: the named ones, else every registered one that is not switched off."""
+    import infraboot
+
+    system = infraboot.default_system()
+    if names:
+        return names
+    return list(system.components)
+
+
+# -- check -------------------------------------------------------------------------------------------
+
+
+async def _check(names: list[str] | None, *, as_json: bool, budget: float | None) -> int:
+    import json
 
     import infraboot
 
-    @infraboot.component("greeter", requires=["redis", "database"], required=False, timeout=2.0)
-    async def greeter(ctx: infraboot.Context) -> AsyncIterator[str]:
-        await ctx.get("redis").set("demo:greeting", "hello from infraboot")
-        yield "greeter"
-
-    infraboot.register(greeter)
+    system = infraboot.default_system()
+    if budget is not None:
+        system.configure(startup_timeout=budget, shutdown_timeout=min(budget, system.shutdown_timeout))
     try:
-        status = await _start(["redis", "database", "greeter"])
-        if status == 2:
-            return status
-        from sqlalchemy import text
-
-        greeting = await infraboot.get_redis().get("demo:greeting")
-        async with infraboot.get_session() as session:
-            answer = (await session.execute(text("SELECT 6 * 7"))).scalar_one()
-        print(f"\nredis says: {greeting!r}; the database says 6 * 7 = {answer}")
-        if not once:
-            print("running; press Ctrl-C to stop")
-            await asyncio.Event().wait()
+        try:
+            report = await system.ensure_initialized(_configured(names))
+            error = None
+        except infraboot.ConfigError as exc:
+            return _config_problems(exc)
+        except infraboot.StartupError as exc:
+            report, error = exc.report, exc
+        health = await system.health(fresh=True) if error is None else None
+        if as_json:
+            body: dict[str, Any] = {"startup": report.to_dict()}
+            if health is not None:
+                body["health"] = health.to_dict(details=True)
+            print(json.dumps(body, indent=2))
+        else:
+            print(_table(report, health))
+            print()
+            print(report.render())
+        if error is not None:
+            print(f"\ninfraboot: {error}", file=sys.stderr)
+            return EXIT_FAILED
+        if health is not None and health.status == "fail":
+            return EXIT_FAILED
+        return EXIT_OK if report.status == "ok" and (health is None or health.status == "pass") else EXIT_DEGRADED
     finally:
-        report = await infraboot.shutdown()
-        names = ", ".join(s.name for s in report.stopped)
-        print(f"\nshutdown {'ok' if report.ok else 'with errors'} in {report.duration:.3f}s: {names}")
-    return status
+        await system.shutdown()
 
 
-async def _start(names: list[str], *, as_json: bool = False) -> int:
+def _table(report: Any, health: Any) -> str:
+    rows = [("component", "state", "latency", "attempts", "error")]
+    for name, r in report.components.items():
+        h = health.components.get(name) if health is not None else None
+        latency = f"{h.latency * 1000:.1f} ms" if h is not None and h.latency is not None else "-"
+        state = h.state.value if h is not None else r.state.value
+        code = (
+            (h.error_code if h is not None else None)
+            or r.error_code
+            or (r.reason if r.state.value == "disabled" else None)
+        )
+        rows.append((name, state, latency, str(r.attempts), code or "-"))
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip() for row in rows)
+
+
+# -- wait --------------------------------------------------------------------------------------------
+
+
+async def _wait(names: list[str] | None, *, budget: float) -> int:
+    import asyncio
+    import logging
+    import random
+    import time
+
     import infraboot
 
-    try:
-        report = await infraboot.ensure_initialized(names)
-    except infraboot.ConfigError as exc:
-        for problem in exc.problems:
-            print(f"infraboot: {problem}", file=sys.stderr)
-        return 2
-    except infraboot.StartupError as exc:
-        report = exc.report
-        print(json.dumps(report.to_dict(), indent=2) if as_json else report.render())
-        print(f"\ninfraboot: {exc}", file=sys.stderr)
-        return 2
-    print(json.dumps(report.to_dict(), indent=2) if as_json else report.render())
-    return 0 if report.status == "ok" else 1
+    logging.getLogger("infraboot").setLevel(logging.CRITICAL)  # our progress lines say it once per round
+    deadline = time.monotonic() + budget
+    wanted = _configured(names)
+    round_no, pause, last = 0, 0.2, "not tried yet"
+    while True:
+        round_no += 1
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            print(f"infraboot: gave up after {budget:g}s: {last}", file=sys.stderr)
+            return EXIT_FAILED
+        infraboot._default.reset_default_system(None)  # every round from scratch, nothing half-open
+        system = infraboot.default_system()
+        system.configure(startup_timeout=remaining, check_interval=None, recovery=False)
+        try:
+            report = await system.ensure_initialized(wanted)
+        except infraboot.ConfigError as exc:
+            return _config_problems(exc)
+        except infraboot.StartupError as exc:
+            report = exc.report
+        finally:
+            await system.shutdown()
+        if report.status == "ok":  # an optional component counts too: waiting means every one answers
+            ready = ", ".join(n for n, r in report.components.items() if r.state.value in ("ready", "stopped"))
+            print(f"ready after {budget - remaining:.1f}s ({round_no} round{'s' if round_no > 1 else ''}): {ready}")
+            return EXIT_OK
+        down = [n for n, r in report.components.items() if r.error_code or r.state.value in ("failed", "blocked")]
+        last = "; ".join(f"{n}: {report.components[n].error_code or report.components[n].state.value}" for n in down)
+        print(f"waiting ({time.monotonic() - (deadline - budget):.1f}s): {last}", flush=True)
+        await asyncio.sleep(min(random.uniform(pause / 2, pause), max(0.0, deadline - time.monotonic())))
+        pause = min(pause * 2, 5.0)
 
 
-async def _check(names: list[str], *, as_json: bool) -> int:
+# -- graph -------------------------------------------------------------------------------------------
+
+
+def _graph(fmt: str) -> int:
     import infraboot
 
+    system = infraboot.default_system()
+    system._check_graph()
+    comps = system.components
+    if fmt == "mermaid":
+        lines = ["graph TD"]
+        for name, comp in comps.items():
+            shape = f'{_node(name)}["{name}"]' if comp.required else f'{_node(name)}("{name} (optional)")'
+            lines.append(f"  {shape}")
+        lines += [f"  {_node(r)} --> {_node(n)}" for n, c in comps.items() for r in c.requires]
+    elif fmt == "dot":
+        lines = ["digraph infraboot {", "  rankdir=LR;"]
+        for name, comp in comps.items():
+            style = "" if comp.required else ", style=dashed"
+            lines.append(f'  "{name}" [label="{name}"{style}];')
+        lines += [f'  "{r}" -> "{n}";' for n, c in comps.items() for r in c.requires]
+        lines.append("}")
+    else:
+        lines = []
+        for level, names in enumerate(_levels(comps)):
+            lines.append(f"level {level} (start together):")
+            for name in names:
+                comp = comps[name]
+                needs = f"  <- {', '.join(comp.requires)}" if comp.requires else ""
+                lines.append(f"  {name}{'' if comp.required else ' (optional)'}{needs}")
+    print("\n".join(lines))
+    return EXIT_OK
+
+
+def _node(name: str) -> str:
+    return "n_" + "".join(ch if ch.isalnum() else "_" for ch in name)
+
+
+def _levels(comps: Any) -> list[list[str]]:
+    depth: dict[str, int] = {}
+
+    def visit(name: str) -> int:
+        if name not in depth:
+            depth[name] = 1 + max((visit(r) for r in comps[name].requires), default=-1)
+        return depth[name]
+
+    for name in comps:
+        visit(name)
+    levels: list[list[str]] = [[] for _ in range(max(depth.values(), default=-1) + 1)]
+    for name in comps:
+        levels[depth[name]].append(name)
+    return levels
+
+
+# -- demo --------------------------------------------------------------------------------------------
+
+
+def _demo(*, once: bool, host: str, port: int) -> int:
+    import asyncio
+    import json
+    import os
+
+    for key, value in EMBEDDED.items():
+        os.environ.setdefault(key, value)
     try:
-        return await _start(names, as_json=as_json)
-    finally:
-        await infraboot.shutdown()
+        from infraboot._demo import create_app
+    except ImportError:
+        print('infraboot: the demo needs FastAPI and uvicorn: pip install "infraboot[all]"', file=sys.stderr)
+        return EXIT_FAILED
+
+    app = create_app()
+
+    async def run() -> int:
+        import infraboot
+        from infraboot.testing import lifespan
+
+        try:
+            async with lifespan(app):
+                system = infraboot.default_system()
+                print(system.report.render())
+                print("\nreadiness:", json.dumps((await system.health(fresh=True)).to_dict(details=True), indent=2))
+                if not once:
+                    import uvicorn
+
+                    print(
+                        f"\nserving on http://{host}:{port}/ (probes: /livez /readyz /startupz /metrics); Ctrl-C stops"
+                    )
+                    config = uvicorn.Config(app, host=host, port=port, lifespan="off", log_level="warning")
+                    await uvicorn.Server(config).serve()
+        except RuntimeError as exc:
+            print(f"infraboot: {exc}", file=sys.stderr)
+            return EXIT_FAILED
+        finally:
+            stopped = [n for n, r in infraboot.default_system().report.components.items() if r.state.value == "stopped"]
+            if stopped:
+                print(f"\nshut down: {', '.join(stopped)}", flush=True)
+        return EXIT_OK
+
+    return asyncio.run(run())
 
 
 if __name__ == "__main__":

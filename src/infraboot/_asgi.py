@@ -29,6 +29,7 @@ Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 Lifespan = Callable[[Any], contextlib.AbstractAsyncContextManager[Mapping[str, Any] | None]]
+StateLifespan = Callable[[Any], contextlib.AbstractAsyncContextManager[Mapping[str, Any]]]
 
 #: Probe paths and what each answers. ``/health`` and ``/ready`` are the familiar aliases.
 DEFAULT_PATHS: Mapping[str, str] = {
@@ -59,7 +60,7 @@ def lifespan(
     *,
     system: SystemInitializer | None = None,
     inner: Lifespan | None = None,
-) -> Lifespan:
+) -> StateLifespan:
     """A lifespan for ``FastAPI(lifespan=...)`` / ``Starlette(lifespan=...)``.
 
     Starts *components* (all registered ones when ``None``) before the server accepts
