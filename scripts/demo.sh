@@ -4,4 +4,4 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 [ -x .venv/bin/python ] || python3 -m venv .venv
 .venv/bin/python -m pip install -q --disable-pip-version-check -e ".[all]"
-exec .venv/bin/infraboot demo --once "$@"
+exec .venv/bin/infraboot demo "$@"    # serves until Ctrl-C; add --once to exit after printing

@@ -31,12 +31,6 @@ __all__ = [
 
 
 def _lookup(name: str) -> Any:
-    system = _default._system
-    if system is not None:
-        try:
-            return system._resources[name]
-        except KeyError:
-            pass
     return _default.default_system().get(name)
 
 
@@ -48,7 +42,10 @@ async def init_redis() -> Redis:
 
 def get_redis() -> Redis:
     """The ``redis.asyncio.Redis`` client of the default system."""
-    client: Redis = _lookup("redis")
+    try:  # the hot path, inlined: one attribute walk and one dict lookup
+        client: Redis = _default._system._resources["redis"]  # type: ignore[union-attr]
+    except (AttributeError, KeyError):
+        client = _lookup("redis")
     return client
 
 
@@ -65,7 +62,10 @@ async def init_database() -> AsyncEngine:
 
 def get_engine() -> AsyncEngine:
     """The SQLAlchemy ``AsyncEngine`` of the default system."""
-    engine: AsyncEngine = _lookup("database")
+    try:
+        engine: AsyncEngine = _default._system._resources["database"]  # type: ignore[union-attr]
+    except (AttributeError, KeyError):
+        engine = _lookup("database")
     return engine
 
 

@@ -11,7 +11,7 @@ import time
 import warnings
 import weakref
 from collections import Counter
-from collections.abc import Callable, Coroutine, Iterable, Mapping
+from collections.abc import Coroutine, Iterable, Mapping
 from types import MappingProxyType, TracebackType
 from typing import Any, Literal, Self, TypeVar
 
@@ -486,10 +486,12 @@ class SystemInitializer:
             if failed is not None:
                 return failed
             if not done:  # the safety net: a start ignored its deadline
-                for n in closure:
-                    slot = self._slots[n]
-                    if slot.task in pending and slot.task is not None and self._demand[n] <= 1:
-                        slot.task.cancel()
+                ours = [
+                    t
+                    for n in closure
+                    if (t := self._slots[n].task) is not None and t in pending and self._demand[n] <= 1
+                ]
+                await _cancel_until_done(ours, self.shutdown_timeout)
                 await asyncio.wait(pending, timeout=self.shutdown_timeout)
                 for n in closure:
                     slot = self._slots[n]
@@ -617,20 +619,22 @@ class SystemInitializer:
                     msg = "the startup deadline passed before this attempt could begin"
                     raise _OutOfTime(msg)
                 budget = min(budget, remaining)
+            # In this task, not a task of its own: a task per attempt tripled the cost of a
+            # no-op start. A driver that swallows our cancellation is cancelled again by
+            # _cancel_until_done (rollback, shutdown, the startup_timeout safety net).
+            cm = asyncio.timeout(budget)
             try:
-                opened: tuple[Any, Closer] = await self._within(
-                    comp._open(Context(comp.name, resources, slot.attempts)),
-                    budget,
-                    f"infraboot-open-{comp.name}",
-                    late=lambda result: self._close_late(comp, result[1]),
-                )
-            except _Deadline:
-                msg = f"no answer within {budget:.3g}s (attempt {slot.attempts})"
-                raise _AttemptTimeout(msg) from None
+                async with cm:
+                    return await comp._open(Context(comp.name, resources, slot.attempts))
+            except TimeoutError:
+                if cm.expired():
+                    msg = f"no answer within {budget:.3g}s (attempt {slot.attempts})"
+                    raise _AttemptTimeout(msg) from None
+                _raise_if_cancelled()
+                raise
             except Exception:
                 _raise_if_cancelled()
                 raise
-            return opened
 
         def retryable(exc: BaseException) -> bool:
             return isinstance(exc, Exception) and not isinstance(exc, _OutOfTime) and comp.is_retryable(exc)
@@ -690,12 +694,10 @@ class SystemInitializer:
 
     async def _rollback(self, closure: list[str], before: set[str]) -> None:
         """Stop what this call started and nobody else was promised, dependents first."""
-        for n in closure:
-            task = self._slots[n].task
-            if task is not None and not task.done() and self._demand[n] <= 1:
-                task.cancel()
+        ours = [t for n in closure if (t := self._slots[n].task) is not None and not t.done() and self._demand[n] <= 1]
+        await _cancel_until_done(ours, self.shutdown_timeout)
         in_flight = [t for n in closure if (t := self._slots[n].task) is not None and not t.done()]
-        if in_flight:
+        if in_flight:  # other callers' starts: let them finish
             await asyncio.wait(in_flight, timeout=self.shutdown_timeout)
         victims = [
             n
@@ -787,13 +789,7 @@ class SystemInitializer:
     async def _shutdown(self) -> ShutdownReport:
         t0 = time.monotonic()
         starting = [s.task for s in self._slots.values() if s.task is not None and not s.task.done()]
-        for task in starting:
-            task.cancel()
-        background = list(self._background)
-        for task in background:
-            task.cancel()
-        if starting or background:
-            await asyncio.wait([*starting, *background], timeout=self.shutdown_timeout)
+        await _cancel_until_done([*starting, *self._background], self.shutdown_timeout)
         remaining = max(0.0, self.shutdown_timeout - (time.monotonic() - t0))
         ready = [n for n, s in self._slots.items() if s.state in _RUNNING]
         report = await self._stop_many(ready, remaining)
@@ -1200,55 +1196,30 @@ class SystemInitializer:
             slot.resource = new
             slot.closer = functools.partial(slot.component.stop, new)
 
-    async def _within(
-        self,
-        coro: Coroutine[Any, Any, _T],
-        budget: float,
-        name: str,
-        late: Callable[[_T], None] | None = None,
-    ) -> _T:
+    async def _within(self, coro: Coroutine[Any, Any, _T], budget: float, name: str) -> _T:
         """Await *coro* for at most *budget* seconds; raise :class:`_Deadline` past it.
 
         The work runs as its own task, so a driver that swallows cancellation (some do,
-        inside their own socket timeouts) cannot hold a startup, a probe or a SIGTERM past
-        the deadline. Abandoned work is cancelled and given a short grace to clean up; if
-        it still produces a result later, *late* disposes of it.
+        inside their own socket timeouts) cannot make a probe outlast its deadline: the
+        abandoned work is cancelled, given a short grace, and left to shutdown.
         """
         inner = asyncio.get_running_loop().create_task(coro, name=name)
         try:
             done, _ = await asyncio.wait([inner], timeout=budget)
         except asyncio.CancelledError:
-            await self._abandon(inner, late)
+            await self._abandon(inner)
             raise
         if not done:
-            await self._abandon(inner, late)
+            await self._abandon(inner)
             raise _Deadline
         return inner.result()
 
-    async def _abandon(self, inner: asyncio.Task[_T], late: Callable[[_T], None] | None) -> None:
-        def finished(task: asyncio.Task[_T]) -> None:
-            self._background.discard(task)
-            if task.cancelled():
-                return
-            if task.exception() is None and late is not None:
-                late(task.result())
-
+    async def _abandon(self, inner: asyncio.Task[Any]) -> None:
         inner.cancel()
         self._background.add(inner)  # shutdown cancels and awaits it if it is still there
-        inner.add_done_callback(finished)
+        inner.add_done_callback(self._background.discard)
+        inner.add_done_callback(_retrieve)
         await asyncio.wait([inner], timeout=_ABANDON_GRACE)
-
-    def _close_late(self, comp: Component[Any], closer: Closer) -> None:
-        """A start we gave up on succeeded after all: close what it opened."""
-        event(logging.WARNING, "late_start_closed", comp.name)
-
-        async def close() -> None:
-            with contextlib.suppress(Exception, TimeoutError):
-                async with asyncio.timeout(comp.stop_timeout):
-                    await closer()
-
-        with contextlib.suppress(RuntimeError):  # the loop is gone: nothing left to close it with
-            self.spawn(close(), name=f"infraboot-close-late-{comp.name}")
 
     def spawn(self, coro: Coroutine[Any, Any, Any], name: str) -> asyncio.Task[Any]:
         """Run *coro* as background work of this system; shutdown cancels it."""
@@ -1307,12 +1278,39 @@ if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
+def _retrieve(task: asyncio.Task[Any]) -> None:
+    """Mark an abandoned task's outcome as seen: nobody is waiting for it any more."""
+    if not task.cancelled():
+        task.exception()
+
+
 class _Deadline(Exception):
     """Internal: the work did not finish within its budget."""
 
 
 # Seconds abandoned work (cancelled at a deadline) may take to clean up before we move on.
 _ABANDON_GRACE = 0.5
+
+
+async def _cancel_until_done(tasks: Iterable[asyncio.Task[Any]], budget: float) -> None:
+    """Cancel *tasks* and wait for them, cancelling again every so often, for at most *budget* seconds.
+
+    Once is not always enough: some drivers swallow a cancellation that lands inside their
+    own timeout handling and carry on reading until their socket timeout. A second
+    cancellation interrupts that read.
+    """
+    pending = {t for t in tasks if not t.done()}
+    end = time.monotonic() + budget
+    while pending:
+        for task in pending:
+            task.cancel()
+        remaining = end - time.monotonic()
+        if remaining <= 0:
+            return
+        _, pending = await asyncio.wait(pending, timeout=min(_RECANCEL_EVERY, remaining))
+
+
+_RECANCEL_EVERY = 0.25
 
 
 def _raise_if_cancelled() -> None:
