@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 DOCS = Path(__file__).parent.parent / "docs"
-FENCE = re.compile(r'^```python(?P<attrs>[^\n]*)\n(?P<code>.*?)^```', re.MULTILINE | re.DOTALL)
+FENCE = re.compile(r"^```python(?P<attrs>[^\n]*)\n(?P<code>.*?)^```", re.MULTILINE | re.DOTALL)
 
 
 def blocks() -> list[tuple[str, str, str]]:
