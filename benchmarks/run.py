@@ -16,7 +16,7 @@ import subprocess
 import sys
 import time
 import timeit
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent.parent))  # tests.servers: the fault-injecting proxy
@@ -163,6 +163,18 @@ async def core() -> list[Row]:
     return rows
 
 
+async def ns_per_await(call: Callable[[], Awaitable[object]], n: int = 100_000) -> float:
+    """Best of five: nanoseconds per ``await call()``, after one warm-up call."""
+    await call()
+    best = float("inf")
+    for _ in range(5):
+        t0 = time.perf_counter()
+        for _ in range(n):
+            await call()
+        best = min(best, (time.perf_counter() - t0) / n * 1e9)
+    return best
+
+
 async def accessors() -> list[Row]:
     system = SystemInitializer(bench_core.noop_components(1))
     await system.initialize_all()
@@ -199,16 +211,7 @@ async def accessors() -> list[Row]:
         registry = svcs.Registry()
         registry.register_value(int, 0)
         container = svcs.Container(registry)
-        await container.aget(int)
-        m = 100_000
-
-        async def svcs_loop() -> float:
-            t0 = time.perf_counter()
-            for _ in range(m):
-                await container.aget(int)
-            return (time.perf_counter() - t0) / m * 1e9
-
-        t_svcs = min([await svcs_loop() for _ in range(5)])
+        t_svcs = await ns_per_await(lambda: container.aget(int))
         rows.append(("… svcs `await Container.aget(T)` (context)", f"{t_svcs:.0f} ns = {t_svcs / t_dict:.1f}", "", ""))
     with contextlib.suppress(ImportError):
         import dishka
@@ -216,16 +219,7 @@ async def accessors() -> list[Row]:
         provider = dishka.Provider(scope=dishka.Scope.APP)
         provider.provide(lambda: 0, provides=int)
         dcontainer = dishka.make_async_container(provider)
-        await dcontainer.get(int)
-        m = 100_000
-
-        async def dishka_loop() -> float:
-            t0 = time.perf_counter()
-            for _ in range(m):
-                await dcontainer.get(int)
-            return (time.perf_counter() - t0) / m * 1e9
-
-        t_dishka = min([await dishka_loop() for _ in range(5)])
+        t_dishka = await ns_per_await(lambda: dcontainer.get(int))
         await dcontainer.close()
         rows.append(
             ("… dishka `await container.get(T)` (context)", f"{t_dishka:.0f} ns = {t_dishka / t_dict:.1f}", "", "")

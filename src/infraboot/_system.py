@@ -151,7 +151,6 @@ class SystemInitializer:
         self._graph_checked = False
         self._loop_ref: weakref.ref[asyncio.AbstractEventLoop] | None = None
         self._base_time: float | None = None
-        self._shutting_down = False
         self._phase: Phase = "not started"
         self._wanted: dict[str, None] = {}  # every component an ensure_initialized asked for, in order
         self._monitor_task: asyncio.Task[None] | None = None
@@ -382,10 +381,10 @@ class SystemInitializer:
         closure = self._closure(names)
         self._bind_loop()
         if all(self._slots[n].state is _S.READY for n in closure):
-            if not self._shutting_down:
+            if self._phase != "stopping":
                 self._phase = "running"  # nothing to start (an empty list, say) is a finished startup
             return self._build_report(closure, self._base_time)
-        if self._shutting_down:
+        if self._phase == "stopping":
             msg = "ensure_initialized() was called while the system is shutting down; start it again after shutdown()"
             raise NotInitializedError(msg)
         self._configure(closure)
@@ -774,13 +773,11 @@ class SystemInitializer:
         failures are logged with the component's name and returned in the report,
         never raised. The system can be started again afterwards.
         """
-        self._shutting_down = True
         self._phase = "stopping"  # readiness fails from this moment; liveness does not
         event(logging.INFO, "shutdown_begin")
         try:
             report: ShutdownReport = await self._shielded(self._shutdown())
         finally:
-            self._shutting_down = False
             self._phase = "stopped"
         level = logging.INFO if report.ok else logging.WARNING
         event(level, "shutdown_complete", duration=report.duration, errors=len(report.errors))
@@ -1215,11 +1212,10 @@ class SystemInitializer:
         return inner.result()
 
     async def _abandon(self, inner: asyncio.Task[Any]) -> None:
-        inner.cancel()
         self._background.add(inner)  # shutdown cancels and awaits it if it is still there
         inner.add_done_callback(self._background.discard)
         inner.add_done_callback(_retrieve)
-        await asyncio.wait([inner], timeout=_ABANDON_GRACE)
+        await _cancel_until_done([inner], _ABANDON_GRACE)
 
     def spawn(self, coro: Coroutine[Any, Any, Any], name: str) -> asyncio.Task[Any]:
         """Run *coro* as background work of this system; shutdown cancels it."""

@@ -22,12 +22,13 @@ from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Annotated, Any
 
 from fastapi import APIRouter, Depends, HTTPException, Request
+from starlette.routing import BaseRoute
 
 from ._accessors import session_scope
-from ._asgi import DEFAULT_PATHS, MetricsEndpoint, ProbeMiddleware, has_metrics, lifespan, resolve_system
+from ._asgi import ProbeMiddleware, lifespan, resolve_system
 from ._system import SystemInitializer
 from .exceptions import ComponentUnavailableError, NotInitializedError
-from .starlette import _metrics_endpoint, _probe_endpoint  # FastAPI is Starlette underneath
+from .starlette import health_routes  # FastAPI is Starlette underneath: the same routes
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis
@@ -101,14 +102,5 @@ def health_router(
     when ``prometheus_client`` is installed and *metrics* is true; pass your *registry*
     to serve your own metrics beside ours. The routes stay out of the OpenAPI schema.
     """
-    router = APIRouter(prefix=prefix)
-    endpoint_metrics = MetricsEndpoint(registry, system) if metrics and has_metrics() else None
-    for path, kind in DEFAULT_PATHS.items():
-        if kind == "metrics":
-            if endpoint_metrics is not None:
-                router.add_api_route(
-                    path, _metrics_endpoint(endpoint_metrics), methods=["GET"], include_in_schema=False
-                )
-            continue
-        router.add_api_route(path, _probe_endpoint(kind, system, details), methods=["GET"], include_in_schema=False)
-    return router
+    routes: list[BaseRoute] = [*health_routes(system, details=details, metrics=metrics, registry=registry)]
+    return APIRouter(prefix=prefix, routes=routes)
