@@ -100,6 +100,8 @@ class TcpProxy:
         if mode == "blackhole":
             with contextlib.suppress(Exception):
                 await reader.read()  # hold the connection, say nothing
+            _abort(writer)
+            self._conns.discard(writer)
             return
         try:
             up_reader, up_writer = await asyncio.open_connection(*self.target)
@@ -125,6 +127,7 @@ class TcpProxy:
     def close(self) -> None:
         self._call(self._drop_all())
         self._call(self._unlisten())
+        self._call(self._drop_all())  # a connection accepted while the listener closed
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(timeout=5)
         self._loop.close()

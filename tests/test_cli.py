@@ -76,7 +76,7 @@ def test_check_refuses_a_bad_timeout() -> None:
     """--timeout must be a positive number of seconds; argparse says so and exits 2."""
     out = run("check", "--timeout", "soon")
     assert 2 == out.returncode
-    assert "positive number of seconds" in out.stderr
+    assert "must be a number of seconds > 0" in out.stderr
 
 
 def test_wait_returns_once_everything_answers() -> None:

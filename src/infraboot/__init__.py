@@ -32,7 +32,7 @@ if TYPE_CHECKING:
         pool_stats,
         validate_config,
     )
-    from ._component import Component, Context, component
+    from ._component import Component, ComponentOptions, Context, component
     from ._default import (
         default_system,
         ensure_initialized,
@@ -47,7 +47,7 @@ if TYPE_CHECKING:
     )
     from ._health import ComponentHealth, HealthReport
     from ._redact import SecretURL
-    from ._report import ComponentResult, ShutdownReport, StartupReport, StopResult
+    from ._report import ComponentResult, ComponentSnapshot, ShutdownReport, StartupReport, StopResult
     from ._retry import set_testing
     from ._settings import DatabaseSettings, RedisSettings
     from ._state import ComponentState
@@ -59,6 +59,7 @@ if TYPE_CHECKING:
         InfrabootError,
         NotInitializedError,
         StartupError,
+        UnknownComponentError,
     )
 
 __version__ = "0.1.0"
@@ -66,7 +67,9 @@ __version__ = "0.1.0"
 __all__ = [
     "Component",
     "ComponentHealth",
+    "ComponentOptions",
     "ComponentResult",
+    "ComponentSnapshot",
     "ComponentState",
     "ComponentUnavailableError",
     "ConfigError",
@@ -83,6 +86,7 @@ __all__ = [
     "StartupReport",
     "StopResult",
     "SystemInitializer",
+    "UnknownComponentError",
     "__version__",
     "close_database",
     "close_redis",
@@ -120,6 +124,7 @@ _LAZY = {
     "pool_stats": "._accessors",
     "validate_config": "._accessors",
     "Component": "._component",
+    "ComponentOptions": "._component",
     "Context": "._component",
     "component": "._component",
     "default_system": "._default",
@@ -136,6 +141,7 @@ _LAZY = {
     "HealthReport": "._health",
     "SecretURL": "._redact",
     "ComponentResult": "._report",
+    "ComponentSnapshot": "._report",
     "ShutdownReport": "._report",
     "StartupReport": "._report",
     "StopResult": "._report",
@@ -150,6 +156,7 @@ _LAZY = {
     "InfrabootError": ".exceptions",
     "NotInitializedError": ".exceptions",
     "StartupError": ".exceptions",
+    "UnknownComponentError": ".exceptions",
 }
 
 

@@ -79,16 +79,17 @@ def _main(argv: list[str]) -> int:
 
 def _seconds(text: str) -> float:
     import argparse
-    import math
+
+    from infraboot._checks import seconds_problem
 
     try:
-        value = float(text)
+        value: object = float(text)
     except ValueError:
-        value = math.nan
-    if not (value > 0 and math.isfinite(value)):
-        msg = f"{text!r} is not a positive number of seconds, e.g. --timeout 30"
-        raise argparse.ArgumentTypeError(msg)
-    return value
+        value = text
+    problem = seconds_problem("--timeout", value, example="--timeout 30")
+    if problem:
+        raise argparse.ArgumentTypeError(problem)
+    return float(text)
 
 
 def _config_problems(exc: Any) -> int:
@@ -210,9 +211,10 @@ async def _wait(names: list[str] | None, *, budget: float) -> int:
 
 def _graph(fmt: str) -> int:
     import infraboot
+    from infraboot._graph import levels
 
     system = infraboot.default_system()
-    system._check_graph()
+    system.validate()
     comps = system.components
     if fmt == "mermaid":
         lines = ["graph TD"]
@@ -229,7 +231,7 @@ def _graph(fmt: str) -> int:
         lines.append("}")
     else:
         lines = []
-        for level, names in enumerate(_levels(comps)):
+        for level, names in enumerate(levels({n: tuple(c.requires) for n, c in comps.items()})):
             lines.append(f"level {level} (start together):")
             for name in names:
                 comp = comps[name]
@@ -241,22 +243,6 @@ def _graph(fmt: str) -> int:
 
 def _node(name: str) -> str:
     return "n_" + "".join(ch if ch.isalnum() else "_" for ch in name)
-
-
-def _levels(comps: Any) -> list[list[str]]:
-    depth: dict[str, int] = {}
-
-    def visit(name: str) -> int:
-        if name not in depth:
-            depth[name] = 1 + max((visit(r) for r in comps[name].requires), default=-1)
-        return depth[name]
-
-    for name in comps:
-        visit(name)
-    levels: list[list[str]] = [[] for _ in range(max(depth.values(), default=-1) + 1)]
-    for name in comps:
-        levels[depth[name]].append(name)
-    return levels
 
 
 # -- demo --------------------------------------------------------------------------------------------

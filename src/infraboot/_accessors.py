@@ -30,10 +30,6 @@ __all__ = [
 ]
 
 
-def _lookup(name: str) -> Any:
-    return _default.default_system().get(name)
-
-
 async def init_redis() -> Redis:
     """Start the ``redis`` component of the default system (if needed) and return the client."""
     await _default.ensure_initialized(["redis"])
@@ -42,10 +38,7 @@ async def init_redis() -> Redis:
 
 def get_redis() -> Redis:
     """The ``redis.asyncio.Redis`` client of the default system."""
-    try:  # the hot path, inlined: one attribute walk and one dict lookup
-        client: Redis = _default._system._resources["redis"]  # type: ignore[union-attr]
-    except (AttributeError, KeyError):
-        client = _lookup("redis")
+    client: Redis = (_default._system or _default.default_system()).get("redis")
     return client
 
 
@@ -62,10 +55,7 @@ async def init_database() -> AsyncEngine:
 
 def get_engine() -> AsyncEngine:
     """The SQLAlchemy ``AsyncEngine`` of the default system."""
-    try:
-        engine: AsyncEngine = _default._system._resources["database"]  # type: ignore[union-attr]
-    except (AttributeError, KeyError):
-        engine = _lookup("database")
+    engine: AsyncEngine = (_default._system or _default.default_system()).get("database")
     return engine
 
 

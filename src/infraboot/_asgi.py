@@ -12,6 +12,7 @@ import contextlib
 import importlib.util
 import json
 import logging
+import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, MutableMapping
 from typing import Any, ClassVar
 
@@ -117,9 +118,14 @@ def has_metrics() -> bool:
 
 
 class MetricsEndpoint:
-    """Prometheus text of a registry that holds our collector (registered once per registry)."""
+    """Prometheus text of a registry that holds our collector (registered once per registry and system).
 
-    _registered: ClassVar[dict[tuple[int, int], Any]] = {}
+    Nothing here keeps a system alive: a shared registry holds, per system, a collector
+    that refers to it weakly and is unregistered when the system is collected.
+    """
+
+    # registry -> {system (or the default-system key) -> its collector}
+    _registered: ClassVar[weakref.WeakKeyDictionary[Any, dict[Any, Any]]] = weakref.WeakKeyDictionary()
 
     def __init__(self, registry: Any = None, system: SystemInitializer | None = None) -> None:
         from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry
@@ -130,16 +136,31 @@ class MetricsEndpoint:
         if registry is None and system is not None:
             registry = CollectorRegistry()  # this system's metrics only; pass registry= to merge with yours
         self.registry = REGISTRY if registry is None else registry
-        key = (id(self.registry), id(system))
-        if key not in self._registered:
-            register_metrics(self.registry, system)
-            self._registered[key] = (self.registry, system)  # held, so neither id is ever reused
+        per_system = self._registered.setdefault(self.registry, {})
+        key: Any = _DEFAULT if system is None else weakref.ref(system)
+        if key not in per_system:
+            collector = register_metrics(self.registry, system)
+            per_system[key] = collector
+            if system is not None:
+                weakref.finalize(system, _unregister, weakref.ref(self.registry), key, collector)
 
     def body(self) -> bytes:
         from prometheus_client import generate_latest
 
         payload: bytes = generate_latest(self.registry)
         return payload
+
+
+_DEFAULT = object()  # the collector that follows whatever the default system is at scrape time
+
+
+def _unregister(registry_ref: weakref.ref[Any], key: Any, collector: Any) -> None:
+    registry = registry_ref()
+    if registry is None:
+        return
+    MetricsEndpoint._registered.get(registry, {}).pop(key, None)
+    with contextlib.suppress(KeyError):
+        registry.unregister(collector)
 
 
 class ProbeMiddleware:

@@ -7,22 +7,41 @@ teardown after).
 
 from __future__ import annotations
 
-import asyncio
+import contextlib
 import inspect
-import re
-import socket
 from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Mapping
-from typing import Any, Generic, TypeVar, cast
+from typing import Any, Generic, TypedDict, TypeVar, Unpack
 
-from ._retry import RetryPolicy, check_non_negative_int, check_positive_seconds
+from ._checks import count_problem, seconds_problem
+from ._errors import classify_error
+from ._graph import is_name
+from ._retry import RetryPolicy
 from .exceptions import ConfigError
 
-__all__ = ["Closer", "Component", "Context", "FunctionComponent", "component"]
+__all__ = ["Closer", "Component", "ComponentOptions", "Context", "FunctionComponent", "classify_error", "component"]
 
 T = TypeVar("T")
-Closer = Callable[[], Awaitable[None]]
+Closer = Callable[[str | None], Awaitable[None]]
+"""Releases a started resource; takes the reason of an early stop (``None`` for an ordinary one)."""
 
-_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.\-]*$")
+
+class ComponentOptions(TypedDict, total=False):
+    """The settings of a component, as keyword arguments (see :class:`Component` for each one)."""
+
+    requires: Collection[str]
+    required: bool
+    timeout: float
+    retries: int
+    backoff_initial: float
+    backoff_max: float
+    deadline: float | None
+    check_timeout: float
+    stop_timeout: float
+    kind: str
+
+
+_OPTIONS = frozenset(ComponentOptions.__annotations__)
+_SECONDS = ("timeout", "check_timeout", "stop_timeout", "backoff_initial", "backoff_max")
 
 
 class Context:
@@ -33,12 +52,15 @@ class Context:
     always says the truth about start and stop order.
     """
 
-    __slots__ = ("_resources", "attempt", "component")
+    __slots__ = ("_resources", "attempt", "component", "stop_reason")
 
     def __init__(self, component: str, resources: Mapping[str, Any], attempt: int = 1) -> None:
         self.component = component
         self.attempt = attempt
         self._resources = resources
+        #: Set before the teardown runs: ``None`` for an ordinary stop (shutdown, ``stop()``),
+        #: else one redacted line saying why the resource is released early (a rollback).
+        self.stop_reason: str | None = None
 
     def get(self, name: str) -> Any:
         try:
@@ -97,35 +119,18 @@ class Component(Generic[T]):
     check_timeout: float = 5.0
     stop_timeout: float = 10.0
 
-    def __init__(
-        self,
-        name: str | None = None,
-        *,
-        requires: Collection[str] | None = None,
-        required: bool | None = None,
-        timeout: float | None = None,
-        retries: int | None = None,
-        backoff_initial: float | None = None,
-        backoff_max: float | None = None,
-        deadline: float | None = None,
-        check_timeout: float | None = None,
-        stop_timeout: float | None = None,
-    ) -> None:
-        overrides: dict[str, Any] = {
-            "name": name,
-            "requires": requires,
-            "required": required,
-            "timeout": timeout,
-            "retries": retries,
-            "backoff_initial": backoff_initial,
-            "backoff_max": backoff_max,
-            "deadline": deadline,
-            "check_timeout": check_timeout,
-            "stop_timeout": stop_timeout,
-        }
-        for key, value in overrides.items():
-            if value is not None:
-                setattr(self, key, value)
+    def __init__(self, name: str | None = None, **options: Unpack[ComponentOptions]) -> None:
+        unknown = sorted(set(options) - _OPTIONS)
+        if unknown:
+            msg = (
+                f"{type(self).__name__}: unknown setting(s) {', '.join(unknown)}; "
+                f"the settings are {', '.join(sorted(_OPTIONS))}"
+            )
+            raise ConfigError(msg)
+        if name is not None:
+            self.name = name
+        for key, value in options.items():
+            setattr(self, key, value)
         self._validate_definition()
 
     # -- definition -------------------------------------------------------------------
@@ -134,7 +139,7 @@ class Component(Generic[T]):
         problems: list[str] = []
         name = self.name
         label = f"component {name!r}" if isinstance(name, str) and name else f"{type(self).__name__}"
-        if not isinstance(name, str) or not _NAME.match(name):
+        if not is_name(name):
             problems.append(
                 f"{label}: name={name!r} must be a non-empty identifier-like string "
                 "(letters, digits, '_', '-', '.'), e.g. name='search'"
@@ -145,7 +150,7 @@ class Component(Generic[T]):
                 f"{label}: requires={requires!r} must be a list of component names, e.g. requires=['database']"
             )
         else:
-            bad = [r for r in requires if not isinstance(r, str) or not _NAME.match(r)]
+            bad = [r for r in requires if not is_name(r)]
             if bad:
                 problems.append(f"{label}: requires contains {bad!r}; each entry must be a component name string")
             else:
@@ -154,16 +159,12 @@ class Component(Generic[T]):
                     problems.append(f"{label}: a component cannot require itself; remove {name!r} from requires")
         if not isinstance(self.required, bool):
             problems.append(f"{label}: required={self.required!r} must be True or False")
-        for field in ("timeout", "check_timeout", "stop_timeout", "backoff_initial", "backoff_max"):
-            problem = check_positive_seconds(field, getattr(self, field))
-            if problem:
-                problems.append(f"{label}: {problem}")
-        problem = check_positive_seconds("deadline", self.deadline, allow_none=True)
-        if problem:
-            problems.append(f"{label}: {problem}")
-        problem = check_non_negative_int("retries", self.retries)
-        if problem:
-            problems.append(f"{label}: {problem}")
+        found = [seconds_problem(field, getattr(self, field)) for field in _SECONDS]
+        found.append(seconds_problem("deadline", self.deadline, allow_none=True))
+        found.append(count_problem("retries", self.retries))
+        if not isinstance(self.kind, str) or not self.kind:
+            found.append(f"kind={self.kind!r} must be a short word such as 'datastore' or 'component'")
+        problems.extend(f"{label}: {p}" for p in found if p)
         if problems:
             raise ConfigError("; ".join(problems), problems=tuple(problems))
 
@@ -230,9 +231,11 @@ class Component(Generic[T]):
         return classify_error(exc)
 
     async def _open(self, ctx: Context) -> tuple[T, Closer]:
+        """Start once; returns the resource and the closer that releases it."""
         resource = await self.start(ctx)
 
-        async def close() -> None:
+        async def close(reason: str | None) -> None:
+            ctx.stop_reason = reason
             await self.stop(resource)
 
         return resource, close
@@ -241,30 +244,6 @@ class Component(Generic[T]):
         flag = "required" if self.required else "optional"
         requires = f" requires={list(self.requires)}" if self.requires else ""
         return f"<{type(self).__name__} {self.name!r} {flag}{requires}>"
-
-
-def classify_error(exc: BaseException) -> str:
-    """Map an exception to one of ``timeout``, ``refused``, ``reset``, ``dns``, ``tls``, ``config``, ``error``."""
-    import ssl
-
-    if isinstance(exc, ConfigError):
-        return "config"
-    seen: set[int] = set()
-    current: BaseException | None = exc
-    while current is not None and id(current) not in seen:
-        seen.add(id(current))
-        if isinstance(current, TimeoutError | asyncio.TimeoutError):
-            return "timeout"
-        if isinstance(current, ConnectionRefusedError):
-            return "refused"
-        if isinstance(current, ConnectionResetError | BrokenPipeError | ConnectionAbortedError):
-            return "reset"
-        if isinstance(current, socket.gaierror):
-            return "dns"
-        if isinstance(current, ssl.SSLError | ssl.CertificateError):
-            return "tls"
-        current = current.__cause__ or current.__context__
-    return "error"
 
 
 class FunctionComponent(Component[T]):
@@ -276,7 +255,7 @@ class FunctionComponent(Component[T]):
         name: str,
         *,
         check: Callable[[T], Awaitable[object]] | None = None,
-        **settings: Any,
+        **options: Unpack[ComponentOptions],
     ) -> None:
         label = f"@infraboot.component({name!r})"
         fn_name = getattr(fn, "__qualname__", repr(fn))
@@ -295,30 +274,35 @@ class FunctionComponent(Component[T]):
             msg = f"{label}: check={check!r} must be an async function 'async def check(resource): ...'"
             raise ConfigError(msg)
         self._fn = fn
+        self._cm = contextlib.asynccontextmanager(fn)
         self._check = check
         self.__doc__ = fn.__doc__
-        super().__init__(name, **settings)
+        super().__init__(name, **options)
 
     async def check(self, resource: T) -> None:
         if self._check is not None:
             await self._check(resource)
 
     async def _open(self, ctx: Context) -> tuple[T, Closer]:
-        agen = self._fn(ctx)
+        cm = self._cm(ctx)
+        where = f"component {self.name!r}: {self._fn.__qualname__}"
         try:
-            resource = await agen.__anext__()
-        except StopAsyncIteration:
-            msg = f"component {self.name!r}: {self._fn.__qualname__} returned without yielding; yield the resource once"
+            resource: T = await cm.__aenter__()
+        except RuntimeError as exc:
+            if str(exc) != "generator didn't yield":
+                raise
+            msg = f"{where} returned without yielding; yield the resource once"
             raise ConfigError(msg) from None
 
-        async def close() -> None:
+        async def close(reason: str | None) -> None:
+            ctx.stop_reason = reason
             try:
-                await agen.__anext__()
-            except StopAsyncIteration:
-                return
-            await agen.aclose()
-            msg = f"component {self.name!r}: {self._fn.__qualname__} yielded twice; yield the resource exactly once"
-            raise RuntimeError(msg)
+                await cm.__aexit__(None, None, None)
+            except RuntimeError as exc:
+                if str(exc) != "generator didn't stop":
+                    raise
+                msg = f"{where} yielded twice; yield the resource exactly once"
+                raise RuntimeError(msg) from None
 
         return resource, close
 
@@ -336,21 +320,16 @@ def _is_async_callable(obj: object) -> bool:
 def component(
     name: str,
     *,
-    requires: Collection[str] = (),
-    required: bool = True,
-    timeout: float = Component.timeout,
-    retries: int = Component.retries,
-    backoff_initial: float = Component.backoff_initial,
-    backoff_max: float = Component.backoff_max,
-    deadline: float | None = None,
     check: Callable[[Any], Awaitable[object]] | None = None,
-    check_timeout: float = Component.check_timeout,
-    stop_timeout: float = Component.stop_timeout,
+    **options: Unpack[ComponentOptions],
 ) -> Callable[[Callable[[Context], AsyncIterator[T]]], FunctionComponent[T]]:
     """Turn an async generator function into a component.
 
-    Setup runs before ``yield``, teardown after; ``ctx.get(name)`` returns a
-    requirement's resource. The component is not registered: pass it to
+    Setup runs before ``yield``, teardown after (through
+    :func:`contextlib.asynccontextmanager`); ``ctx.get(name)`` returns a requirement's
+    resource. *check* is an optional ``async def check(resource)`` probe; the other
+    keyword arguments are the :class:`Component` settings (``requires``, ``required``,
+    ``timeout``, ``retries``, ...). The component is not registered: pass it to
     :class:`SystemInitializer` or :func:`infraboot.register`::
 
         @infraboot.component("search", requires=["database"], required=False, timeout=5.0)
@@ -366,19 +345,6 @@ def component(
         raise ConfigError(msg)
 
     def decorate(fn: Callable[[Context], AsyncIterator[T]]) -> FunctionComponent[T]:
-        return FunctionComponent(
-            fn,
-            name,
-            check=cast("Callable[[T], Awaitable[object]] | None", check),
-            requires=requires,
-            required=required,
-            timeout=timeout,
-            retries=retries,
-            backoff_initial=backoff_initial,
-            backoff_max=backoff_max,
-            deadline=deadline,
-            check_timeout=check_timeout,
-            stop_timeout=stop_timeout,
-        )
+        return FunctionComponent(fn, name, check=check, **options)
 
     return decorate

@@ -10,8 +10,9 @@ import logging
 import uuid
 from typing import TYPE_CHECKING, Any, cast
 
-from ._component import Context, classify_error
+from ._component import Context
 from ._configured import ConfiguredComponent
+from ._errors import classify_error, error_chain
 from ._log import event
 from .exceptions import ConfigError
 
@@ -130,7 +131,7 @@ class DatabaseComponent(ConfiguredComponent["AsyncEngine", "DatabaseSettings"]):
         return self.classify(exc) not in ("auth", "not_found", "tls", "config") and super().is_retryable(exc)
 
     def classify(self, exc: BaseException) -> str:
-        for link in _chain(exc):
+        for link in error_chain(exc):
             kind = type(link).__name__
             if kind in _AUTH_ERRORS:
                 return "auth"
@@ -159,18 +160,6 @@ class DatabaseComponent(ConfiguredComponent["AsyncEngine", "DatabaseSettings"]):
         """In a forked child: a fresh pool on first use, the parent's connections left open."""
         resource.sync_engine.dispose(close=False)
         return resource
-
-
-def _chain(exc: BaseException) -> list[BaseException]:
-    seen: list[BaseException] = []
-    todo: list[BaseException | None] = [exc]
-    while todo:
-        cur = todo.pop()
-        if cur is None or any(cur is s for s in seen):
-            continue
-        seen.append(cur)
-        todo.extend([cur.__cause__, cur.__context__, getattr(cur, "orig", None)])
-    return seen
 
 
 async def _dispose_quietly(engine: AsyncEngine) -> None:

@@ -82,8 +82,7 @@ def settings_from_env(environ: Mapping[str, str] | None = None) -> dict[str, Any
             noun = "a whole number" if kind is int else "a number of seconds"
             problems.append(f"{var}={raw!r} is not {noun}; set e.g. {var}={'3' if kind is int else '5.0'}")
     if problems:
-        msg = "invalid configuration:\n" + "\n".join(f"  - {p}" for p in problems)
-        raise ConfigError(msg, problems=tuple(problems))
+        raise ConfigError.from_problems(problems)
     return settings
 
 

@@ -15,7 +15,7 @@ from typing import Any, Literal
 
 from ._state import ComponentState
 
-__all__ = ["CONTENT_TYPE", "ComponentHealth", "HealthKind", "HealthReport", "HealthStatus"]
+__all__ = ["CONTENT_TYPE", "ComponentHealth", "HealthKind", "HealthReport", "HealthStatus", "readiness_report"]
 
 HealthStatus = Literal["pass", "warn", "fail"]
 HealthKind = Literal["liveness", "readiness", "startup"]
@@ -126,62 +126,12 @@ def _iso(ts: float) -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(ts)) + f".{int(ts % 1 * 1000):03d}Z"
 
 
-class Probe:
-    """The mutable health record of one component. Private to the engine.
-
-    ``healthy`` flips only after ``failure_threshold`` failures in a row (and back
-    after ``success_threshold`` successes), so one lost packet does not take a pod
-    out of service.
-    """
-
-    __slots__ = (
-        "buckets",
-        "checked_at",
-        "checked_mono",
-        "count",
-        "error_code",
-        "failures",
-        "failures_by_code",
-        "healthy",
-        "inflight",
-        "latency",
-        "latency_sum",
-        "successes",
-    )
-
-    def __init__(self) -> None:
-        self.buckets = [0] * len(LATENCY_BUCKETS)
-        self.count = 0
-        self.latency_sum = 0.0
-        self.failures_by_code: dict[str, int] = {}
-        self.inflight: Any = None
-        self.reset()
-
-    def reset(self) -> None:
-        """A fresh start: healthy, no streaks (the histogram and counters keep counting)."""
-        self.healthy = True
-        self.failures = 0
-        self.successes = 0
-        self.checked_at: float | None = None
-        self.checked_mono: float | None = None
-        self.latency: float | None = None
-        self.error_code: str | None = None
-
-    def observe(self, latency: float, error_code: str | None) -> None:
-        self.checked_at = time.time()
-        self.checked_mono = time.monotonic()
-        self.latency = latency
-        self.error_code = error_code
-        self.count += 1
-        self.latency_sum += latency
-        for i, bound in enumerate(LATENCY_BUCKETS):
-            if latency <= bound:
-                self.buckets[i] += 1
-                break
-        if error_code is None:
-            self.failures = 0
-            self.successes += 1
-        else:
-            self.successes = 0
-            self.failures += 1
-            self.failures_by_code[error_code] = self.failures_by_code.get(error_code, 0) + 1
+def readiness_report(components: Mapping[str, ComponentHealth]) -> HealthReport:
+    """The readiness answer for *components*: the worst status, and why in a few words when not ``pass``."""
+    status = worst(c.status for c in components.values())
+    output = None
+    if status != "pass":
+        output = "; ".join(
+            f"{c.name}: {c.error_code or c.state.value}" for c in components.values() if c.status != "pass"
+        )
+    return HealthReport("readiness", status, MappingProxyType(dict(components)), output=output)

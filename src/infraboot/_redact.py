@@ -154,11 +154,6 @@ class SecretURL:
         """The URL with its secrets, for the driver and nothing else."""
         return self._clean
 
-    def with_scheme(self, scheme: str) -> SecretURL:
-        """A copy of this URL with another scheme (``postgresql+asyncpg`` → ``postgresql``)."""
-        _, _, rest = self._clean.partition("://")
-        return SecretURL(f"{scheme}://{rest}")
-
     def __str__(self) -> str:
         return self._redacted
 

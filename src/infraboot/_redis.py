@@ -9,8 +9,9 @@ import asyncio
 import logging
 from typing import TYPE_CHECKING, Any
 
-from ._component import Context, classify_error
+from ._component import Context
 from ._configured import ConfiguredComponent
+from ._errors import classify_error
 from ._log import event
 from .exceptions import ConfigError
 

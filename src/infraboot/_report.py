@@ -7,9 +7,18 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, Literal
 
+from ._health import ComponentHealth
 from ._state import ComponentState
 
-__all__ = ["ComponentResult", "ShutdownReport", "StartupReport", "StopResult"]
+__all__ = [
+    "ComponentResult",
+    "ComponentSnapshot",
+    "ProbeStats",
+    "ShutdownReport",
+    "StartupReport",
+    "StopResult",
+    "startup_status",
+]
 
 StartupStatus = Literal["ok", "degraded", "failed"]
 
@@ -49,6 +58,30 @@ class ComponentResult:
         }
 
 
+_NOT_UP = frozenset(
+    {
+        ComponentState.FAILED,
+        ComponentState.BLOCKED,
+        ComponentState.UNHEALTHY,
+        ComponentState.STOPPED,
+        ComponentState.STOPPING,
+        ComponentState.PENDING,
+        ComponentState.STARTING,
+    }
+)
+
+
+def startup_status(results: Mapping[str, ComponentResult]) -> StartupStatus:
+    """``failed`` when a required component is not up, ``degraded`` when only optional ones are not."""
+    status: StartupStatus = "ok"
+    for r in results.values():
+        if r.state in _NOT_UP:
+            if r.required:
+                return "failed"
+            status = "degraded"
+    return status
+
+
 @dataclass(frozen=True, slots=True)
 class StartupReport:
     """The outcome of ``initialize_all()`` / ``ensure_initialized()``.
@@ -61,6 +94,16 @@ class StartupReport:
     status: StartupStatus
     components: Mapping[str, ComponentResult]
     duration: float
+
+    @classmethod
+    def of(cls, results: Mapping[str, ComponentResult], base: float, now: float) -> StartupReport:
+        """The report of *results* measured from the monotonic time *base* up to *now*."""
+        end = base
+        for r in results.values():
+            if r.start_offset is not None:
+                end = max(end, base + r.start_offset + (r.duration or 0.0))
+        del now  # a start still running is measured up to now by its result already
+        return cls(startup_status(results), MappingProxyType(dict(results)), duration=max(0.0, end - base))
 
     @property
     def ok(self) -> bool:
@@ -141,6 +184,44 @@ def _bar(r: ComponentResult, total: float, width: int) -> str:
         last = max((i for i, c in enumerate(cells) if c != " "), default=min(int(start), width - 1))
         cells[last] = "x"
     return "".join(cells)
+
+
+@dataclass(frozen=True, slots=True)
+class ProbeStats:
+    """Counters of one component's health probes since the system was made (for metrics)."""
+
+    count: int = 0
+    latency_sum: float = 0.0
+    buckets: tuple[int, ...] = ()
+    failures_by_code: Mapping[str, int] = field(default_factory=lambda: MappingProxyType({}))
+
+
+@dataclass(frozen=True, slots=True)
+class ComponentSnapshot:
+    """A frozen view of one component, from :meth:`SystemInitializer.snapshot`.
+
+    - ``state``, ``required``, ``kind``, ``requires``: what it is and where it is.
+    - ``has_resource``: it holds a live resource (ready, or unhealthy and being probed).
+    - ``attempts``, ``start_duration``: its last start; ``error`` / ``error_code`` /
+      ``reason``: why it is not ready, redacted.
+    - ``health``: its entry in the readiness report, as of its last probe (none is run).
+    - ``checks``: probe counters; ``pool``: connection-pool figures, when it has a pool.
+    """
+
+    name: str
+    state: ComponentState
+    required: bool
+    kind: str
+    requires: tuple[str, ...]
+    has_resource: bool
+    attempts: int
+    start_duration: float | None
+    error: str | None
+    error_code: str | None
+    reason: str | None
+    health: ComponentHealth
+    checks: ProbeStats
+    pool: Mapping[str, int] | None = None
 
 
 @dataclass(frozen=True, slots=True)

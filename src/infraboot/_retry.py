@@ -1,16 +1,28 @@
-"""Retry settings and the testing switch.
+"""Retry settings, the testing switch, and the one retry loop.
 
-The retry loop itself uses tenacity, imported on the first start so that
-``import infraboot`` stays light.
+Startup and background recovery both go through :func:`retry`: one rule for what may
+be retried, one backoff (exponential, full jitter), one log line per retry. tenacity
+is imported on the first retry, so that ``import infraboot`` and a start that
+succeeds at once never load it.
 """
 
 from __future__ import annotations
 
-import math
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from types import TracebackType
+from typing import TypeVar
 
-__all__ = ["RetryPolicy", "TestingMode", "is_testing", "set_testing", "testing_attempts"]
+from ._errors import OwnMessage
+
+__all__ = ["OutOfTime", "RetryPolicy", "TestingMode", "is_testing", "retry", "set_testing", "testing_attempts"]
+
+T = TypeVar("T")
+
+#: With set_testing(), a loop that never gives up still pauses this long between tries (no busy loop).
+TESTING_FOREVER_WAIT = 0.01
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,18 +99,88 @@ def set_testing(testing: bool = True, *, attempts: int = 1) -> TestingMode:
     return TestingMode(previous)
 
 
-def check_positive_seconds(field: str, value: object, *, allow_none: bool = False) -> str | None:
-    """Return a problem message when *value* is not a finite number of seconds > 0."""
-    if value is None and allow_none:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        return f"{field}={value!r}: must be a number of seconds > 0, e.g. {field}=5.0"
-    if math.isnan(value) or math.isinf(value) or value <= 0:
-        return f"{field}={value!r}: must be a finite number of seconds > 0, e.g. {field}=5.0"
-    return None
+class OutOfTime(OwnMessage, TimeoutError):
+    """The overall deadline passed before an attempt could begin; never retried."""
 
 
-def check_non_negative_int(field: str, value: object) -> str | None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        return f"{field}={value!r}: must be a whole number >= 0, e.g. {field}=3"
-    return None
+async def retry(
+    attempt: Callable[[int], Awaitable[T]],
+    *,
+    policy: RetryPolicy,
+    retryable: Callable[[Exception], bool],
+    deadline: float | None = None,
+    on_retry: Callable[[Exception, int, float], None] | None = None,
+    forever: bool = False,
+    first: int = 1,
+) -> T:
+    """Call ``attempt(n)`` until it returns, for attempts ``first``, ``first + 1``, ...
+
+    Stops (re-raising the last error) when an error is not *retryable*, when the
+    policy's attempts are used up (never, with *forever*), or when the next wait would
+    cross the monotonic *deadline*: no attempt ever begins past it. *on_retry* hears
+    of each retry: the error, the attempt that failed, the wait before the next.
+    Cancellation is never retried. Under :func:`set_testing` there is no backoff and at
+    most the testing attempts (a loop that never gives up pauses briefly instead).
+    """
+    testing = is_testing()
+    attempts = min(policy.attempts, testing_attempts()) if testing else policy.attempts
+
+    def may_retry(exc: BaseException) -> bool:
+        return isinstance(exc, Exception) and not isinstance(exc, OutOfTime) and retryable(exc)
+
+    # The first attempt runs bare: most starts succeed at once, and the retry machinery
+    # costs more than a no-op start.
+    try:
+        return await attempt(first)
+    except Exception as exc:
+        if not may_retry(exc) or (attempts <= 1 and not forever):
+            raise
+        import random
+
+        if testing:
+            pause = TESTING_FOREVER_WAIT if forever else 0.0
+        else:
+            pause = random.uniform(0, min(policy.backoff_max, policy.backoff_initial))
+        if deadline is not None and time.monotonic() + pause >= deadline:
+            raise
+        if on_retry is not None:
+            on_retry(exc, first, pause)
+    if pause:
+        await asyncio.sleep(pause)
+
+    import tenacity
+
+    class past_deadline(tenacity.stop.stop_base):
+        """Never start an attempt after the deadline: stop if the next wait would cross it."""
+
+        def __call__(self, rs: tenacity.RetryCallState) -> bool:
+            return deadline is not None and time.monotonic() + rs.upcoming_sleep >= deadline
+
+    wait: tenacity.wait.wait_base
+    if testing:
+        wait = tenacity.wait_fixed(TESTING_FOREVER_WAIT) if forever else tenacity.wait_none()
+    else:
+        # Attempt k of this loop is attempt k + 1 overall: the exponent carries on from there.
+        wait = tenacity.wait_random_exponential(multiplier=policy.backoff_initial * 2, max=policy.backoff_max)
+    stop = tenacity.stop_never if forever else tenacity.stop_after_attempt(attempts - 1)
+
+    def before_sleep(rs: tenacity.RetryCallState) -> None:
+        exc = rs.outcome.exception() if rs.outcome is not None else None
+        if on_retry is not None and isinstance(exc, Exception):
+            on_retry(exc, first + rs.attempt_number, rs.upcoming_sleep)
+
+    retrying = tenacity.AsyncRetrying(
+        stop=stop | past_deadline(),
+        wait=wait,
+        retry=tenacity.retry_if_exception(may_retry),
+        before_sleep=before_sleep,
+        reraise=True,
+    )
+    counter = [first]
+
+    async def next_attempt() -> T:
+        counter[0] += 1
+        return await attempt(counter[0])
+
+    result: T = await retrying(next_attempt)
+    return result

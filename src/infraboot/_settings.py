@@ -14,7 +14,8 @@ from typing import Annotated, Any, ClassVar
 from pydantic import BeforeValidator, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from ._redact import SecretURL, scrub
+from ._checks import count_problem, seconds_problem
+from ._redact import SecretURL
 from .exceptions import ConfigError
 
 __all__ = ["DatabaseSettings", "RedisSettings", "load_settings", "validate_config"]
@@ -40,7 +41,6 @@ class SettingsBase(BaseSettings):
         arbitrary_types_allowed=True, extra="forbid", validate_default=False, frozen=True, env_ignore_empty=True
     )
     _prefix: ClassVar[str] = ""
-    _component: ClassVar[str] = ""
 
     url: URL = None
     enabled: bool = True
@@ -64,18 +64,14 @@ class SettingsBase(BaseSettings):
         return []
 
     def _seconds(self, out: list[str], field: str, *, allow_zero: bool = False, example: str = "5") -> None:
-        value = getattr(self, field)
-        if value is None:
-            return
-        low_ok = value >= 0 if allow_zero else value > 0
-        if math.isnan(value) or math.isinf(value) or not low_ok:
-            bound = ">= 0" if allow_zero else "> 0"
-            out.append(f"{self.env(field)}={value!r}: must be a finite number of seconds {bound}, e.g. {example}")
+        problem = seconds_problem(self.env(field), getattr(self, field), allow_zero=allow_zero, example=example)
+        if problem:
+            out.append(problem)
 
     def _count(self, out: list[str], field: str, minimum: int, example: str) -> None:
-        value = getattr(self, field)
-        if value < minimum:
-            out.append(f"{self.env(field)}={value!r}: must be a whole number >= {minimum}, e.g. {example}")
+        problem = count_problem(self.env(field), getattr(self, field), minimum=minimum, example=example)
+        if problem:
+            out.append(problem)
 
     def _url_problems(self, out: list[str], schemes: tuple[str, ...]) -> None:
         url = self.url
@@ -106,7 +102,6 @@ class RedisSettings(SettingsBase):
 
     model_config = SettingsConfigDict(env_prefix="REDIS_")
     _prefix: ClassVar[str] = "REDIS_"
-    _component: ClassVar[str] = "redis"
 
     socket_timeout: float = 5.0
     max_connections: int = 50
@@ -148,7 +143,6 @@ class DatabaseSettings(SettingsBase):
 
     model_config = SettingsConfigDict(env_prefix="DATABASE_")
     _prefix: ClassVar[str] = "DATABASE_"
-    _component: ClassVar[str] = "database"
 
     pool_size: int = 5
     max_overflow: int = 10
@@ -208,10 +202,7 @@ def load_settings(cls: type[SettingsBase], settings: SettingsBase | None = None)
             raise _config_error(cls, exc) from None
     problems = settings.problems()
     if problems and settings.disabled_reason() is None:
-        raise ConfigError(
-            "invalid configuration:\n" + "\n".join(f"  - {scrub(p)}" for p in problems),
-            problems=tuple(scrub(p) for p in problems),
-        )
+        raise ConfigError.from_problems(problems)
     return settings
 
 
@@ -224,8 +215,7 @@ def _config_error(cls: type[SettingsBase], exc: ValidationError) -> ConfigError:
             problems.append(f"{cls.__name__}: unknown setting {field!r}; check the spelling")
             continue
         problems.append(f"{env}: {err['msg']}; set it to a valid value (see docs/configuration.md)")
-    clean = tuple(scrub(p) for p in problems)
-    return ConfigError("invalid configuration:\n" + "\n".join(f"  - {p}" for p in clean), problems=clean)
+    return ConfigError.from_problems(problems)
 
 
 def validate_config(*, redis: RedisSettings | None = None, database: DatabaseSettings | None = None) -> None:
@@ -242,6 +232,4 @@ def validate_config(*, redis: RedisSettings | None = None, database: DatabaseSet
         except ConfigError as exc:
             problems.extend(exc.problems)
     if problems:
-        raise ConfigError(
-            "invalid configuration:\n" + "\n".join(f"  - {p}" for p in problems), problems=tuple(problems)
-        )
+        raise ConfigError.from_problems(problems)

@@ -35,14 +35,12 @@ from ._log import event
 from ._system import SystemInitializer
 from .exceptions import ConfigError, StartupError
 
-__all__ = ["EXIT_CONFIG", "EXIT_STARTUP_FAILED", "run", "running"]
+__all__ = ["EXIT_FAILED", "run", "running"]
 
 T = TypeVar("T")
 
-EXIT_STARTUP_FAILED = 2
-"""Exit status of :func:`run` when a required component failed to start."""
-EXIT_CONFIG = 2
-"""Exit status of :func:`run` when the configuration is invalid (nothing was started)."""
+EXIT_FAILED = 2
+"""Exit status of :func:`run` when a required component failed to start or the configuration is invalid."""
 
 
 @contextlib.asynccontextmanager
@@ -116,7 +114,7 @@ def run(
         return asyncio.run(runner())
     except (StartupError, ConfigError) as exc:
         print(f"infraboot: {exc}", file=sys.stderr)
-        raise SystemExit(EXIT_STARTUP_FAILED if isinstance(exc, StartupError) else EXIT_CONFIG) from None
+        raise SystemExit(EXIT_FAILED) from None
 
 
 def _takes_an_argument(fn: Callable[..., Any]) -> bool:

@@ -10,6 +10,8 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from collections.abc import Iterable
+
     from ._report import StartupReport
 
 __all__ = [
@@ -19,6 +21,7 @@ __all__ = [
     "InfrabootError",
     "NotInitializedError",
     "StartupError",
+    "UnknownComponentError",
 ]
 
 
@@ -38,6 +41,14 @@ class ConfigError(InfrabootError, ValueError):
         super().__init__(message)
         #: One line per problem, each naming the field and the fix.
         self.problems: tuple[str, ...] = problems or (message,)
+
+    @classmethod
+    def from_problems(cls, problems: Iterable[str], *, title: str = "invalid configuration") -> ConfigError:
+        """One error listing every problem, one per line, with secrets scrubbed."""
+        from ._redact import scrub
+
+        clean = tuple(scrub(p) for p in problems)
+        return cls(f"{title}:\n" + "\n".join(f"  - {p}" for p in clean), problems=clean)
 
 
 class DependencyError(ConfigError):
@@ -75,3 +86,18 @@ class ComponentUnavailableError(InfrabootError, RuntimeError):
     def __init__(self, message: str, *, component: str) -> None:
         super().__init__(message)
         self.component = component
+
+
+class UnknownComponentError(DependencyError, NotInitializedError):
+    """A name given to the system is not registered.
+
+    Raised the same way by every method that takes names (``ensure_initialized``,
+    ``stop``, ``wait_ready``, ``get``, ``state``, ``override``), with a did-you-mean
+    suggestion and the list of registered names. It is both a :class:`DependencyError`
+    and a :class:`NotInitializedError`, so code that catches either keeps working.
+    """
+
+    def __init__(self, message: str, *, name: str, suggestion: str | None = None) -> None:
+        super().__init__(message)
+        self.name = name
+        self.suggestion = suggestion

@@ -21,14 +21,14 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Annotated, Any
 
-from fastapi import APIRouter, Depends, HTTPException, Request
+from fastapi import APIRouter, Depends, HTTPException
 from starlette.routing import BaseRoute
 
 from ._accessors import session_scope
-from ._asgi import ProbeMiddleware, lifespan, resolve_system
+from ._asgi import ProbeMiddleware, lifespan
 from ._system import SystemInitializer
 from .exceptions import ComponentUnavailableError, NotInitializedError
-from .starlette import health_routes  # FastAPI is Starlette underneath: the same routes
+from .starlette import health_routes, system_of  # FastAPI is Starlette underneath: the same routes
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis
@@ -46,11 +46,6 @@ __all__ = [
     "lifespan",
     "system_of",
 ]
-
-
-def system_of(request: Request) -> SystemInitializer:
-    """The system serving *request*: the lifespan's, else the default system."""
-    return resolve_system(None, request.scope.get("state"))
 
 
 System = Annotated[SystemInitializer, Depends(system_of)]

@@ -25,7 +25,7 @@ Metrics:
 
 from __future__ import annotations
 
-import logging
+import weakref
 from collections.abc import Iterator
 
 try:
@@ -41,18 +41,20 @@ from ._system import SystemInitializer
 
 __all__ = ["InfrabootCollector", "register_metrics"]
 
-_log = logging.getLogger("infraboot")
-
 
 class InfrabootCollector(Collector):
-    """A ``prometheus_client`` collector for one system (``None``: the default system, looked up at each scrape)."""
+    """A ``prometheus_client`` collector for one system (``None``: the default system, looked up at each scrape).
+
+    It holds its system weakly: registering it never keeps a system alive, and once the
+    system is gone the collector reports nothing.
+    """
 
     def __init__(self, system: SystemInitializer | None = None) -> None:
-        self._system = system
+        self._system = None if system is None else weakref.ref(system)
 
-    def _target(self) -> SystemInitializer:
+    def _target(self) -> SystemInitializer | None:
         if self._system is not None:
-            return self._system
+            return self._system()
         from ._default import default_system
 
         return default_system()
@@ -63,6 +65,8 @@ class InfrabootCollector(Collector):
 
     def collect(self) -> Iterator[Metric]:
         system = self._target()
+        if system is None:
+            return
         up = GaugeMetricFamily(
             "infraboot_component_up", "1 when the component is ready and healthy", labels=["component"]
         )
@@ -87,32 +91,24 @@ class InfrabootCollector(Collector):
         pool = GaugeMetricFamily(
             "infraboot_pool_connections", "Connection-pool figures of the component", labels=["component", "state"]
         )
-        for name, slot in list(system._slots.items()):
-            probe = slot.probe
-            healthy = slot.state is ComponentState.READY and probe.healthy
-            up.add_metric([name], 1.0 if healthy else 0.0)
+        for name, snap in system.snapshot().items():
+            up.add_metric([name], 1.0 if snap.health.status == "pass" and snap.state is ComponentState.READY else 0.0)
             for s in ComponentState:
-                state.add_metric([name, s.value], 1.0 if slot.state is s else 0.0)
-            required.add_metric([name], 1.0 if slot.component.required else 0.0)
-            if slot.started_at is not None and slot.ended_at is not None:
-                duration.add_metric([name], slot.ended_at - slot.started_at)
-            attempts.add_metric([name], float(slot.attempts))
+                state.add_metric([name, s.value], 1.0 if snap.state is s else 0.0)
+            required.add_metric([name], 1.0 if snap.required else 0.0)
+            if snap.start_duration is not None:
+                duration.add_metric([name], snap.start_duration)
+            attempts.add_metric([name], float(snap.attempts))
             cumulative, buckets = 0, []
-            for bound, count in zip(LATENCY_BUCKETS, probe.buckets, strict=True):
+            for bound, count in zip(LATENCY_BUCKETS, snap.checks.buckets, strict=True):
                 cumulative += count
                 buckets.append((_bound(bound), float(cumulative)))
-            buckets.append(("+Inf", float(probe.count)))
-            checks.add_metric([name], buckets, sum_value=probe.latency_sum)
-            for code, count in sorted(probe.failures_by_code.items()):
+            buckets.append(("+Inf", float(snap.checks.count)))
+            checks.add_metric([name], buckets, sum_value=snap.checks.latency_sum)
+            for code, count in sorted(snap.checks.failures_by_code.items()):
                 failures.add_metric([name, code], float(count))
-            if slot.state in (ComponentState.READY, ComponentState.UNHEALTHY):
-                try:
-                    stats = slot.component.pool_stats(slot.resource)
-                except Exception:  # a scrape must never fail because a pool is mid-teardown
-                    _log.debug("pool_stats of %s failed", name, exc_info=True)
-                    stats = None
-                for key, value in (stats or {}).items():
-                    pool.add_metric([name, key], float(value))
+            for key, value in (snap.pool or {}).items():
+                pool.add_metric([name, key], float(value))
         yield from (up, state, required, duration, attempts, checks, failures, pool)
 
 

@@ -13,26 +13,17 @@ __all__ = ["override", "reset_default_system"]
 
 @contextlib.contextmanager
 def override(name: str, resource: Any, *, system: SystemInitializer | None = None) -> Iterator[Any]:
-    """Make ``get(name)`` return *resource* inside the block; restore the original on exit.
+    """Make ``get(name)`` return *resource* inside the block; on exit ``get()`` says the truth again.
 
-    Works whether or not the component was started, and restores also when the
-    block raises::
+    Works whether or not the component was started, and also when the block raises or
+    stops or restarts the component (see :meth:`SystemInitializer.override`)::
 
         with override("redis", fake_client):
             await handler()          # infraboot.get("redis") is fake_client here
     """
     target = system if system is not None else default_system()
-    target.state(name)  # an unknown name fails here, with the list of registered ones
-    had = name in target._resources
-    previous = target._resources.get(name)
-    target._resources[name] = resource
-    try:
+    with target.override(name, resource):
         yield resource
-    finally:
-        if had:
-            target._resources[name] = previous
-        else:
-            target._resources.pop(name, None)
 
 
 def reset_default_system() -> None:

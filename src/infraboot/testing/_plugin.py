@@ -41,7 +41,7 @@ def infraboot_reset() -> Iterator[None]:
     finally:
         leftover = reset_default_system(previous)
         if leftover is not None:
-            leftover._forget()
+            leftover.forget()
 
 
 @pytest.fixture

@@ -1,0 +1,279 @@
+"""Budgets for everything that waits, and the hygiene of the tasks that do the waiting.
+
+- :func:`run_within`: run work in a task of its own and take its result by a deadline;
+  work that ignores its cancellation is abandoned (tracked, its late result handed
+  to a callback), never awaited past the deadline.
+- :func:`cancel_until_done`: cancel, and cancel again, with a hard bound.
+- :func:`shielded`: cleanup that runs on when its caller is cancelled, while the caller
+  waits only a short grace.
+- :class:`TaskSet`: background tasks that forget themselves when they finish.
+
+Some drivers swallow a cancellation that lands inside their own timeout handling and
+carry on until their socket timeout; everything here is written so that such a driver
+can never stretch a deadline of ours.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable, Coroutine, Iterable, Iterator
+from typing import Any, TypeVar
+
+__all__ = [
+    "ABANDON_GRACE",
+    "CANCEL_GRACE",
+    "DeadlineExceeded",
+    "TaskSet",
+    "cancel_until_done",
+    "raise_if_cancelled",
+    "retrieve",
+    "run_within",
+    "shielded",
+    "wait_until",
+]
+
+T = TypeVar("T")
+
+#: Seconds work cancelled at its deadline may take to clean up before it is abandoned. It is
+#: cancelled once only within that time, so that its own shielded cleanup (closing a socket)
+#: is not interrupted; shutdown cancels abandoned work again.
+ABANDON_GRACE = 0.25
+#: Seconds a cancelled caller of shielded cleanup waits for it before it re-raises.
+CANCEL_GRACE = 0.5
+#: Seconds between repeated cancellations of work that ignored the last one.
+_RECANCEL_EVERY = 0.25
+
+
+class DeadlineExceeded(Exception):
+    """Internal: the work did not finish within its budget. ``abandoned``: it ignored cancellation."""
+
+    def __init__(self, budget: float, *, abandoned: bool) -> None:
+        super().__init__(f"no answer within {budget:.3g}s")
+        self.budget = budget
+        self.abandoned = abandoned
+
+
+class TaskSet:
+    """Tasks of one owner; each forgets itself when it finishes, its outcome marked as seen."""
+
+    __slots__ = ("_tasks",)
+
+    def __init__(self) -> None:
+        self._tasks: set[asyncio.Task[Any]] = set()
+
+    def spawn(self, work: Awaitable[T], *, name: str) -> asyncio.Task[T]:
+        task = _task(work, name)
+        self.adopt(task)
+        return task
+
+    def adopt(self, task: asyncio.Task[Any]) -> None:
+        if task.done():
+            retrieve(task)
+            return
+        self._tasks.add(task)
+        task.add_done_callback(self._finished)
+
+    def _finished(self, task: asyncio.Task[Any]) -> None:
+        self._tasks.discard(task)
+        retrieve(task)
+
+    async def cancel(self, budget: float) -> set[asyncio.Future[Any]]:
+        """Cancel every task, waiting at most *budget* seconds; returns those that ignored it."""
+        return await cancel_until_done(self._tasks, budget)
+
+    def clear(self) -> None:
+        """Forget every task without touching it (their loop is gone)."""
+        for task in self._tasks:
+            task.remove_done_callback(self._finished)
+        self._tasks = set()
+
+    def __iter__(self) -> Iterator[asyncio.Task[Any]]:
+        return iter(set(self._tasks))
+
+    def __contains__(self, task: object) -> bool:
+        return task in self._tasks
+
+    def __len__(self) -> int:
+        return len(self._tasks)
+
+
+def _task(work: Awaitable[T], name: str) -> asyncio.Task[T]:
+    if isinstance(work, Coroutine):
+        return asyncio.get_running_loop().create_task(work, name=name)
+    task = asyncio.ensure_future(work)
+    if not isinstance(task, asyncio.Task):  # a bare future: wrap it, so that it can be cancelled as a task
+
+        async def wrapped() -> T:
+            return await task
+
+        return asyncio.get_running_loop().create_task(wrapped(), name=name)
+    return task
+
+
+def retrieve(task: asyncio.Future[Any]) -> None:
+    """Mark a task's outcome as seen: nobody awaits it, so no 'exception was never retrieved'."""
+    if not task.cancelled():
+        task.exception()
+
+
+async def wait_until(
+    tasks: Iterable[asyncio.Future[Any]],
+    deadline: float | None,
+    *,
+    until: Callable[[asyncio.Future[Any]], bool] | None = None,
+) -> set[asyncio.Future[Any]]:
+    """Wait until every one of *tasks* is done or the monotonic *deadline* passes; returns the pending ones.
+
+    With *until*, stop early as soon as a task finishes for which ``until(task)`` is true.
+    Cheaper than ``asyncio.wait`` (one callback per task, registered once), and never
+    raises for the tasks' own outcomes.
+    """
+    pending = {t for t in tasks if not t.done()}
+    if not pending:
+        return pending
+    loop = asyncio.get_running_loop()
+    waiter = loop.create_future()
+    left = [len(pending)]
+
+    def one_done(task: asyncio.Future[Any]) -> None:
+        left[0] -= 1
+        if not waiter.done() and (left[0] <= 0 or (until is not None and until(task))):
+            waiter.set_result(None)
+
+    def time_up() -> None:
+        if not waiter.done():
+            waiter.set_result(None)
+
+    for t in pending:
+        t.add_done_callback(one_done)
+    handle = None if deadline is None else loop.call_at(_loop_time(loop, deadline), time_up)
+    try:
+        await waiter
+    finally:
+        if handle is not None:
+            handle.cancel()
+        for t in pending:
+            t.remove_done_callback(one_done)
+    return {t for t in pending if not t.done()}
+
+
+def _loop_time(loop: asyncio.AbstractEventLoop, deadline: float) -> float:
+    """A ``time.monotonic()`` deadline on the loop's clock (the same clock on the default loops)."""
+    return loop.time() + (deadline - time.monotonic())
+
+
+async def cancel_until_done(tasks: Iterable[asyncio.Future[Any]], budget: float) -> set[asyncio.Future[Any]]:
+    """Cancel *tasks* and wait for them, cancelling again every so often, for at most *budget* seconds.
+
+    Returns the tasks still running at the end (they ignored every cancellation).
+    """
+    pending: set[asyncio.Future[Any]] = {t for t in tasks if not t.done()}
+    end = time.monotonic() + budget
+    while pending:
+        for task in pending:
+            task.cancel()
+        remaining = end - time.monotonic()
+        if remaining <= 0:
+            break
+        pending = await wait_until(pending, time.monotonic() + min(_RECANCEL_EVERY, remaining))
+    return pending
+
+
+async def run_within(
+    work: Awaitable[T],
+    budget: float,
+    *,
+    name: str,
+    abandoned: TaskSet,
+    on_late_result: Callable[[T], Awaitable[None]] | None = None,
+) -> T:
+    """Run *work* in a task of its own and return its result within *budget* seconds.
+
+    Past the budget the task is cancelled and given :data:`ABANDON_GRACE` to finish;
+    then :class:`DeadlineExceeded` is raised either way. A task that ignored the
+    cancellation is handed to *abandoned*; should it still produce a result,
+    *on_late_result* receives it (to close a connection nobody will use). When the
+    caller is cancelled, the work is cancelled too, within the same grace.
+    """
+    task = _task(work, name)
+    try:
+        pending = await wait_until((task,), time.monotonic() + budget)
+    except asyncio.CancelledError:
+        task.add_done_callback(retrieve)  # nobody will read its outcome now
+        _abandon_if_running(await cancel_until_done((task,), ABANDON_GRACE), abandoned, on_late_result)
+        raise
+    if not pending:
+        return task.result()
+    still = await cancel_until_done(pending, ABANDON_GRACE)
+    _abandon_if_running(still, abandoned, on_late_result)
+    if not still and not task.cancelled() and task.exception() is None:
+        # It swallowed the cancellation and finished anyway, after its deadline: not a success.
+        if on_late_result is not None:
+            abandoned.spawn(on_late_result(task.result()), name=f"{name}-late")
+    elif not still:
+        retrieve(task)
+    raise DeadlineExceeded(budget, abandoned=bool(still))
+
+
+def _abandon_if_running(
+    still: set[asyncio.Future[Any]],
+    abandoned: TaskSet,
+    on_late_result: Callable[[Any], Awaitable[None]] | None,
+) -> None:
+    for task in still:
+        if not isinstance(task, asyncio.Task):  # run_within only makes tasks; this narrows the type
+            continue
+        abandoned.adopt(task)
+        if on_late_result is not None:
+            task.add_done_callback(lambda t: _late(t, abandoned, on_late_result))
+
+
+def _late(task: asyncio.Task[Any], abandoned: TaskSet, on_late_result: Callable[[Any], Awaitable[None]]) -> None:
+    if task.cancelled() or task.exception() is not None:
+        return
+    try:
+        abandoned.spawn(on_late_result(task.result()), name=f"{task.get_name()}-late")
+    except RuntimeError:  # the loop is closing: nothing can be closed any more
+        return
+
+
+async def shielded(work: Awaitable[T], *, grace: float = CANCEL_GRACE, owner: TaskSet | None = None) -> T:
+    """Await *work* (bounded cleanup) to its end, even if the caller is cancelled meanwhile.
+
+    A cancelled caller waits at most *grace* more seconds, then re-raises; the work goes
+    on in *owner*, which bounds it again at shutdown.
+    """
+    task = asyncio.ensure_future(work)
+    try:
+        return await asyncio.shield(task)
+    except asyncio.CancelledError:
+        if owner is not None and isinstance(task, asyncio.Task):
+            owner.adopt(task)
+        else:
+            task.add_done_callback(retrieve)
+        await _wait_quietly(task, grace)
+        raise
+
+
+async def _wait_quietly(task: asyncio.Future[Any], grace: float) -> None:
+    end = time.monotonic() + grace
+    while not task.done():
+        try:
+            await wait_until((task,), end)
+            return
+        except asyncio.CancelledError:  # cancelled again while waiting out the grace
+            if time.monotonic() >= end:
+                return
+
+
+def raise_if_cancelled() -> None:
+    """Re-raise a cancellation that a driver turned into another error.
+
+    Some drivers catch ``CancelledError`` inside their own timeouts and raise a
+    ``TimeoutError`` or ``ConnectionError`` instead; retrying then would make a SIGTERM
+    wait for every remaining attempt. The task still knows it was cancelled.
+    """
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError

@@ -1,0 +1,222 @@
+"""Health probing, the background monitor, thresholds, and recovery.
+
+Probes are cached for ``check_ttl`` and coalesced (one in flight per component), each
+in a task of its own under ``check_timeout``. The monitor probes every ready component
+each ``check_interval``; failure/success thresholds decide the flips. Optional
+components that failed or went down are brought back through the same retry loop that
+startup uses: an error startup would not retry is not retried here either.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable, Mapping
+from typing import Any, Protocol
+
+from ._deadlines import DeadlineExceeded, TaskSet, raise_if_cancelled, run_within, wait_until
+from ._errors import describe
+from ._health import HealthReport, readiness_report
+from ._log import event
+from ._retry import retry
+from ._slot import HOLDING, Slot, open_attempt
+from ._state import ComponentState
+
+__all__ = ["Monitor"]
+
+_S = ComponentState
+
+
+class Settings(Protocol):
+    """The system settings the monitor reads (the system's public attributes)."""
+
+    check_interval: float | None
+    check_ttl: float
+    health_timeout: float
+    failure_threshold: int
+    success_threshold: int
+    recovery: bool
+
+    @property
+    def phase(self) -> str: ...
+
+
+class _StillDown(Exception):
+    """A recovery attempt found the component (or a requirement of it) still down."""
+
+
+class Monitor:
+    """The health side of one system: it reads the slots and writes them only through their transitions."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        slots: Mapping[str, Slot],
+        wanted: Mapping[str, None],
+        tasks: TaskSet,
+        on_recovered: Callable[[Slot], None],
+    ) -> None:
+        self._settings = settings
+        self._slots = slots
+        self._wanted = wanted  # every component an ensure_initialized asked for, in order
+        self._tasks = tasks
+        self._on_recovered = on_recovered
+        self._loop_task: asyncio.Task[None] | None = None
+
+    # -- readiness ------------------------------------------------------------------------------
+
+    async def readiness(self, *, fresh: bool) -> HealthReport:
+        settings = self._settings
+        if settings.phase != "running":
+            return HealthReport("readiness", "fail", output=settings.phase)
+        now = time.monotonic()
+        probes: list[asyncio.Task[None]] = []
+        for n in self._wanted:
+            slot = self._slots[n]
+            if slot.state is not _S.READY:
+                continue
+            checked = slot.probe.checked_mono
+            if fresh or checked is None or now - checked >= settings.check_ttl:
+                probes.append(self.probe_task(slot))
+        if probes:
+            await wait_until(probes, None if fresh else time.monotonic() + settings.health_timeout)
+        return readiness_report({n: self._slots[n].health() for n in self._wanted})
+
+    # -- probes ---------------------------------------------------------------------------------
+
+    def probe_task(self, slot: Slot) -> asyncio.Task[None]:
+        """The in-flight probe of *slot*, started if there is none: concurrent callers share it."""
+        inflight = slot.probe.inflight
+        if inflight is None or inflight.done():
+            inflight = self._tasks.spawn(self._probe(slot), name=f"infraboot-check-{slot.name}")
+            slot.probe.inflight = inflight
+        return inflight
+
+    async def _probe(self, slot: Slot) -> None:
+        comp, resource = slot.component, slot.resource
+        t0 = time.perf_counter()
+        code: str | None = None
+        try:
+            await run_within(
+                comp.check(resource), comp.check_timeout, name=f"infraboot-probe-{slot.name}", abandoned=self._tasks
+            )
+        except DeadlineExceeded:
+            code = "timeout"
+        except Exception as exc:  # a failed probe is data, never an exception for the caller
+            raise_if_cancelled()
+            code = comp.classify(exc)
+        if slot.resource is not resource or slot.state not in HOLDING:
+            return  # stopped or restarted meanwhile: this result describes nothing that still exists
+        self._observe(slot, time.perf_counter() - t0, code)
+
+    def _observe(self, slot: Slot, latency: float, code: str | None) -> None:
+        probe, settings = slot.probe, self._settings
+        was_healthy = probe.healthy
+        probe.observe(latency, code)
+        required = slot.component.required
+        if was_healthy and probe.failures >= settings.failure_threshold:
+            probe.healthy = False
+            event(
+                logging.ERROR if required else logging.WARNING,
+                "component_unhealthy",
+                slot.name,
+                error_code=code,
+                failures=probe.failures,
+                required=required,
+            )
+            if not required and slot.state is _S.READY:
+                # Circuit open: callers get ComponentUnavailableError at once instead of a timeout.
+                slot.transition(_S.UNHEALTHY, error_code=code)
+                self.start_recovery(slot)
+        elif not was_healthy and probe.successes >= settings.success_threshold:
+            probe.healthy = True
+            if slot.state is _S.UNHEALTHY:
+                slot.transition(_S.READY, error=None, error_code=None)
+            event(logging.INFO, "component_healthy", slot.name, latency=latency)
+
+    # -- the monitor ----------------------------------------------------------------------------
+
+    def start(self) -> None:
+        interval = self._settings.check_interval
+        if interval is None or (self._loop_task is not None and not self._loop_task.done()):
+            return
+        self._loop_task = self._tasks.spawn(self._loop(interval), name="infraboot-monitor")
+
+    async def _loop(self, interval: float) -> None:
+        while True:
+            await asyncio.sleep(interval)
+            probes = [self.probe_task(s) for n in self._wanted if (s := self._slots[n]).state is _S.READY]
+            if probes:
+                await wait_until(probes, None)
+
+    def forget(self) -> None:
+        self._loop_task = None
+
+    # -- recovery -------------------------------------------------------------------------------
+
+    def start_recovery(self, slot: Slot) -> None:
+        """Bring an optional component back in the background: probe it, or start it again.
+
+        Nothing is tried when the last failure cannot heal by waiting (startup would not
+        have retried it either): the component stays failed with that reason.
+        """
+        settings = self._settings
+        if not settings.recovery or slot.component.required or settings.phase != "running":
+            return
+        if slot.recovery is not None and not slot.recovery.done():
+            return
+        if slot.state is _S.FAILED and not slot.healable:
+            event(logging.WARNING, "component_not_recovered", slot.name, error_code=slot.error_code)
+            return
+        event(logging.INFO, "component_recovering", slot.name, state=slot.state.value)
+        slot.recovery = self._tasks.spawn(self._recover(slot), name=f"infraboot-recover-{slot.name}")
+
+    async def _recover(self, slot: Slot) -> None:
+        comp = slot.component
+
+        def retryable(exc: Exception) -> bool:
+            return isinstance(exc, _StillDown) or comp.is_retryable(exc)
+
+        def still_down(exc: Exception, attempt: int, wait: float) -> None:
+            code = slot.error_code if isinstance(exc, _StillDown) else comp.classify(exc)
+            event(logging.DEBUG, "component_still_down", slot.name, error_code=code, attempts=attempt, wait=wait)
+
+        try:
+            await retry(
+                lambda n: self._recovery_attempt(slot, n),
+                policy=comp.retry_policy,
+                retryable=retryable,
+                on_retry=still_down,
+                forever=True,
+                first=slot.attempts + 1,
+            )
+        except Exception as exc:  # not retryable: the component stays failed, with the reason
+            raise_if_cancelled()
+            slot.healable = False
+            if slot.state is _S.FAILED:
+                slot.transition(_S.FAILED, error=describe(exc), error_code=comp.classify(exc))
+            event(logging.WARNING, "component_not_recovered", slot.name, error_code=slot.error_code)
+
+    async def _recovery_attempt(self, slot: Slot, number: int) -> None:
+        """One try; raises :class:`_StillDown` (or the start's error) to be tried again later."""
+        if slot.state is _S.UNHEALTHY:
+            await self.probe_task(slot)
+            if slot.state is _S.UNHEALTHY:
+                raise _StillDown
+            return
+        if slot.state is not _S.FAILED:
+            return  # stopped, or started by someone else meanwhile
+        requires = slot.component.requires
+        if any(self._slots[d].state is not _S.READY for d in requires):
+            raise _StillDown
+        resources: dict[str, Any] = {d: self._slots[d].resource for d in requires}
+        try:
+            resource, closer = await open_attempt(slot, number, None, resources, self._tasks)
+        except Exception as exc:
+            raise_if_cancelled()
+            slot.transition(_S.FAILED, error=describe(exc), error_code=slot.component.classify(exc))
+            raise
+        slot.transition(_S.READY, resource=resource, closer=closer, error=None, error_code=None)
+        event(logging.INFO, "component_recovered", slot.name, attempts=slot.attempts)
+        self._on_recovered(slot)

@@ -1,0 +1,385 @@
+"""One component's live record: its state, its resource, its tasks, its last probe.
+
+:meth:`Slot.transition` is the only writer of a slot's state and resource, and the
+only writer of the system's ready index (what ``get()`` reads), so the two can never
+disagree.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+import time
+from collections.abc import Callable, Mapping, MutableMapping
+from types import MappingProxyType
+from typing import Any
+
+from ._component import Closer, Component, Context
+from ._deadlines import DeadlineExceeded, TaskSet, raise_if_cancelled, run_within
+from ._errors import OwnMessage, describe
+from ._health import LATENCY_BUCKETS, ComponentHealth, HealthStatus
+from ._log import event
+from ._report import ComponentResult, ComponentSnapshot, ProbeStats
+from ._retry import OutOfTime
+from ._state import ComponentState
+
+__all__ = ["HOLDING", "UNAVAILABLE", "AttemptTimeout", "Override", "Probe", "Slot", "open_attempt"]
+
+_S = ComponentState
+#: States in which a component holds a resource that must be stopped.
+HOLDING = frozenset({_S.READY, _S.UNHEALTHY})
+#: States in which ``get()`` says "unavailable, take the degraded path" (not "start it first").
+UNAVAILABLE = frozenset({_S.FAILED, _S.BLOCKED, _S.DISABLED, _S.UNHEALTHY})
+
+_KEEP: Any = object()
+
+
+class Probe:
+    """The mutable health record of one component.
+
+    ``healthy`` flips only after ``failure_threshold`` failures in a row (and back
+    after ``success_threshold`` successes), so one lost packet does not take a pod
+    out of service.
+    """
+
+    __slots__ = (
+        "buckets",
+        "checked_at",
+        "checked_mono",
+        "count",
+        "error_code",
+        "failures",
+        "failures_by_code",
+        "healthy",
+        "inflight",
+        "latency",
+        "latency_sum",
+        "successes",
+    )
+
+    def __init__(self) -> None:
+        self.buckets = [0] * len(LATENCY_BUCKETS)
+        self.count = 0
+        self.latency_sum = 0.0
+        self.failures_by_code: dict[str, int] = {}
+        self.inflight: asyncio.Task[None] | None = None
+        self.reset()
+
+    def reset(self) -> None:
+        """A fresh start: healthy, no streaks (the histogram and counters keep counting)."""
+        self.healthy = True
+        self.failures = 0
+        self.successes = 0
+        self.checked_at: float | None = None
+        self.checked_mono: float | None = None
+        self.latency: float | None = None
+        self.error_code: str | None = None
+
+    def passed_now(self) -> None:
+        """A start that just succeeded is as good as a probe: readiness reuses it for ``check_ttl``."""
+        self.reset()
+        self.checked_at, self.checked_mono = time.time(), time.monotonic()
+
+    def observe(self, latency: float, error_code: str | None) -> None:
+        self.checked_at = time.time()
+        self.checked_mono = time.monotonic()
+        self.latency = latency
+        self.error_code = error_code
+        self.count += 1
+        self.latency_sum += latency
+        for i, bound in enumerate(LATENCY_BUCKETS):
+            if latency <= bound:
+                self.buckets[i] += 1
+                break
+        if error_code is None:
+            self.failures = 0
+            self.successes += 1
+        else:
+            self.successes = 0
+            self.failures += 1
+            self.failures_by_code[error_code] = self.failures_by_code.get(error_code, 0) + 1
+
+
+class Override:
+    """What ``get()`` returns for a name inside :meth:`SystemInitializer.override`, whatever its state."""
+
+    __slots__ = ("resource",)
+
+    def __init__(self, resource: Any) -> None:
+        self.resource = resource
+
+
+class Slot:
+    """The runtime record of one component. Owned by one system; read by its rooms."""
+
+    __slots__ = (
+        "_index",
+        "_notify",
+        "_overrides",
+        "attempts",
+        "closer",
+        "component",
+        "ended_at",
+        "error",
+        "error_code",
+        "healable",
+        "name",
+        "probe",
+        "reason",
+        "recovery",
+        "resource",
+        "started_at",
+        "state",
+        "stop_task",
+        "task",
+    )
+
+    def __init__(
+        self,
+        component: Component[Any],
+        index: MutableMapping[str, Slot | Override],
+        overrides: Mapping[str, Override],
+        on_ready: Callable[[], None],
+    ) -> None:
+        self.component = component
+        self.name = component.name
+        self._index = index
+        self._overrides = overrides
+        self._notify = on_ready
+        self.state = _S.PENDING
+        self.resource: Any = None
+        self.closer: Closer | None = None
+        self.task: asyncio.Task[None] | None = None  # the start in flight
+        self.recovery: asyncio.Task[None] | None = None
+        self.stop_task: asyncio.Task[Any] | None = None
+        self.probe = Probe()
+        self._clear_outcome()
+
+    def _clear_outcome(self) -> None:
+        self.attempts = 0
+        self.started_at: float | None = None
+        self.ended_at: float | None = None
+        self.error: str | None = None
+        self.error_code: str | None = None
+        self.reason: str | None = None
+        self.healable = True  # may the last failure heal by waiting (was it retryable)?
+
+    # -- the one writer ----------------------------------------------------------------------
+
+    def transition(
+        self,
+        state: ComponentState,
+        *,
+        resource: Any = _KEEP,
+        closer: Closer | None = _KEEP,
+        error: str | None = _KEEP,
+        error_code: str | None = _KEEP,
+        reason: str | None = _KEEP,
+        fresh: bool = False,
+    ) -> None:
+        """Move to *state*, setting what is given; ``fresh`` first forgets the last outcome.
+
+        Leaving the resource-holding states drops the resource and its closer, unless
+        they are given. The ready index follows in the same step.
+        """
+        if fresh:
+            self._clear_outcome()
+        if state in (_S.FAILED, _S.READY) and self.state in (_S.PENDING, _S.STARTING, _S.FAILED):
+            self.ended_at = time.monotonic()  # a start (or a recovery) ended
+        if state is _S.STARTING:
+            self.started_at = time.monotonic()
+            self.ended_at = None
+        if state not in HOLDING and state is not _S.STOPPING:
+            self.resource, self.closer = None, None
+        if resource is not _KEEP:
+            self.resource = resource
+        if closer is not _KEEP:
+            self.closer = closer
+        if error is not _KEEP:
+            self.error = error
+        if error_code is not _KEEP:
+            self.error_code = error_code
+        if reason is not _KEEP:
+            self.reason = reason
+        if state is _S.READY and self.state is not _S.UNHEALTHY:
+            self.probe.passed_now()
+        self.state = state
+        self.publish()
+        if state is _S.READY:
+            self._notify()
+
+    def publish(self) -> None:
+        """Make the ready index say the truth: the override, else this slot when ready, else nothing."""
+        override = self._overrides.get(self.name)
+        if override is not None:
+            self._index[self.name] = override
+        elif self.state is _S.READY:
+            self._index[self.name] = self
+        else:
+            self._index.pop(self.name, None)
+
+    def forget(self) -> None:
+        """Drop every loop-bound object without closing anything (their event loop is gone)."""
+        self.task = self.recovery = self.stop_task = None
+        self.probe.inflight = None
+        self.transition(_S.PENDING, resource=None, closer=None, fresh=True)
+
+    def after_fork(self, orphans: list[Any]) -> bool:
+        """In a forked child: keep a resource only when the component can hand one over; ``False`` if dropped.
+
+        The parent's objects go to *orphans*, kept alive so that collecting them in the
+        child never closes sockets the parent still uses.
+        """
+        self.task = self.recovery = self.stop_task = None
+        self.probe.inflight = None
+        if self.state not in HOLDING:
+            return True
+        old = self.resource
+        orphans.append(old)
+        new = None
+        if self.state is _S.READY:
+            try:
+                new = self.component.after_fork(old)
+            except Exception:
+                new = None
+        if new is None:
+            self.transition(_S.PENDING, resource=None, closer=None)
+            return False
+        stop = self.component.stop
+
+        async def close(reason: str | None) -> None:
+            await stop(new)
+
+        self.transition(_S.READY, resource=new, closer=close)
+        return True
+
+    # -- views ---------------------------------------------------------------------------------
+
+    def health(self) -> ComponentHealth:
+        """This component's entry in a readiness report."""
+        state, probe, comp = self.state, self.probe, self.component
+        up = probe.healthy if state is _S.READY else state is _S.DISABLED
+        status: HealthStatus = "pass" if up else ("fail" if comp.required else "warn")
+        # A running component reports its last probe's code; any other one why it is not running.
+        code = probe.error_code if state in HOLDING else (None if up else self.error_code or state.value)
+        return ComponentHealth(
+            name=self.name,
+            status=status,
+            state=state,
+            required=comp.required,
+            kind=comp.kind,
+            checked_at=probe.checked_at,
+            latency=probe.latency,
+            consecutive_failures=probe.failures,
+            error_code=code,
+        )
+
+    def result(self, base: float) -> ComponentResult:
+        """This component's row in a startup report whose time starts at *base*."""
+        offset = duration = None
+        if self.started_at is not None:
+            offset = max(0.0, self.started_at - base)
+            finish = self.ended_at if self.ended_at is not None else time.monotonic()
+            duration = finish - self.started_at
+        return ComponentResult(
+            name=self.name,
+            state=self.state,
+            required=self.component.required,
+            attempts=self.attempts,
+            start_offset=offset,
+            duration=duration,
+            error=self.error,
+            error_code=self.error_code,
+            reason=self.reason,
+        )
+
+    def snapshot(self) -> ComponentSnapshot:
+        comp, probe = self.component, self.probe
+        pool: dict[str, int] | None = None
+        if self.state in HOLDING:
+            try:
+                pool = comp.pool_stats(self.resource)
+            except Exception:  # a pool mid-teardown must not break a metrics scrape
+                pool = None
+        duration = None
+        if self.started_at is not None and self.ended_at is not None:
+            duration = self.ended_at - self.started_at
+        return ComponentSnapshot(
+            name=self.name,
+            state=self.state,
+            required=comp.required,
+            kind=comp.kind,
+            requires=tuple(comp.requires),
+            has_resource=self.state in HOLDING,
+            attempts=self.attempts,
+            start_duration=duration,
+            error=self.error,
+            error_code=self.error_code,
+            reason=self.reason,
+            health=self.health(),
+            checks=ProbeStats(
+                count=probe.count,
+                latency_sum=probe.latency_sum,
+                buckets=tuple(probe.buckets),
+                failures_by_code=MappingProxyType(dict(probe.failures_by_code)),
+            ),
+            pool=None if pool is None else MappingProxyType(dict(pool)),
+        )
+
+
+class AttemptTimeout(OwnMessage, TimeoutError):
+    """infraboot's own deadline for one attempt (or one stop) expired: not a driver's timeout."""
+
+
+async def open_attempt(
+    slot: Slot, number: int, limit: float | None, resources: Mapping[str, Any], abandoned: TaskSet
+) -> tuple[Any, Closer]:
+    """Start attempt *number* of *slot*'s component, in a task of its own, within its timeout and *limit*.
+
+    A setup that ignores its cancellation cannot stretch the deadline: the caller gets
+    :class:`AttemptTimeout` on time, the attempt is abandoned, and should it still
+    produce a resource, that resource is closed as soon as it appears.
+    """
+    comp = slot.component
+    slot.attempts = number
+    budget = comp.timeout
+    if limit is not None:
+        remaining = limit - time.monotonic()
+        if remaining <= 0:
+            msg = "the startup deadline passed before this attempt could begin"
+            raise OutOfTime(msg)
+        budget = min(budget, remaining)
+    try:
+        return await run_within(
+            comp._open(Context(slot.name, resources, number)),
+            budget,
+            name=f"infraboot-attempt-{slot.name}",
+            abandoned=abandoned,
+            on_late_result=functools.partial(_close_late, slot.name, comp.stop_timeout, abandoned),
+        )
+    except DeadlineExceeded as exc:
+        note = "; it ignored cancellation and was abandoned" if exc.abandoned else ""
+        if exc.abandoned:
+            event(logging.WARNING, "attempt_abandoned", slot.name, attempt=number, budget=budget)
+        msg = f"no answer within {budget:.3g}s (attempt {number}){note}"
+        raise AttemptTimeout(msg) from None
+    except Exception:
+        raise_if_cancelled()
+        raise
+
+
+async def _close_late(name: str, budget: float, abandoned: TaskSet, opened: tuple[Any, Closer]) -> None:
+    """Release what an abandoned attempt produced after its deadline: nobody will ever use it."""
+    _, closer = opened
+    try:
+        await run_within(
+            closer("the start finished after its deadline"),
+            budget,
+            name=f"infraboot-close-late-{name}",
+            abandoned=abandoned,
+        )
+    except Exception as exc:
+        event(logging.WARNING, "late_resource_close_failed", name, error=describe(exc))
+    else:
+        event(logging.INFO, "late_resource_closed", name)
