@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 
-__all__ = ["count_problem", "seconds_problem"]
+__all__ = ["count_problem", "seconds_problem", "system_settings_problems"]
 
 
 def seconds_problem(
@@ -31,3 +31,20 @@ def count_problem(field: str, value: object, *, minimum: int = 0, example: str |
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
         return f"{field}={value!r}: must be a whole number >= {minimum}, e.g. {example or f'{field}=3'}"
     return None
+
+
+def system_settings_problems(given: dict[str, object]) -> list[str]:
+    """Every problem of the :class:`SystemInitializer` settings in *given*, one line each."""
+    problems: list[str] = []
+    for key, value in given.items():
+        if key in ("startup_timeout", "check_interval"):
+            problem = seconds_problem(key, value, allow_none=True)
+        elif key in ("failure_threshold", "success_threshold"):
+            problem = count_problem(key, value, minimum=1, example=f"{key}=1")
+        elif key == "recovery":
+            problem = None if isinstance(value, bool) else f"recovery={value!r} must be True or False"
+        else:
+            problem = seconds_problem(key, value)
+        if problem:
+            problems.append(problem)
+    return problems

@@ -63,6 +63,34 @@ class Monitor:
         self._tasks = tasks
         self._on_recovered = on_recovered
         self._loop_task: asyncio.Task[None] | None = None
+        self._waiters: set[asyncio.Future[None]] = set()
+
+    # -- waiting for readiness ------------------------------------------------------------------
+
+    def notify(self) -> None:
+        """A component became ready: wake everyone in :meth:`wait_ready` to look again."""
+        for fut in self._waiters:
+            if not fut.done():
+                fut.set_result(None)
+
+    async def wait_ready(self, names: list[str], timeout: float | None) -> bool:  # noqa: ASYNC109 - answers False at the timeout
+        """``True`` once every one of *names* is ready; ``False`` at the *timeout*. Leaves no waiter behind."""
+        loop = asyncio.get_running_loop()
+        end = None if timeout is None else time.monotonic() + timeout
+        while any(self._slots[n].state is not _S.READY for n in names):
+            fut: asyncio.Future[None] = loop.create_future()
+            self._waiters.add(fut)
+            try:
+                if await wait_until((fut,), end):
+                    return False
+            finally:
+                self._waiters.discard(fut)
+        return True
+
+    @property
+    def waiting(self) -> int:
+        """How many :meth:`wait_ready` calls are waiting now."""
+        return len(self._waiters)
 
     # -- readiness ------------------------------------------------------------------------------
 
@@ -137,6 +165,13 @@ class Monitor:
 
     # -- the monitor ----------------------------------------------------------------------------
 
+    def after_startup(self, closure: list[str]) -> None:
+        """A startup call succeeded: recover what failed in it, and keep the monitor running."""
+        for n in closure:
+            if self._slots[n].state is _S.FAILED:
+                self.start_recovery(self._slots[n])
+        self.start()
+
     def start(self) -> None:
         interval = self._settings.check_interval
         if interval is None or (self._loop_task is not None and not self._loop_task.done()):
@@ -152,6 +187,7 @@ class Monitor:
 
     def forget(self) -> None:
         self._loop_task = None
+        self._waiters.clear()
 
     # -- recovery -------------------------------------------------------------------------------
 

@@ -23,6 +23,7 @@ from ._log import event
 from ._report import ComponentResult, ComponentSnapshot, ProbeStats
 from ._retry import OutOfTime
 from ._state import ComponentState
+from .exceptions import ComponentUnavailableError, NotInitializedError
 
 __all__ = ["HOLDING", "UNAVAILABLE", "AttemptTimeout", "Override", "Probe", "Slot", "open_attempt"]
 
@@ -255,6 +256,24 @@ class Slot:
         return True
 
     # -- views ---------------------------------------------------------------------------------
+
+    def not_ready_error(self) -> Exception:
+        """What ``get()`` raises for this component when it is not ready, naming the way out."""
+        name, state = self.name, self.state
+        if state in UNAVAILABLE:
+            return ComponentUnavailableError(
+                f"component {name!r} is unavailable ({state.value}: {self.error or self.reason}); "
+                "take the degraded path, or check the startup report for the cause",
+                component=name,
+            )
+        if state in (_S.STOPPING, _S.STOPPED):
+            return NotInitializedError(
+                f"component {name!r} was shut down; "
+                f"call await infraboot.ensure_initialized([{name!r}]) to start it again"
+            )
+        return NotInitializedError(
+            f"component {name!r} is {state.value}, not ready; call await infraboot.ensure_initialized([{name!r}]) first"
+        )
 
     def health(self) -> ComponentHealth:
         """This component's entry in a readiness report."""

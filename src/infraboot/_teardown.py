@@ -1,0 +1,161 @@
+"""Stopping components: dependents first, each teardown once, everything within a deadline.
+
+A teardown runs in a task of its own under ``min(stop_timeout, what is left of the
+deadline)``; one that hangs or ignores its cancellation is abandoned and named in the
+report. A component already being stopped (by a concurrent ``shutdown()`` or
+``stop()``) is not stopped again: the second caller shares the first one's stop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable, Mapping, Sequence
+from types import MappingProxyType
+
+from . import _graph
+from ._deadlines import ABANDON_GRACE, DeadlineExceeded, TaskSet, cancel_until_done, run_within, wait_until
+from ._errors import describe
+from ._log import event
+from ._report import ShutdownReport, StopResult
+from ._slot import HOLDING, Slot
+from ._state import ComponentState
+
+__all__ = ["Teardown"]
+
+_S = ComponentState
+
+
+class Teardown:
+    """The stopping side of one system."""
+
+    def __init__(
+        self,
+        slots: Mapping[str, Slot],
+        graph: Callable[[], Mapping[str, Sequence[str]]],
+        tasks: TaskSet,
+        on_stopped: Callable[[Slot], None],
+    ) -> None:
+        self._slots = slots
+        self._graph = graph
+        self._tasks = tasks
+        self._on_stopped = on_stopped
+
+    def running(self, names: Sequence[str] | None = None) -> list[str]:
+        """Of *names* (all when ``None``): those holding a resource or being stopped, in registration order."""
+        wanted = None if names is None else set(names)
+        return [
+            n
+            for n, s in self._slots.items()
+            if (wanted is None or n in wanted)
+            and (s.state in HOLDING or (s.stop_task is not None and not s.stop_task.done()))
+        ]
+
+    async def rollback(
+        self,
+        closure: list[str],
+        deadline: float,
+        *,
+        alone: Callable[[str], bool],
+        promised: Callable[[str], bool],
+        failed: str | None,
+    ) -> None:
+        """Undo one startup call: cut off the starts only it asked for (*alone*), let other callers'
+        starts finish, then stop what it started and nobody was *promised*, dependents first."""
+        slots = self._slots
+        ours = [t for n in closure if (t := slots[n].task) is not None and not t.done() and alone(n)]
+        for task in await cancel_until_done(ours, ABANDON_GRACE):
+            self._tasks.adopt(task)  # type: ignore[arg-type]
+        in_flight = [t for n in closure if (t := slots[n].task) is not None and not t.done()]
+        if in_flight:
+            await wait_until(in_flight, deadline)
+        victims = [n for n in closure if slots[n].state is _S.READY and not promised(n) and alone(n)]
+        if victims:
+            event(logging.WARNING, "rollback_begin", components=",".join(victims))
+            reason = f"rollback: required component {failed!r} failed" if failed else "rollback: startup was cancelled"
+            await self.stop_many(victims, deadline, reason=reason)
+
+    async def stop_many(self, names: list[str], deadline: float, *, reason: str | None = None) -> ShutdownReport:
+        """Stop *names*, each after everything among them that requires it, all within *deadline*."""
+        t0 = time.monotonic()
+        wanted = set(names)
+        graph = self._graph()
+        required_by: dict[str, list[str]] = {n: [] for n in wanted}
+        for n in wanted:
+            for r in graph[n]:
+                if r in wanted:
+                    required_by[r].append(n)
+        tasks: dict[str, asyncio.Task[StopResult]] = {}
+        # Dependents first: reversed closure order puts every dependent before what it requires.
+        order = [n for n in reversed(_graph.closure(names, graph)) if n in wanted]
+        for n in order:
+            tasks[n] = self._stop_task(self._slots[n], [tasks[d] for d in required_by[n]], deadline, reason)
+        pending = await wait_until(tasks.values(), deadline + 2 * ABANDON_GRACE)
+        if pending:  # only if a stop task itself is stuck: never wait on it past the bound
+            for task in await cancel_until_done(pending, ABANDON_GRACE):
+                self._tasks.adopt(task)  # type: ignore[arg-type]
+        results: list[StopResult] = []
+        errors: dict[str, str] = {}
+        budget = deadline - t0
+        for n in order:
+            task = tasks[n]
+            if task.done() and not task.cancelled():
+                result = task.result()
+            else:
+                result = StopResult(n, time.monotonic() - t0, f"shutdown_timeout ({budget:.3g}s) exceeded; abandoned")
+                self._finish(self._slots[n])
+                event(logging.ERROR, "component_stop_failed", n, error=result.error)
+            results.append(result)
+            if result.error:
+                errors[n] = result.error
+        return ShutdownReport(stopped=tuple(results), duration=time.monotonic() - t0, errors=MappingProxyType(errors))
+
+    def _stop_task(
+        self, slot: Slot, dependents: list[asyncio.Task[StopResult]], deadline: float, reason: str | None
+    ) -> asyncio.Task[StopResult]:
+        """The stop of *slot*: the one in flight, or a new one. A teardown never runs twice."""
+        task = slot.stop_task
+        if task is None or task.done():
+            task = asyncio.get_running_loop().create_task(
+                self._stop_one(slot, dependents, deadline, reason), name=f"infraboot-stop-{slot.name}"
+            )
+            slot.stop_task = task
+        return task
+
+    async def _stop_one(
+        self, slot: Slot, dependents: list[asyncio.Task[StopResult]], deadline: float, reason: str | None
+    ) -> StopResult:
+        if dependents:
+            await wait_until(dependents, deadline)
+        comp = slot.component
+        closer = slot.closer
+        slot.transition(_S.STOPPING)  # get() refuses from here on; the resource stays until the closer ran
+        event(logging.DEBUG, "component_stopping", slot.name)
+        t0 = time.monotonic()
+        error = code = None
+        budget = min(comp.stop_timeout, deadline - t0)
+        try:
+            if budget <= 0:
+                error, code = "shutdown_timeout was used up before this component could stop", "timeout"
+            elif closer is not None:
+                await run_within(closer(reason), budget, name=f"infraboot-teardown-{slot.name}", abandoned=self._tasks)
+        except DeadlineExceeded as exc:
+            which = "stop_timeout" if budget >= comp.stop_timeout else "shutdown_timeout"
+            error, code = f"stop did not finish within {which}={budget:.3g}s", "timeout"
+            if exc.abandoned:
+                error += "; it ignored cancellation and was abandoned"
+        except Exception as exc:  # teardown carries on: log with the name, collect, go on
+            error, code = describe(exc), comp.classify(exc)
+        finally:
+            self._finish(slot)
+        duration = time.monotonic() - t0
+        if error is None:
+            event(logging.INFO, "component_stopped", slot.name, duration=duration)
+        else:
+            event(logging.ERROR, "component_stop_failed", slot.name, error_code=code, error=error)
+        return StopResult(slot.name, duration, error)
+
+    def _finish(self, slot: Slot) -> None:
+        slot.transition(_S.STOPPED, resource=None, closer=None)
+        self._on_stopped(slot)
