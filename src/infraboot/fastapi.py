@@ -42,8 +42,10 @@ __all__ = [
     "ProbeMiddleware",
     "RedisClient",
     "System",
+    "database_session",
     "health_router",
     "lifespan",
+    "redis_client",
     "system_of",
 ]
 

@@ -1,0 +1,456 @@
+"""The engine's bounds hold whatever a component does: deadlines, single teardowns, no leftovers."""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import time
+from collections.abc import AsyncIterator, Callable
+
+import pytest
+
+import infraboot
+from infraboot import (
+    ComponentState,
+    ConfigError,
+    NotInitializedError,
+    StartupError,
+    SystemInitializer,
+    UnknownComponentError,
+)
+
+S = ComponentState
+
+
+class Stubborn:
+    """Work that ignores cancellation, as some drivers do inside their own timeouts, until released."""
+
+    def __init__(self) -> None:
+        self.released = asyncio.Event()
+        self.cancels = 0
+
+    async def hold(self, limit: float = 15.0) -> None:
+        end = time.monotonic() + limit
+        while not self.released.is_set() and time.monotonic() < end:
+            try:
+                await asyncio.sleep(0.02)
+            except asyncio.CancelledError:
+                self.cancels += 1
+
+
+async def eventually(condition: Callable[[], bool], timeout: float = 5.0) -> None:
+    end = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < end, "condition not met in time"
+        await asyncio.sleep(0.005)
+
+
+def infraboot_tasks() -> list[str]:
+    return sorted(n for t in asyncio.all_tasks() if not t.done() and (n := t.get_name()).startswith("infraboot-"))
+
+
+# -- shutdown -------------------------------------------------------------------------------------
+
+
+async def test_shutdown_returns_within_its_timeout_when_a_teardown_ignores_cancellation() -> None:
+    """shutdown(timeout=T) returns within T + 1 s and names the component that did not stop."""
+    stubborn = Stubborn()
+
+    @infraboot.component("sticky", stop_timeout=60)
+    async def sticky(ctx: infraboot.Context) -> AsyncIterator[str]:
+        yield "s"
+        await stubborn.hold()
+
+    @infraboot.component("fine")
+    async def fine(ctx: infraboot.Context) -> AsyncIterator[str]:
+        yield "f"
+
+    system = SystemInitializer([sticky, fine])
+    await system.initialize_all()
+    t0 = time.monotonic()
+    report = await system.shutdown(timeout=1.0)
+    elapsed = time.monotonic() - t0
+    stubborn.released.set()
+
+    assert elapsed < 1.0 + 1.0
+    assert ["sticky"] == list(report.errors)
+    assert "ignored cancellation" in report.errors["sticky"]
+    assert (S.STOPPED, S.STOPPED) == (system.state("sticky"), system.state("fine"))
+    assert stubborn.cancels >= 1
+
+
+async def test_cancelling_shutdown_returns_within_a_second() -> None:
+    """A shutdown() call that is cancelled gives up waiting within 1 s; the shutdown goes on, bounded."""
+    stubborn = Stubborn()
+
+    @infraboot.component("sticky", stop_timeout=60)
+    async def sticky(ctx: infraboot.Context) -> AsyncIterator[str]:
+        yield "s"
+        await stubborn.hold()
+
+    system = SystemInitializer([sticky], shutdown_timeout=30)
+    await system.initialize_all()
+    call = asyncio.create_task(system.shutdown())
+    await eventually(lambda: system.state("sticky") is S.STOPPING)
+    t0 = time.monotonic()
+    call.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await call
+    cancelled_in = time.monotonic() - t0
+    stubborn.released.set()
+    report = await system.shutdown()  # joins the shutdown still running
+
+    assert cancelled_in < 1.0
+    assert report.ok
+    assert S.STOPPED == system.state("sticky")
+
+
+async def test_concurrent_shutdowns_and_stops_run_each_teardown_once() -> None:
+    """Lifespan, signal handler and user code stopping at once: every teardown runs exactly once."""
+    stops: list[str] = []
+    gate = asyncio.Event()
+
+    def make(name: str, requires: tuple[str, ...] = ()) -> infraboot.Component[str]:
+        @infraboot.component(name, requires=requires)
+        async def comp(ctx: infraboot.Context) -> AsyncIterator[str]:
+            yield name
+            await gate.wait()
+            stops.append(name)
+
+        return comp
+
+    system = SystemInitializer([make("a"), make("b", ("a",)), make("c")])
+    await system.initialize_all()
+    calls = [
+        asyncio.create_task(system.shutdown()),
+        asyncio.create_task(system.stop(["a"])),
+        asyncio.create_task(system.shutdown()),
+        asyncio.create_task(system.stop(["c", "b"])),
+        asyncio.create_task(system.shutdown()),
+    ]
+    await eventually(lambda: all(system.state(n) is S.STOPPING for n in "bc"))
+    gate.set()
+    results = await asyncio.gather(*calls)
+
+    assert ["a", "b", "c"] == sorted(stops)
+    assert results[0] is results[2] is results[4]
+    assert all(r.ok for r in results)
+
+
+# -- startup --------------------------------------------------------------------------------------
+
+
+async def test_a_setup_that_ignores_cancellation_cannot_stretch_its_timeout() -> None:
+    """timeout=0.5, retries=0: the caller hears at the deadline; the resource made late is closed."""
+    stubborn = Stubborn()
+    closed: list[str | None] = []
+
+    @infraboot.component("slow", timeout=0.5, retries=0)
+    async def slow(ctx: infraboot.Context) -> AsyncIterator[str]:
+        await stubborn.hold()
+        yield "late"
+        closed.append(ctx.stop_reason)
+
+    system = SystemInitializer([slow])
+    t0 = time.monotonic()
+    with pytest.raises(StartupError, match="abandoned") as info:
+        await system.initialize_all()
+    elapsed = time.monotonic() - t0
+    stubborn.released.set()
+    await eventually(lambda: bool(closed))
+
+    assert elapsed < 0.5 + 1.0
+    assert ("timeout", S.FAILED) == (info.value.report.components["slow"].error_code, system.state("slow"))
+    assert closed[0] is not None
+    assert "after its deadline" in closed[0]
+
+
+async def test_startup_timeout_holds_against_a_setup_that_ignores_cancellation() -> None:
+    """startup_timeout=1 with a stubborn setup whose own timeout is 10 s: StartupError after about 1 s."""
+    stubborn = Stubborn()
+
+    @infraboot.component("slow", timeout=10, retries=0)
+    async def slow(ctx: infraboot.Context) -> AsyncIterator[str]:
+        await stubborn.hold()
+        yield "late"
+
+    system = SystemInitializer([slow], startup_timeout=1.0)
+    t0 = time.monotonic()
+    with pytest.raises(StartupError):
+        await system.initialize_all()
+    elapsed = time.monotonic() - t0
+    stubborn.released.set()
+    await system.shutdown()
+
+    assert elapsed < 1.0 + 1.0
+
+
+async def test_a_stubborn_optional_component_does_not_hold_up_the_others() -> None:
+    """Only the stubborn component waits out its own timeout; its neighbours start as usual."""
+    stubborn = Stubborn()
+
+    @infraboot.component("slow", required=False, timeout=0.3, retries=0)
+    async def slow(ctx: infraboot.Context) -> AsyncIterator[str]:
+        await stubborn.hold()
+        yield "late"
+
+    @infraboot.component("quick")
+    async def quick(ctx: infraboot.Context) -> AsyncIterator[str]:
+        yield "q"
+
+    system = SystemInitializer([slow, quick], recovery=False)
+    t0 = time.monotonic()
+    report = await system.initialize_all()
+    elapsed = time.monotonic() - t0
+    stubborn.released.set()
+    await system.shutdown()
+
+    assert elapsed < 0.3 + 1.0
+    assert ("degraded", S.READY) == (report.status, report.components["quick"].state)
+
+
+async def test_each_start_attempt_runs_in_a_task_of_its_own() -> None:
+    """The attempt is not the caller's task, so the caller can always walk away at the deadline."""
+    seen: list[str] = []
+
+    @infraboot.component("where")
+    async def where(ctx: infraboot.Context) -> AsyncIterator[str]:
+        task = asyncio.current_task()
+        assert task is not None
+        seen.append(task.get_name())
+        yield "w"
+
+    caller = asyncio.current_task()
+    assert caller is not None
+    async with SystemInitializer([where]):
+        pass
+
+    assert ["infraboot-attempt-where"] == seen
+    assert caller.get_name() not in seen
+
+
+# -- waiting, recovery ------------------------------------------------------------------------------
+
+
+async def test_timed_out_wait_ready_calls_leave_no_waiter_behind() -> None:
+    """10,000 wait_ready() calls that time out leave no pending future behind."""
+
+    @infraboot.component("never", required=False, retries=0)
+    async def never(ctx: infraboot.Context) -> AsyncIterator[str]:
+        raise ConnectionRefusedError("down")
+        yield "unreachable"
+
+    def pending_futures() -> int:
+        gc.collect()
+        return sum(1 for o in gc.get_objects() if isinstance(o, asyncio.Future) and not o.done())
+
+    system = SystemInitializer([never], recovery=False, check_interval=None)
+    await system.initialize_all()
+    before = pending_futures()
+    answers = await asyncio.gather(*(system.wait_ready(["never"], timeout=0.01) for _ in range(10_000)))
+    after = pending_futures()
+    await system.shutdown()
+
+    assert not any(answers)
+    assert after <= before
+
+
+async def test_recovery_makes_no_attempt_after_an_error_startup_does_not_retry() -> None:
+    """A ConfigError cannot heal by waiting: the component stays failed, with that reason, and is not retried."""
+    starts: list[int] = []
+
+    @infraboot.component("misconfigured", required=False)
+    async def misconfigured(ctx: infraboot.Context) -> AsyncIterator[str]:
+        starts.append(ctx.attempt)
+        raise ConfigError("CACHE_URL is wrong")
+        yield "unreachable"
+
+    with infraboot.set_testing(attempts=3):
+        system = SystemInitializer([misconfigured], check_interval=0.01)
+        await system.initialize_all()
+        running = infraboot_tasks()
+        health = await system.health(fresh=True)
+        await system.shutdown()
+
+    assert [1] == starts
+    assert "infraboot-recover-misconfigured" not in running
+    assert ("warn", "config") == (health.status, health.components["misconfigured"].error_code)
+
+
+async def test_recovery_stops_when_the_error_turns_non_retryable() -> None:
+    """Refused (retryable) at startup, then an auth-like error in the background: recovery gives up on it."""
+    errors: list[Exception] = [ConnectionRefusedError("down"), PermissionError("bad password")]
+    starts: list[int] = []
+
+    class Picky(infraboot.Component[str]):
+        name = "picky"
+        required = False
+
+        async def start(self, ctx: infraboot.Context) -> str:
+            starts.append(ctx.attempt)
+            raise errors[min(len(starts), len(errors)) - 1]
+
+        def is_retryable(self, exc: Exception) -> bool:
+            return not isinstance(exc, PermissionError)
+
+    with infraboot.set_testing():
+        system = SystemInitializer([Picky()])
+        await system.initialize_all()
+        await eventually(lambda: "infraboot-recover-picky" not in infraboot_tasks())
+        tried = list(starts)
+        state = system.state("picky")
+        await system.shutdown()
+
+    assert [1, 2] == tried
+    assert S.FAILED == state
+
+
+# -- names, graph, seams ----------------------------------------------------------------------------
+
+
+async def test_an_unknown_name_is_the_same_error_everywhere() -> None:
+    """Every method that takes names says 'unknown component' with a suggestion, as one exception type."""
+
+    @infraboot.component("cache")
+    async def cache(ctx: infraboot.Context) -> AsyncIterator[str]:
+        yield "c"
+
+    system = SystemInitializer([cache])
+    errors: list[UnknownComponentError] = []
+    for call in (
+        lambda: system.ensure_initialized(["cahce"]),
+        lambda: system.stop(["cahce"]),
+        lambda: system.wait_ready(["cahce"], timeout=0.1),
+    ):
+        with pytest.raises(UnknownComponentError) as info:
+            await call()
+        errors.append(info.value)
+    for sync_call in (lambda: system.get("cahce"), lambda: system.state("cahce"), lambda: system.override("cahce", 1)):
+        with pytest.raises(UnknownComponentError) as info:
+            with sync_call():  # type: ignore[attr-defined]
+                pass
+        errors.append(info.value)
+
+    assert 6 == len(errors)
+    assert {"cache"} == {e.suggestion for e in errors}
+    assert all(isinstance(e, NotInitializedError) and isinstance(e, infraboot.DependencyError) for e in errors)
+
+
+async def test_a_bare_string_is_refused_by_every_method_that_takes_names() -> None:
+    """stop('cache') is refused as ensure_initialized('cache') is: a string is not a list of names."""
+
+    @infraboot.component("cache")
+    async def cache(ctx: infraboot.Context) -> AsyncIterator[str]:
+        yield "c"
+
+    system = SystemInitializer([cache])
+    for call in (system.ensure_initialized, system.stop, system.wait_ready):
+        with pytest.raises(ConfigError, match=r"pass a list of names"):
+            await call("cache")  # type: ignore[operator]
+
+
+async def test_a_dependency_chain_thousands_deep_starts_and_stops_in_order() -> None:
+    """No recursion anywhere: a 2,000-deep chain starts requirements first and stops them last."""
+    order: list[int] = []
+
+    def link(i: int) -> infraboot.Component[int]:
+        @infraboot.component(f"n{i}", requires=[f"n{i - 1}"] if i else [])
+        async def comp(ctx: infraboot.Context) -> AsyncIterator[int]:
+            yield i
+            order.append(i)
+
+        return comp
+
+    system = SystemInitializer([link(i) for i in range(2000)])
+    report = await system.ensure_initialized(["n1999"])
+    await system.shutdown()
+
+    assert "ok" == report.status
+    assert list(range(1999, -1, -1)) == order
+
+
+def test_a_name_with_a_trailing_newline_is_refused() -> None:
+    """'redis\\n' is not a name: the pattern must match the whole string."""
+    with pytest.raises(ConfigError, match="name="):
+        infraboot.Component("redis\n")
+
+
+async def test_override_restores_the_truth_when_the_component_was_stopped_inside() -> None:
+    """After the block, get() follows the component's state, not the value seen when the block began."""
+
+    @infraboot.component("redis")
+    async def redis(ctx: infraboot.Context) -> AsyncIterator[object]:
+        yield object()
+
+    system = SystemInitializer([redis])
+    await system.initialize_all()
+    with system.override("redis", "fake"):
+        assert "fake" == system.get("redis")
+        await system.stop(["redis"])
+        assert "fake" == system.get("redis")
+    with pytest.raises(NotInitializedError, match="was shut down"):
+        system.get("redis")
+    with system.override("redis", "fake"):
+        await system.ensure_initialized(["redis"])
+    live = system.get("redis")
+    await system.shutdown()
+
+    assert "fake" != live
+    assert S.STOPPED == system.state("redis")
+
+
+async def test_snapshot_is_a_frozen_view_of_every_component() -> None:
+    """snapshot() tells state, requirement, resource presence and last probe without probing."""
+
+    @infraboot.component("a")
+    async def a(ctx: infraboot.Context) -> AsyncIterator[str]:
+        yield "a"
+
+    @infraboot.component("b", requires=["a"], required=False)
+    async def b(ctx: infraboot.Context) -> AsyncIterator[str]:
+        raise ConnectionRefusedError("down")
+        yield "b"
+
+    with infraboot.set_testing():
+        system = SystemInitializer([a, b], recovery=False)
+        await system.initialize_all()
+        snap = system.snapshot()
+        await system.shutdown()
+
+    assert (S.READY, True, True) == (snap["a"].state, snap["a"].required, snap["a"].has_resource)
+    assert (S.FAILED, False, "refused", ("a",)) == (
+        snap["b"].state,
+        snap["b"].has_resource,
+        snap["b"].error_code,
+        snap["b"].requires,
+    )
+    assert "pass" == snap["a"].health.status
+    with pytest.raises(AttributeError):
+        snap["a"].state = S.FAILED  # type: ignore[misc]
+
+
+async def test_teardown_learns_it_runs_in_a_rollback() -> None:
+    """ctx.stop_reason is None for an ordinary stop and names the failure in a rollback."""
+    reasons: list[str | None] = []
+
+    @infraboot.component("a")
+    async def a(ctx: infraboot.Context) -> AsyncIterator[str]:
+        yield "a"
+        reasons.append(ctx.stop_reason)
+
+    @infraboot.component("db", requires=["a"], retries=0)
+    async def db(ctx: infraboot.Context) -> AsyncIterator[str]:
+        raise ConnectionRefusedError("down")
+        yield "db"
+
+    system = SystemInitializer([a, db])
+    with pytest.raises(StartupError):
+        await system.initialize_all()
+    await system.ensure_initialized(["a"])
+    await system.shutdown()
+
+    assert 2 == len(reasons)
+    assert reasons[0] is not None
+    assert "rollback" in reasons[0]
+    assert "'db'" in reasons[0]
+    assert reasons[1] is None
