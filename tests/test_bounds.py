@@ -326,9 +326,8 @@ async def test_an_unknown_name_is_the_same_error_everywhere() -> None:
             await call()
         errors.append(info.value)
     for sync_call in (lambda: system.get("cahce"), lambda: system.state("cahce"), lambda: system.override("cahce", 1)):
-        with pytest.raises(UnknownComponentError) as info:
-            with sync_call():  # type: ignore[attr-defined]
-                pass
+        with pytest.raises(UnknownComponentError) as info, sync_call():  # type: ignore[attr-defined]
+            pass
         errors.append(info.value)
 
     assert 6 == len(errors)
@@ -454,3 +453,152 @@ async def test_teardown_learns_it_runs_in_a_rollback() -> None:
     assert "rollback" in reasons[0]
     assert "'db'" in reasons[0]
     assert reasons[1] is None
+
+
+# -- races found in review ------------------------------------------------------------------------
+
+
+class Counted(infraboot.Component[str]):
+    """Hands out res0, res1, ...; records what it opened and closed."""
+
+    def __init__(self, name: str = "x", *, stop_delay: float = 0.0, **options: object) -> None:
+        super().__init__(name, **options)  # type: ignore[arg-type]
+        self.opened: list[str] = []
+        self.closed: list[str] = []
+        self.stop_delay = stop_delay
+
+    async def start(self, ctx: infraboot.Context) -> str:
+        resource = f"res{len(self.opened)}"
+        self.opened.append(resource)
+        return resource
+
+    async def stop(self, resource: str) -> None:
+        await asyncio.sleep(self.stop_delay)
+        self.closed.append(resource)
+
+
+async def test_a_start_during_a_stop_waits_for_it_and_keeps_its_new_resource() -> None:
+    """ensure_initialized() while stop() runs: the stop ends first, the new resource stays ready and is closed later."""
+    comp = Counted(stop_delay=0.2, retries=0)
+    system = SystemInitializer([comp], check_interval=None)
+    await system.initialize_all()
+    stopping = asyncio.create_task(system.stop(["x"]))
+    await eventually(lambda: system.state("x") is S.STOPPING)
+    await system.ensure_initialized(["x"])
+    await stopping
+    after_stop = (system.state("x"), system.get("x"))
+    await system.shutdown()
+
+    assert (S.READY, "res1") == after_stop
+    assert ["res0", "res1"] == comp.closed
+
+
+async def test_a_startup_overtaken_by_shutdown_does_not_claim_the_system_running() -> None:
+    """shutdown() during ensure_initialized(): the call says so, and nothing is left running afterwards."""
+
+    class Slow(infraboot.Component[str]):
+        name = "slow"
+        required = False
+        retries = 0
+
+        async def start(self, ctx: infraboot.Context) -> str:
+            await asyncio.sleep(0.3)
+            return "s"
+
+    system = SystemInitializer([Slow()], check_interval=0.05)
+    starting = asyncio.create_task(system.initialize_all())
+    await eventually(lambda: system.state("slow") is S.STARTING)
+    await system.shutdown(timeout=2)
+    with pytest.raises(NotInitializedError, match="shutdown"):
+        await starting
+
+    assert ("stopped", []) == (system.phase, infraboot_tasks())
+    assert S.FAILED == system.state("slow")
+
+
+async def test_joining_a_shutdown_keeps_its_own_timeout() -> None:
+    """A second shutdown(timeout=0.5) while a longer one runs returns within its own budget, naming what still stops."""
+    stubborn = Stubborn()
+
+    @infraboot.component("sticky", stop_timeout=10)
+    async def sticky(ctx: infraboot.Context) -> AsyncIterator[str]:
+        yield "s"
+        await stubborn.hold()
+
+    system = SystemInitializer([sticky], check_interval=None)
+    await system.initialize_all()
+    first = asyncio.create_task(system.shutdown(timeout=3))
+    await eventually(lambda: system.state("sticky") is S.STOPPING)
+    t0 = time.monotonic()
+    joined = await system.shutdown(timeout=0.5)
+    elapsed = time.monotonic() - t0
+    stubborn.released.set()
+    await first
+
+    assert elapsed < 0.5 + 1.0
+    assert ["sticky"] == list(joined.errors)
+
+
+async def test_an_unhealthy_component_is_not_restarted_over_its_resource() -> None:
+    """ensure_initialized() on an unhealthy component keeps its resource (closed once, at shutdown)."""
+
+    class Flaky(Counted):
+        async def check(self, resource: str) -> None:
+            raise ConnectionError("down")
+
+    comp = Flaky("opt", required=False, retries=0)
+    system = SystemInitializer([comp], check_interval=None, recovery=False)
+    await system.initialize_all()
+    await system.health(fresh=True)
+    await system.ensure_initialized(["opt"])
+    state = system.state("opt")
+    await system.shutdown()
+
+    assert S.UNHEALTHY == state
+    assert (["res0"], ["res0"]) == (comp.opened, comp.closed)
+
+
+async def test_a_late_resource_is_closed_even_when_the_caller_is_cancelled() -> None:
+    """Cancelling ensure_initialized() during a stubborn setup: what the setup makes later is closed."""
+    stubborn = Stubborn()
+    closed: list[str | None] = []
+
+    @infraboot.component("stub", required=False, retries=0)
+    async def stub(ctx: infraboot.Context) -> AsyncIterator[str]:
+        await stubborn.hold()
+        yield "late"
+        closed.append(ctx.stop_reason)
+
+    system = SystemInitializer([stub], check_interval=None)
+    starting = asyncio.create_task(system.initialize_all())
+    await eventually(lambda: system.state("stub") is S.STARTING)
+    starting.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await starting
+    stubborn.released.set()
+    await eventually(lambda: bool(closed))
+    await system.shutdown()
+
+    assert S.FAILED == system.state("stub")
+    assert closed[0] is not None
+
+
+async def test_a_dependent_started_inside_an_override_gets_the_override() -> None:
+    """ctx.get() sees what get() sees: an overridden requirement hands its override to dependents."""
+    seen: list[object] = []
+
+    @infraboot.component("database")
+    async def database(ctx: infraboot.Context) -> AsyncIterator[str]:
+        yield "real"
+
+    @infraboot.component("repo", requires=["database"])
+    async def repo(ctx: infraboot.Context) -> AsyncIterator[str]:
+        seen.append(ctx.get("database"))
+        yield "r"
+
+    system = SystemInitializer([database, repo], check_interval=None)
+    with system.override("database", "fake"):
+        await system.initialize_all()
+    await system.shutdown()
+
+    assert ["fake"] == seen

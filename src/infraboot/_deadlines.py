@@ -16,8 +16,9 @@ can never stretch a deadline of ours.
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
-from collections.abc import Awaitable, Callable, Coroutine, Iterable, Iterator
+from collections.abc import Awaitable, Callable, Iterable, Iterator
 from typing import Any, TypeVar
 
 __all__ = [
@@ -99,7 +100,7 @@ class TaskSet:
 
 
 def _task(work: Awaitable[T], name: str) -> asyncio.Task[T]:
-    if isinstance(work, Coroutine):
+    if asyncio.iscoroutine(work):
         return asyncio.get_running_loop().create_task(work, name=name)
     task = asyncio.ensure_future(work)
     if not isinstance(task, asyncio.Task):  # a bare future: wrap it, so that it can be cancelled as a task
@@ -132,6 +133,10 @@ async def wait_until(
     pending = {t for t in tasks if not t.done()}
     if not pending:
         return pending
+    if len(pending) == 1 and until is None:  # the common case, with the fewest allocations
+        (only,) = pending
+        budget = None if deadline is None else deadline - time.monotonic()
+        return set() if await _wait_one(only, budget) else pending
     loop = asyncio.get_running_loop()
     waiter = loop.create_future()
     left = [len(pending)]
@@ -158,6 +163,32 @@ async def wait_until(
     return {t for t in pending if not t.done()}
 
 
+def _wake(waiter: asyncio.Future[None], _: object = None) -> None:
+    if not waiter.done():
+        waiter.set_result(None)
+
+
+async def _wait_one(task: asyncio.Future[Any], budget: float | None) -> bool:
+    """Wait for *task* for at most *budget* seconds (``None``: no limit); ``True`` when it is done.
+
+    One future, one callback and one timer: the start path runs this for every attempt.
+    """
+    if task.done():
+        return True
+    loop = asyncio.get_running_loop()
+    waiter: asyncio.Future[None] = loop.create_future()
+    wake = functools.partial(_wake, waiter)
+    task.add_done_callback(wake)
+    handle = None if budget is None else loop.call_later(max(0.0, budget), wake)
+    try:
+        await waiter
+    finally:
+        if handle is not None:
+            handle.cancel()
+        task.remove_done_callback(wake)
+    return task.done()
+
+
 def _loop_time(loop: asyncio.AbstractEventLoop, deadline: float) -> float:
     """A ``time.monotonic()`` deadline on the loop's clock (the same clock on the default loops)."""
     return loop.time() + (deadline - time.monotonic())
@@ -170,13 +201,16 @@ async def cancel_until_done(tasks: Iterable[asyncio.Future[Any]], budget: float)
     """
     pending: set[asyncio.Future[Any]] = {t for t in tasks if not t.done()}
     end = time.monotonic() + budget
+    for task in pending:
+        task.cancel()
     while pending:
-        for task in pending:
-            task.cancel()
         remaining = end - time.monotonic()
         if remaining <= 0:
             break
         pending = await wait_until(pending, time.monotonic() + min(_RECANCEL_EVERY, remaining))
+        if pending and time.monotonic() < end:
+            for task in pending:
+                task.cancel()
     return pending
 
 
@@ -197,36 +231,34 @@ async def run_within(
     caller is cancelled, the work is cancelled too, within the same grace.
     """
     task = _task(work, name)
+    loop = asyncio.get_running_loop()
+    waiter: asyncio.Future[None] = loop.create_future()
+    wake = functools.partial(_wake, waiter)
+    task.add_done_callback(wake)
+    handle = loop.call_later(budget, wake)
     try:
-        pending = await wait_until((task,), time.monotonic() + budget)
+        try:  # _wait_one, inlined: this runs for every start attempt
+            await waiter
+        finally:
+            handle.cancel()
+            task.remove_done_callback(wake)
     except asyncio.CancelledError:
-        task.add_done_callback(retrieve)  # nobody will read its outcome now
-        _abandon_if_running(await cancel_until_done((task,), ABANDON_GRACE), abandoned, on_late_result)
+        # Tracked before anything else is awaited: a second cancellation cannot lose it.
+        _track(task, abandoned, on_late_result)
+        await cancel_until_done((task,), ABANDON_GRACE)
         raise
-    if not pending:
+    if task.done():
         return task.result()
-    still = await cancel_until_done(pending, ABANDON_GRACE)
-    _abandon_if_running(still, abandoned, on_late_result)
-    if not still and not task.cancelled() and task.exception() is None:
-        # It swallowed the cancellation and finished anyway, after its deadline: not a success.
-        if on_late_result is not None:
-            abandoned.spawn(on_late_result(task.result()), name=f"{name}-late")
-    elif not still:
-        retrieve(task)
+    _track(task, abandoned, on_late_result)
+    still = await cancel_until_done((task,), ABANDON_GRACE)
     raise DeadlineExceeded(budget, abandoned=bool(still))
 
 
-def _abandon_if_running(
-    still: set[asyncio.Future[Any]],
-    abandoned: TaskSet,
-    on_late_result: Callable[[Any], Awaitable[None]] | None,
-) -> None:
-    for task in still:
-        if not isinstance(task, asyncio.Task):  # run_within only makes tasks; this narrows the type
-            continue
-        abandoned.adopt(task)
-        if on_late_result is not None:
-            task.add_done_callback(lambda t: _late(t, abandoned, on_late_result))
+def _track(task: asyncio.Task[T], abandoned: TaskSet, on_late_result: Callable[[T], Awaitable[None]] | None) -> None:
+    """Hand work nobody waits for any more to *abandoned*; a result it still produces goes to *on_late_result*."""
+    abandoned.adopt(task)
+    if on_late_result is not None:
+        task.add_done_callback(lambda t: _late(t, abandoned, on_late_result))
 
 
 def _late(task: asyncio.Task[Any], abandoned: TaskSet, on_late_result: Callable[[Any], Awaitable[None]]) -> None:

@@ -9,6 +9,7 @@ that the child's garbage collector never finalises them.
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import warnings
 import weakref
@@ -30,7 +31,10 @@ def watch(owner: Any, hook: Callable[[Any], None]) -> None:
 
 def _in_child() -> None:
     for owner, hook in list(_hooks.items()):
-        hook(owner)
+        try:
+            hook(owner)
+        except Exception:  # one owner's trouble must not leave the others with the parent's sockets
+            logging.getLogger("infraboot").exception("after-fork hook of %r failed", owner)
 
 
 if hasattr(os, "register_at_fork"):

@@ -55,13 +55,16 @@ class Monitor:
         slots: Mapping[str, Slot],
         wanted: Mapping[str, None],
         tasks: TaskSet,
+        *,
         on_recovered: Callable[[Slot], None],
+        lookup: Callable[[str], Any],
     ) -> None:
         self._settings = settings
         self._slots = slots
         self._wanted = wanted  # every component an ensure_initialized asked for, in order
         self._tasks = tasks
         self._on_recovered = on_recovered
+        self._lookup = lookup
         self._loop_task: asyncio.Task[None] | None = None
         self._waiters: set[asyncio.Future[None]] = set()
 
@@ -174,14 +177,18 @@ class Monitor:
 
     def start(self) -> None:
         interval = self._settings.check_interval
-        if interval is None or (self._loop_task is not None and not self._loop_task.done()):
+        if interval is None or self._settings.phase != "running":
+            return
+        if self._loop_task is not None and not self._loop_task.done():
             return
         self._loop_task = self._tasks.spawn(self._loop(interval), name="infraboot-monitor")
 
     async def _loop(self, interval: float) -> None:
         while True:
             await asyncio.sleep(interval)
-            probes = [self.probe_task(s) for n in self._wanted if (s := self._slots[n]).state is _S.READY]
+            # Unhealthy ones are probed by their recovery; without recovery, by the monitor.
+            probed = HOLDING if not self._settings.recovery else frozenset({_S.READY})
+            probes = [self.probe_task(s) for n in self._wanted if (s := self._slots[n]).state in probed]
             if probes:
                 await wait_until(probes, None)
 
@@ -202,6 +209,8 @@ class Monitor:
             return
         if slot.recovery is not None and not slot.recovery.done():
             return
+        if slot.task is not None and not slot.task.done():
+            return  # a start is under way (another caller's): its outcome decides
         if slot.state is _S.FAILED and not slot.healable:
             event(logging.WARNING, "component_not_recovered", slot.name, error_code=slot.error_code)
             return
@@ -246,7 +255,7 @@ class Monitor:
         requires = slot.component.requires
         if any(self._slots[d].state is not _S.READY for d in requires):
             raise _StillDown
-        resources: dict[str, Any] = {d: self._slots[d].resource for d in requires}
+        resources: dict[str, Any] = {d: self._lookup(d) for d in requires}  # overrides included
         try:
             resource, closer = await open_attempt(slot, number, None, resources, self._tasks)
         except Exception as exc:

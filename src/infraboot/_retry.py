@@ -112,12 +112,14 @@ async def retry(
     on_retry: Callable[[Exception, int, float], None] | None = None,
     forever: bool = False,
     first: int = 1,
+    failed: Exception | None = None,
 ) -> T:
     """Call ``attempt(n)`` until it returns, for attempts ``first``, ``first + 1``, ...
 
     Stops (re-raising the last error) when an error is not *retryable*, when the
     policy's attempts are used up (never, with *forever*), or when the next wait would
-    cross the monotonic *deadline*: no attempt ever begins past it. *on_retry* hears
+    cross the monotonic *deadline*: no attempt ever begins past it. With *failed*, attempt
+    *first* was already made by the caller and failed with that error. *on_retry* hears
     of each retry: the error, the attempt that failed, the wait before the next.
     Cancellation is never retried. Under :func:`set_testing` there is no backoff and at
     most the testing attempts (a loop that never gives up pauses briefly instead).
@@ -129,8 +131,10 @@ async def retry(
         return isinstance(exc, Exception) and not isinstance(exc, OutOfTime) and retryable(exc)
 
     # The first attempt runs bare: most starts succeed at once, and the retry machinery
-    # costs more than a no-op start.
+    # costs more than a no-op start. A caller that made it already passes its error as *failed*.
     try:
+        if failed is not None:
+            raise failed
         return await attempt(first)
     except Exception as exc:
         if not may_retry(exc) or (attempts <= 1 and not forever):

@@ -105,10 +105,11 @@ class Probe:
 class Override:
     """What ``get()`` returns for a name inside :meth:`SystemInitializer.override`, whatever its state."""
 
-    __slots__ = ("resource",)
+    __slots__ = ("previous", "resource")
 
-    def __init__(self, resource: Any) -> None:
+    def __init__(self, resource: Any, previous: Override | None = None) -> None:
         self.resource = resource
+        self.previous = previous  # the override this one hides, if any
 
 
 class Slot:
@@ -361,7 +362,6 @@ async def open_attempt(
     produce a resource, that resource is closed as soon as it appears.
     """
     comp = slot.component
-    slot.attempts = number
     budget = comp.timeout
     if limit is not None:
         remaining = limit - time.monotonic()
@@ -369,6 +369,7 @@ async def open_attempt(
             msg = "the startup deadline passed before this attempt could begin"
             raise OutOfTime(msg)
         budget = min(budget, remaining)
+    slot.attempts = number
     try:
         return await run_within(
             comp._open(Context(slot.name, resources, number)),

@@ -11,16 +11,16 @@ import asyncio
 import logging
 import time
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
-from ._deadlines import ABANDON_GRACE, TaskSet, cancel_until_done, wait_until
+from ._deadlines import ABANDON_GRACE, TaskSet, cancel_until_done, retrieve, wait_until
 from ._errors import describe
 from ._log import event
 from ._redact import scrub
 from ._report import StartupReport
 from ._retry import OutOfTime, retry
-from ._slot import Slot, open_attempt
+from ._slot import HOLDING, Slot, open_attempt
 from ._state import ComponentState
 from .exceptions import ConfigError, StartupError
 
@@ -29,6 +29,7 @@ __all__ = ["configure_all", "fail", "first_required_failure", "launch", "start_o
 _S = ComponentState
 # A start that outlives the startup deadline this long is cut off from outside.
 _DEADLINE_GRACE = 0.5
+_STARTING = frozenset({_S.PENDING, _S.STARTING})
 
 
 def configure_all(closure: list[str], slots: Mapping[str, Slot]) -> None:
@@ -36,7 +37,7 @@ def configure_all(closure: list[str], slots: Mapping[str, Slot]) -> None:
     problems: list[str] = []
     for n in closure:
         slot = slots[n]
-        if slot.state is _S.READY or (slot.task is not None and not slot.task.done()):
+        if slot.state in HOLDING or (slot.task is not None and not slot.task.done()):
             continue
         try:
             reason = slot.component.configure()
@@ -53,28 +54,40 @@ def configure_all(closure: list[str], slots: Mapping[str, Slot]) -> None:
 
 
 def launch(
-    closure: list[str], slots: Mapping[str, Slot], deadline: float | None, tasks: TaskSet
+    closure: list[str],
+    slots: Mapping[str, Slot],
+    deadline: float | None,
+    tasks: TaskSet,
+    lookup: Callable[[str], Any],
 ) -> list[asyncio.Task[None]]:
     """The start tasks of *closure*: the ones in flight, joined, and new ones for what is not ready."""
     starts: list[asyncio.Task[None]] = []
     loop = asyncio.get_running_loop()
     for n in closure:
         slot = slots[n]
-        if slot.state in (_S.READY, _S.DISABLED):
-            continue
+        if slot.state in HOLDING or slot.state is _S.DISABLED:
+            continue  # an unhealthy one keeps its resource: the probes bring it back
         if slot.recovery is not None and not slot.recovery.done():
             continue  # recovering in the background already; its outcome is reported as it stands
         if slot.task is None or slot.task.done():
-            slot.transition(_S.PENDING, fresh=True)
-            slot.task = loop.create_task(start_one(slot, slots, deadline, tasks), name=f"infraboot-start-{n}")
+            if slot.state is not _S.STOPPING:  # a stop in flight ends first (start_one waits for it)
+                slot.transition(_S.PENDING, fresh=True)
+            slot.task = loop.create_task(start_one(slot, slots, deadline, tasks, lookup), name=f"infraboot-start-{n}")
+            slot.task.add_done_callback(retrieve)
         starts.append(slot.task)
     return starts
 
 
-async def start_one(slot: Slot, slots: Mapping[str, Slot], deadline: float | None, tasks: TaskSet) -> None:
+async def start_one(
+    slot: Slot, slots: Mapping[str, Slot], deadline: float | None, tasks: TaskSet, lookup: Callable[[str], Any]
+) -> None:
     """Start *slot* once its requirements are done starting; record the outcome, never raise (but a cancel)."""
     comp = slot.component
     try:
+        stopping = slot.stop_task
+        if stopping is not None and not stopping.done():
+            await wait_until((stopping,), None)  # bounded by its own deadline
+            slot.transition(_S.PENDING, fresh=True)
         for dep in comp.requires:
             dep_task = slots[dep].task
             if dep_task is not None and not dep_task.done():
@@ -94,7 +107,7 @@ async def start_one(slot: Slot, slots: Mapping[str, Slot], deadline: float | Non
         event(logging.INFO, "component_starting", slot.name)
         own = None if comp.deadline is None else time.monotonic() + comp.deadline
         limit = own if deadline is None else (deadline if own is None else min(own, deadline))
-        resources = {d: slots[d].resource for d in comp.requires}
+        resources = {d: lookup(d) for d in comp.requires}  # overrides included, as get() sees them
 
         def log_retry(exc: Exception, attempt: int, wait: float) -> None:
             event(
@@ -107,13 +120,17 @@ async def start_one(slot: Slot, slots: Mapping[str, Slot], deadline: float | Non
                 error=describe(exc),
             )
 
-        resource, closer = await retry(
-            lambda n: open_attempt(slot, n, limit, resources, tasks),
-            policy=comp.retry_policy,
-            retryable=comp.is_retryable,
-            deadline=limit,
-            on_retry=log_retry,
-        )
+        try:  # the first attempt outside the retry loop: one coroutine less on the common path
+            resource, closer = await open_attempt(slot, 1, limit, resources, tasks)
+        except Exception as exc:
+            resource, closer = await retry(
+                lambda n: open_attempt(slot, n, limit, resources, tasks),
+                policy=comp.retry_policy,
+                retryable=comp.is_retryable,
+                deadline=limit,
+                on_retry=log_retry,
+                failed=exc,
+            )
     except asyncio.CancelledError:
         slot.transition(_S.FAILED, error="start was cancelled", error_code="cancelled")
         raise
@@ -173,14 +190,17 @@ async def wait_started(
     failed = first_required_failure(closure, slots)
     if failed is not None or not pending:
         return failed
-    ours = [t for n in closure if (t := slots[n].task) is not None and t in pending and demand[n] <= 1]
-    for task in await cancel_until_done(ours, ABANDON_GRACE):
+    ours = [n for n in closure if (t := slots[n].task) is not None and t in pending and demand[n] <= 1]
+    for task in await cancel_until_done([t for n in ours if (t := slots[n].task) is not None], ABANDON_GRACE):
         abandoned.adopt(task)  # type: ignore[arg-type]
-    for n in closure:
+    for n in ours:  # starts other callers wait for are theirs: left alone, reported as still starting
         slot = slots[n]
-        if slot.state in (_S.PENDING, _S.STARTING):
+        if slot.state in _STARTING:
             fail(slot, OutOfTime("startup_timeout exceeded"))
-    return first_required_failure(closure, slots)
+    failed = first_required_failure(closure, slots)
+    if failed is None:  # a required start shared with another caller is still running: too late for us
+        failed = next((n for n in closure if slots[n].component.required and slots[n].state in _STARTING), None)
+    return failed
 
 
 def first_required_failure(closure: list[str], slots: Mapping[str, Slot]) -> str | None:
@@ -197,6 +217,8 @@ def startup_error(slot: Slot, report: StartupReport) -> StartupError:
     result = report.components[name]
     if slot.state is _S.BLOCKED:
         cause = slot.reason or "a requirement is unavailable"
+    elif slot.state in _STARTING:
+        cause = "timeout: still starting (for another caller too) when startup_timeout ran out"
     else:
         cause = f"{slot.error_code}: {slot.error}"
     rolled = [n for n, r in report.components.items() if r.state is _S.STOPPED]

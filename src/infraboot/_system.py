@@ -20,12 +20,7 @@ from typing import Any, Literal, Self
 from . import _fork, _graph
 from ._checks import seconds_problem, system_settings_problems
 from ._component import Component
-from ._deadlines import (
-    CANCEL_GRACE,
-    TaskSet,
-    cancel_until_done,
-    shielded,
-)
+from ._deadlines import ABANDON_GRACE, CANCEL_GRACE, TaskSet, cancel_until_done, shielded, wait_until
 from ._fork import LoopBinding
 from ._health import HealthReport
 from ._log import event
@@ -41,8 +36,6 @@ __all__ = ["Phase", "SystemInitializer"]
 
 _S = ComponentState
 Phase = Literal["not started", "starting", "running", "startup failed", "stopping", "stopped"]
-# A start that outlives the startup deadline this long is cut off from outside.
-_DEADLINE_GRACE = 0.5
 # At most this long goes to cancelling starts and background work before the stops begin.
 _CANCEL_PHASE = 0.5
 _UNSET: Any = object()
@@ -123,7 +116,10 @@ class SystemInitializer:
         self._wanted: dict[str, None] = {}  # every component an ensure_initialized asked for, in order
         self._tasks = TaskSet()  # probes, monitor, recovery, abandoned attempts, spawn()
         self._shutdown_task: asyncio.Task[ShutdownReport] | None = None
-        self._monitor = Monitor(self, self._slots, self._wanted, self._tasks, self._unblock_dependents)
+        self._shutdowns = 0  # bumped by every shutdown: a startup that saw one begin does not claim "running"
+        self._monitor = Monitor(
+            self, self._slots, self._wanted, self._tasks, on_recovered=self._unblock_dependents, lookup=self.get
+        )
         self._teardown = Teardown(self._slots, self._graph, self._tasks, lambda slot: self._pinned.discard(slot.name))
         _fork.watch(self, _reset_in_child)
         for c in components:
@@ -213,8 +209,8 @@ class SystemInitializer:
         """
         try:
             return self._ready[name].resource
-        except KeyError:
-            slot = self._slots.get(name)
+        except (KeyError, TypeError):
+            slot = self._slots.get(name) if isinstance(name, str) else None
             raise (_graph.unknown(name, self._slots) if slot is None else slot.not_ready_error()) from None
 
     def state(self, name: str) -> ComponentState:
@@ -230,16 +226,24 @@ class SystemInitializer:
         stopped or restarted inside the block. Nothing is started or stopped. Nests.
         """
         slot = self._slot(name)
-        previous = self._overrides.get(name)
-        self._overrides[name] = Override(resource)
+        mine = Override(resource, previous=self._overrides.get(name))
+        self._overrides[name] = mine
         slot.publish()
         try:
             yield resource
         finally:
-            if previous is None:
-                self._overrides.pop(name, None)
+            # Blocks may end out of order (two tasks overriding one name): drop only our own layer.
+            top = self._overrides.get(name)
+            if top is mine:
+                if mine.previous is None:
+                    self._overrides.pop(name, None)
+                else:
+                    self._overrides[name] = mine.previous
             else:
-                self._overrides[name] = previous
+                while top is not None and top.previous is not mine:
+                    top = top.previous
+                if top is not None:
+                    top.previous = mine.previous
             slot.publish()
 
     def snapshot(self) -> Mapping[str, ComponentSnapshot]:
@@ -278,29 +282,33 @@ class SystemInitializer:
         if first:
             self._phase = "starting"
 
+        epoch = self._shutdowns
         call_start = time.monotonic()
         if self._base_time is None:
             self._base_time = call_start
         deadline = call_start + self.startup_timeout if self.startup_timeout is not None else None
         before = {n for n in closure if slots[n].state is _S.READY}
-        tasks = launch(closure, slots, deadline, self._tasks)
+        tasks = launch(closure, slots, deadline, self._tasks, self.get)
         self._demand.update(closure)
         event(logging.DEBUG, "startup_begin", components=",".join(closure))
         try:
             failed = await wait_started(tasks, closure, slots, deadline, demand=self._demand, abandoned=self._tasks)
             if failed is not None:
-                await shielded(self._rollback(closure, before, failed), owner=self._tasks)
+                await shielded(self._rollback(closure, before, failed, deadline), owner=self._tasks)
         except BaseException:
             # Cancelled (Ctrl-C, SIGTERM, a task cancel): stop what we started, then let it go on.
             if first:
                 self._phase = "startup failed"
-            await shielded(self._rollback(closure, before, None), owner=self._tasks)
+            await shielded(self._rollback(closure, before, None, deadline), owner=self._tasks)
             raise
         finally:
             self._demand.subtract(closure)
             self._demand = +self._demand
 
         report = self._build_report(closure, call_start)
+        if self._shutdowns != epoch:
+            msg = "shutdown() began while ensure_initialized() was starting; start again after the shutdown"
+            raise NotInitializedError(msg)
         if failed is not None:
             if first:
                 self._phase = "startup failed"
@@ -322,13 +330,16 @@ class SystemInitializer:
         wanted = list(self._wanted) if names is None else self._resolve(names, call="wait_ready")
         return await self._monitor.wait_ready(wanted, timeout)
 
-    def _rollback(self, closure: list[str], before: set[str], failed: str | None) -> Coroutine[Any, Any, None]:
+    def _rollback(
+        self, closure: list[str], before: set[str], failed: str | None, deadline: float | None
+    ) -> Coroutine[Any, Any, None]:
         return self._teardown.rollback(
             closure,
             time.monotonic() + self.shutdown_timeout,
             alone=lambda n: self._demand[n] <= 1,
             promised=lambda n: n in before or n in self._pinned,
             failed=failed,
+            others_until=None if deadline is None else deadline + ABANDON_GRACE,
         )
 
     # -- reports ---------------------------------------------------------------------------------
@@ -361,13 +372,18 @@ class SystemInitializer:
             problem = seconds_problem("timeout", timeout)
             if problem:
                 raise ConfigError(f"shutdown({problem})")
+        budget = self.shutdown_timeout if timeout is None else timeout
         task = self._shutdown_task
         if task is None or task.done():
             self._phase = "stopping"  # readiness fails from this moment; liveness does not
+            self._shutdowns += 1
             event(logging.INFO, "shutdown_begin")
-            budget = self.shutdown_timeout if timeout is None else timeout
             task = asyncio.get_running_loop().create_task(self._shutdown(budget), name="infraboot-shutdown")
             self._shutdown_task = task
+            return await shielded(task, grace=CANCEL_GRACE)
+        # Joining a shutdown already under way: share its report, but never wait past our own budget.
+        if await wait_until((task,), time.monotonic() + budget + ABANDON_GRACE):
+            return self._teardown.report_in_progress(budget)
         return await shielded(task, grace=CANCEL_GRACE)
 
     async def _shutdown(self, budget: float) -> ShutdownReport:

@@ -15,7 +15,7 @@ from collections.abc import Callable, Mapping, Sequence
 from types import MappingProxyType
 
 from . import _graph
-from ._deadlines import ABANDON_GRACE, DeadlineExceeded, TaskSet, cancel_until_done, run_within, wait_until
+from ._deadlines import ABANDON_GRACE, DeadlineExceeded, TaskSet, cancel_until_done, retrieve, run_within, wait_until
 from ._errors import describe
 from ._log import event
 from ._report import ShutdownReport, StopResult
@@ -52,6 +52,16 @@ class Teardown:
             and (s.state in HOLDING or (s.stop_task is not None and not s.stop_task.done()))
         ]
 
+    def report_in_progress(self, budget: float) -> ShutdownReport:
+        """What a caller whose budget ran out can say of a shutdown still under way: who has not stopped yet."""
+        stopping = [n for n, s in self._slots.items() if s.state is _S.STOPPING]
+        error = f"still stopping when shutdown(timeout={budget:.3g}) returned; the shutdown goes on, bounded"
+        return ShutdownReport(
+            stopped=tuple(StopResult(n, budget, error) for n in stopping),
+            duration=budget,
+            errors=MappingProxyType(dict.fromkeys(stopping, error)),
+        )
+
     async def rollback(
         self,
         closure: list[str],
@@ -60,6 +70,7 @@ class Teardown:
         alone: Callable[[str], bool],
         promised: Callable[[str], bool],
         failed: str | None,
+        others_until: float | None = None,
     ) -> None:
         """Undo one startup call: cut off the starts only it asked for (*alone*), let other callers'
         starts finish, then stop what it started and nobody was *promised*, dependents first."""
@@ -68,8 +79,8 @@ class Teardown:
         for task in await cancel_until_done(ours, ABANDON_GRACE):
             self._tasks.adopt(task)  # type: ignore[arg-type]
         in_flight = [t for n in closure if (t := slots[n].task) is not None and not t.done()]
-        if in_flight:
-            await wait_until(in_flight, deadline)
+        if in_flight:  # other callers' starts: let them finish, within this call's own bound
+            await wait_until(in_flight, deadline if others_until is None else min(deadline, others_until))
         victims = [n for n in closure if slots[n].state is _S.READY and not promised(n) and alone(n)]
         if victims:
             event(logging.WARNING, "rollback_begin", components=",".join(victims))
@@ -120,6 +131,7 @@ class Teardown:
             task = asyncio.get_running_loop().create_task(
                 self._stop_one(slot, dependents, deadline, reason), name=f"infraboot-stop-{slot.name}"
             )
+            task.add_done_callback(retrieve)
             slot.stop_task = task
         return task
 
@@ -157,5 +169,6 @@ class Teardown:
         return StopResult(slot.name, duration, error)
 
     def _finish(self, slot: Slot) -> None:
-        slot.transition(_S.STOPPED, resource=None, closer=None)
+        if slot.state is _S.STOPPING:  # a start that waited for this stop may be under way already
+            slot.transition(_S.STOPPED, resource=None, closer=None)
         self._on_stopped(slot)
