@@ -31,6 +31,7 @@ __all__ = [
     "retrieve",
     "run_within",
     "shielded",
+    "wait_one",
     "wait_until",
 ]
 
@@ -136,7 +137,7 @@ async def wait_until(
     if len(pending) == 1 and until is None:  # the common case, with the fewest allocations
         (only,) = pending
         budget = None if deadline is None else deadline - time.monotonic()
-        return set() if await _wait_one(only, budget) else pending
+        return set() if await wait_one(only, budget) else pending
     loop = asyncio.get_running_loop()
     waiter = loop.create_future()
     left = [len(pending)]
@@ -168,7 +169,7 @@ def _wake(waiter: asyncio.Future[None], _: object = None) -> None:
         waiter.set_result(None)
 
 
-async def _wait_one(task: asyncio.Future[Any], budget: float | None) -> bool:
+async def wait_one(task: asyncio.Future[Any], budget: float | None) -> bool:
     """Wait for *task* for at most *budget* seconds (``None``: no limit); ``True`` when it is done.
 
     One future, one callback and one timer: the start path runs this for every attempt.

@@ -209,7 +209,7 @@ class Monitor:
             return
         if slot.recovery is not None and not slot.recovery.done():
             return
-        if slot.task is not None and not slot.task.done():
+        if slot.settled is not None and not slot.settled.done():
             return  # a start is under way (another caller's): its outcome decides
         if slot.state is _S.FAILED and not slot.healable:
             event(logging.WARNING, "component_not_recovered", slot.name, error_code=slot.error_code)

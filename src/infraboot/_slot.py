@@ -25,7 +25,7 @@ from ._retry import OutOfTime
 from ._state import ComponentState
 from .exceptions import ComponentUnavailableError, NotInitializedError
 
-__all__ = ["HOLDING", "UNAVAILABLE", "AttemptTimeout", "Override", "Probe", "Slot", "open_attempt"]
+__all__ = ["HOLDING", "UNAVAILABLE", "AttemptTimeout", "Override", "Probe", "Slot", "close_late", "open_attempt"]
 
 _S = ComponentState
 #: States in which a component holds a resource that must be stopped.
@@ -131,10 +131,13 @@ class Slot:
         "reason",
         "recovery",
         "resource",
+        "settled",
+        "start",
         "started_at",
         "state",
         "stop_task",
         "task",
+        "task_names",
     )
 
     def __init__(
@@ -146,13 +149,17 @@ class Slot:
     ) -> None:
         self.component = component
         self.name = component.name
+        #: Names of this component's start task and attempt tasks (made once: they are on the start path).
+        self.task_names = (f"infraboot-start-{self.name}", f"infraboot-attempt-{self.name}")
         self._index = index
         self._overrides = overrides
         self._notify = on_ready
         self.state = _S.PENDING
         self.resource: Any = None
         self.closer: Closer | None = None
-        self.task: asyncio.Task[None] | None = None  # the start in flight
+        self.task: asyncio.Task[Any] | None = None  # the task doing the start under way, if any
+        self.settled: asyncio.Future[None] | None = None  # done when the start under way has ended
+        self.start: Any = None  # the start under way (infraboot._startup), to cancel it
         self.recovery: asyncio.Task[None] | None = None
         self.stop_task: asyncio.Task[Any] | None = None
         self.probe = Probe()
@@ -223,7 +230,7 @@ class Slot:
 
     def forget(self) -> None:
         """Drop every loop-bound object without closing anything (their event loop is gone)."""
-        self.task = self.recovery = self.stop_task = None
+        self.task = self.recovery = self.stop_task = self.settled = self.start = None
         self.probe.inflight = None
         self.transition(_S.PENDING, resource=None, closer=None, fresh=True)
 
@@ -233,7 +240,7 @@ class Slot:
         The parent's objects go to *orphans*, kept alive so that collecting them in the
         child never closes sockets the parent still uses.
         """
-        self.task = self.recovery = self.stop_task = None
+        self.task = self.recovery = self.stop_task = self.settled = self.start = None
         self.probe.inflight = None
         if self.state not in HOLDING:
             return True
@@ -374,9 +381,9 @@ async def open_attempt(
         return await run_within(
             comp._open(Context(slot.name, resources, number)),
             budget,
-            name=f"infraboot-attempt-{slot.name}",
+            name=slot.task_names[1],
             abandoned=abandoned,
-            on_late_result=functools.partial(_close_late, slot.name, comp.stop_timeout, abandoned),
+            on_late_result=functools.partial(close_late, slot.name, comp.stop_timeout, abandoned),
         )
     except DeadlineExceeded as exc:
         note = "; it ignored cancellation and was abandoned" if exc.abandoned else ""
@@ -389,7 +396,7 @@ async def open_attempt(
         raise
 
 
-async def _close_late(name: str, budget: float, abandoned: TaskSet, opened: tuple[Any, Closer]) -> None:
+async def close_late(name: str, budget: float, abandoned: TaskSet, opened: tuple[Any, Closer]) -> None:
     """Release what an abandoned attempt produced after its deadline: nobody will ever use it."""
     _, closer = opened
     try:

@@ -1,30 +1,44 @@
-"""Starting one component, and waiting for a startup's starts: the steps ``ensure_initialized`` takes.
+"""Starting components: the steps ``ensure_initialized`` takes.
 
-Each component starts in a task of its own once its requirements are ready; its
-attempts go through the one retry loop, each attempt in a task of its own
-(:func:`~infraboot._slot.open_attempt`).
+A start is driven by callbacks, not by a task of its own: once a component's
+requirements have settled, its first attempt runs in a task of its own, watched by a
+timer. An attempt that ignores its cancellation at the deadline is abandoned (a
+resource it makes later is closed); retries run in one more task, each attempt again
+in a task of its own (:func:`~infraboot._slot.open_attempt`). So no start ever waits
+for an attempt past its deadline, and a start that succeeds at once costs one task.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 from collections import Counter
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from ._deadlines import ABANDON_GRACE, TaskSet, cancel_until_done, retrieve, wait_until
+from ._component import Closer, Context
+from ._deadlines import ABANDON_GRACE, TaskSet, cancel_until_done, raise_if_cancelled, wait_until
 from ._errors import describe
 from ._log import event
 from ._redact import scrub
 from ._report import StartupReport
 from ._retry import OutOfTime, retry
-from ._slot import HOLDING, Slot, open_attempt
+from ._slot import HOLDING, AttemptTimeout, Slot, close_late, open_attempt
 from ._state import ComponentState
 from .exceptions import ConfigError, StartupError
 
-__all__ = ["configure_all", "fail", "first_required_failure", "launch", "start_one", "startup_error", "wait_started"]
+__all__ = [
+    "abort",
+    "configure_all",
+    "fail",
+    "first_required_failure",
+    "launch",
+    "startup_error",
+    "unsettled",
+    "wait_started",
+]
 
 _S = ComponentState
 # A start that outlives the startup deadline this long is cut off from outside.
@@ -32,12 +46,17 @@ _DEADLINE_GRACE = 0.5
 _STARTING = frozenset({_S.PENDING, _S.STARTING})
 
 
+def unsettled(slot: Slot) -> bool:
+    """Whether a start of *slot* is under way."""
+    return slot.settled is not None and not slot.settled.done()
+
+
 def configure_all(closure: list[str], slots: Mapping[str, Slot]) -> None:
     """Run every component's ``configure()`` before any I/O; one ConfigError lists every problem."""
     problems: list[str] = []
     for n in closure:
         slot = slots[n]
-        if slot.state in HOLDING or (slot.task is not None and not slot.task.done()):
+        if slot.state in HOLDING or unsettled(slot):
             continue
         try:
             reason = slot.component.configure()
@@ -59,9 +78,12 @@ def launch(
     deadline: float | None,
     tasks: TaskSet,
     lookup: Callable[[str], Any],
-) -> list[asyncio.Task[None]]:
-    """The start tasks of *closure*: the ones in flight, joined, and new ones for what is not ready."""
-    starts: list[asyncio.Task[None]] = []
+) -> list[asyncio.Future[None]]:
+    """Start what in *closure* is not ready; returns the futures that settle when each start ends.
+
+    A start already under way (another caller's) is joined, not repeated.
+    """
+    settled: list[asyncio.Future[None]] = []
     loop = asyncio.get_running_loop()
     for n in closure:
         slot = slots[n]
@@ -69,31 +91,62 @@ def launch(
             continue  # an unhealthy one keeps its resource: the probes bring it back
         if slot.recovery is not None and not slot.recovery.done():
             continue  # recovering in the background already; its outcome is reported as it stands
-        if slot.task is None or slot.task.done():
-            if slot.state is not _S.STOPPING:  # a stop in flight ends first (start_one waits for it)
+        if not unsettled(slot):
+            if slot.state is not _S.STOPPING:  # a stop in flight ends first (the start waits for it)
                 slot.transition(_S.PENDING, fresh=True)
-            slot.task = loop.create_task(start_one(slot, slots, deadline, tasks, lookup), name=f"infraboot-start-{n}")
-            slot.task.add_done_callback(retrieve)
-        starts.append(slot.task)
-    return starts
+            slot.settled = loop.create_future()
+            _Start(slot, slots, deadline, tasks, lookup).schedule()
+        settled.append(slot.settled)  # type: ignore[arg-type]
+    return settled
 
 
-async def start_one(
-    slot: Slot, slots: Mapping[str, Slot], deadline: float | None, tasks: TaskSet, lookup: Callable[[str], Any]
-) -> None:
-    """Start *slot* once its requirements are done starting; record the outcome, never raise (but a cancel)."""
-    comp = slot.component
-    try:
-        stopping = slot.stop_task
-        if stopping is not None and not stopping.done():
-            await wait_until((stopping,), None)  # bounded by its own deadline
+class _Start:
+    """One start of one component, moved along by callbacks: requirements, attempt, timer, retries."""
+
+    __slots__ = ("budget", "deadline", "limit", "lookup", "slot", "slots", "tasks", "timed_out", "timer", "waiting")
+
+    def __init__(
+        self,
+        slot: Slot,
+        slots: Mapping[str, Slot],
+        deadline: float | None,
+        tasks: TaskSet,
+        lookup: Callable[[str], Any],
+    ) -> None:
+        self.slot, self.slots, self.deadline, self.tasks, self.lookup = slot, slots, deadline, tasks, lookup
+        self.limit: float | None = None
+        self.budget = 0.0
+        self.timer: asyncio.TimerHandle | None = None
+        self.timed_out = False
+        self.waiting = 0
+        slot.start = self
+
+    def schedule(self) -> None:
+        """Begin once every requirement's start (and this component's own stop) has settled."""
+        slot, slots = self.slot, self.slots
+        pending: list[asyncio.Future[Any]] = [
+            f for d in slot.component.requires if (f := slots[d].settled) is not None and not f.done()
+        ]
+        if slot.stop_task is not None and not slot.stop_task.done():
+            pending.append(slot.stop_task)
+        if not pending:
+            self.begin()
+            return
+        self.waiting = len(pending)
+        for f in pending:
+            f.add_done_callback(self._one_settled)
+
+    def _one_settled(self, _: object) -> None:
+        self.waiting -= 1
+        if self.waiting == 0 and self.slot.start is self:
+            self.begin()
+
+    def begin(self) -> None:
+        slot, slots, comp = self.slot, self.slots, self.slot.component
+        if slot.state is _S.STOPPED:  # waited for its own stop: a fresh start from here
             slot.transition(_S.PENDING, fresh=True)
-        for dep in comp.requires:
-            dep_task = slots[dep].task
-            if dep_task is not None and not dep_task.done():
-                # Waited on, not awaited: a dependency's cancellation is its own, not ours.
-                await wait_until((dep_task,), None)
-        missing = [d for d in comp.requires if slots[d].state is not _S.READY]
+        requires = comp.requires
+        missing = [d for d in requires if slots[d].state is not _S.READY] if requires else None
         if missing:
             dep = missing[0]
             if all(slots[d].state is _S.DISABLED for d in missing):
@@ -102,48 +155,171 @@ async def start_one(
             else:
                 slot.transition(_S.BLOCKED, reason=f"requires {dep!r}, which is {slots[dep].state.value}")
                 event(logging.WARNING, "component_blocked", slot.name, reason=slot.reason)
+            self.settle()
             return
         slot.transition(_S.STARTING)
         event(logging.INFO, "component_starting", slot.name)
         own = None if comp.deadline is None else time.monotonic() + comp.deadline
-        limit = own if deadline is None else (deadline if own is None else min(own, deadline))
-        resources = {d: lookup(d) for d in comp.requires}  # overrides included, as get() sees them
+        deadline = self.deadline
+        self.limit = own if deadline is None else (deadline if own is None else min(own, deadline))
+        budget = comp.timeout
+        if self.limit is not None:
+            budget = min(budget, self.limit - time.monotonic())
+            if budget <= 0:
+                self.failed(OutOfTime("the startup deadline passed before this attempt could begin"))
+                return
+        slot.attempts = 1
+        self.budget = budget
+        resources = {d: self.lookup(d) for d in requires}  # overrides included, as get() sees them
+        loop = asyncio.get_running_loop()
+        task = loop.create_task(comp._open(Context(slot.name, resources, 1)), name=slot.task_names[1])
+        slot.task = task
+        task.add_done_callback(self._first_done)
+        self.timer = loop.call_later(budget, self._first_timeout, task, budget)
 
-        def log_retry(exc: Exception, attempt: int, wait: float) -> None:
-            event(
-                logging.WARNING,
-                "component_retrying",
-                slot.name,
-                attempt=attempt,
-                wait=wait,
-                error_code=comp.classify(exc),
-                error=describe(exc),
-            )
+    def _first_timeout(self, task: asyncio.Task[Any], budget: float) -> None:
+        self.timed_out = True
+        task.cancel()
+        self.timer = asyncio.get_running_loop().call_later(ABANDON_GRACE, self._first_abandon, task, budget)
 
-        try:  # the first attempt outside the retry loop: one coroutine less on the common path
-            resource, closer = await open_attempt(slot, 1, limit, resources, tasks)
-        except Exception as exc:
+    def _first_abandon(self, task: asyncio.Task[Any], budget: float) -> None:
+        """The attempt ignored its cancellation: go on without it; what it makes later is closed."""
+        self.timer = None
+        if task.done() or self.slot.task is not task:
+            return
+        self.slot.task = None
+        self.tasks.adopt(task)
+        event(logging.WARNING, "attempt_abandoned", self.slot.name, attempt=1, budget=budget)
+        msg = f"no answer within {budget:.3g}s (attempt 1); it ignored cancellation and was abandoned"
+        self.failed(AttemptTimeout(msg))
+
+    def _first_done(self, task: asyncio.Task[Any]) -> None:
+        slot = self.slot
+        if slot.task is not task or slot.start is not self:  # abandoned or aborted: nobody wants it now
+            self._late(task)
+            return
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+        slot.task = None
+        if not self.timed_out and not task.cancelled() and task.exception() is None:  # the common case
+            resource, closer = task.result()
+            self.ready(resource, closer)
+            return
+        timeout = AttemptTimeout(f"no answer within {self.budget:.3g}s (attempt 1)")
+        if task.cancelled():
+            if self.timed_out:
+                self.failed(timeout)
+            else:
+                self.cancelled()
+            return
+        exc = task.exception()
+        if exc is None:  # it swallowed the cancellation and finished after its deadline: not a success
+            self._late(task)
+            self.failed(timeout)
+        elif isinstance(exc, Exception):
+            self.failed(timeout if self.timed_out and isinstance(exc, TimeoutError) else exc)
+        else:  # KeyboardInterrupt, SystemExit: not ours to swallow
+            self.cancelled()
+            task.result()
+
+    def _late(self, task: asyncio.Task[Any]) -> None:
+        if task.cancelled() or task.exception() is not None:
+            return
+        comp = self.slot.component
+        self.tasks.spawn(
+            close_late(self.slot.name, comp.stop_timeout, self.tasks, task.result()),
+            name=f"infraboot-close-late-{self.slot.name}",
+        )
+
+    def failed(self, exc: Exception) -> None:
+        """Attempt 1 failed: retry in a task of its own if the rule allows, else record the failure."""
+        slot, comp = self.slot, self.slot.component
+        if isinstance(exc, OutOfTime) or not comp.is_retryable(exc) or comp.retry_policy.attempts <= 1:
+            fail(slot, exc)
+            self.settle()
+            return
+        slot.task = asyncio.get_running_loop().create_task(self._retry(exc), name=slot.task_names[0])
+
+    async def _retry(self, first_error: Exception) -> None:
+        slot, comp = self.slot, self.slot.component
+        resources = {d: self.lookup(d) for d in comp.requires}
+        try:
             resource, closer = await retry(
-                lambda n: open_attempt(slot, n, limit, resources, tasks),
+                lambda n: open_attempt(slot, n, self.limit, resources, self.tasks),
                 policy=comp.retry_policy,
                 retryable=comp.is_retryable,
-                deadline=limit,
-                on_retry=log_retry,
-                failed=exc,
+                deadline=self.limit,
+                on_retry=functools.partial(_log_retry, slot),
+                failed=first_error,
             )
-    except asyncio.CancelledError:
-        slot.transition(_S.FAILED, error="start was cancelled", error_code="cancelled")
-        raise
-    except Exception as exc:  # the attempts are used up: record, never raise
-        fail(slot, exc)
-        return
-    slot.transition(_S.READY, resource=resource, closer=closer)
+        except asyncio.CancelledError:
+            if slot.start is self:
+                self.cancelled()
+            raise
+        except Exception as exc:  # the attempts are used up: record, never raise
+            raise_if_cancelled()
+            if slot.start is self:
+                fail(slot, exc)
+                self.settle()
+            return
+        if slot.start is not self:  # aborted meanwhile: nobody wants it now
+            await close_late(slot.name, comp.stop_timeout, self.tasks, (resource, closer))
+            return
+        slot.task = None
+        self.ready(resource, closer)
+
+    def ready(self, resource: Any, closer: Closer) -> None:
+        slot = self.slot
+        slot.transition(_S.READY, resource=resource, closer=closer)
+        duration = (slot.ended_at or 0) - (slot.started_at or 0)
+        event(logging.INFO, "component_ready", slot.name, duration=duration, attempts=slot.attempts)
+        self.settle()
+
+    def cancelled(self) -> None:
+        self.slot.transition(_S.FAILED, error="start was cancelled", error_code="cancelled")
+        self.settle()
+
+    def settle(self) -> None:
+        slot = self.slot
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+        if slot.start is self:
+            slot.start = None
+        if slot.settled is not None and not slot.settled.done():
+            slot.settled.set_result(None)
+
+
+def abort(slot: Slot, tasks: TaskSet) -> asyncio.Task[Any] | None:
+    """Cancel the start under way of *slot* at once: it is ``failed`` (cancelled) from now on.
+
+    Returns the task that was doing the work (now cancelled, and tracked by *tasks*), so
+    the caller may give it a bounded grace; whatever it still makes is closed.
+    """
+    start = slot.start
+    if start is None or not unsettled(slot):
+        return None
+    task = slot.task
+    slot.task = None
+    start.cancelled()
+    if task is not None and not task.done():
+        task.cancel()
+        tasks.adopt(task)
+        return task
+    return None
+
+
+def _log_retry(slot: Slot, exc: Exception, attempt: int, wait: float) -> None:
+    comp = slot.component
     event(
-        logging.INFO,
-        "component_ready",
+        logging.WARNING,
+        "component_retrying",
         slot.name,
-        duration=(slot.ended_at or 0) - (slot.started_at or 0),
-        attempts=slot.attempts,
+        attempt=attempt,
+        wait=wait,
+        error_code=comp.classify(exc),
+        error=describe(exc),
     )
 
 
@@ -165,7 +341,7 @@ def fail(slot: Slot, exc: Exception) -> None:
 
 
 async def wait_started(
-    starts: list[asyncio.Task[None]],
+    starts: list[asyncio.Future[None]],
     closure: list[str],
     slots: Mapping[str, Slot],
     deadline: float | None,
@@ -179,10 +355,10 @@ async def wait_started(
     short grace) the starts this call alone asked for are cut off and recorded as
     timed out; starts other callers also wait for are left alone.
     """
-    by_task = {slot.task: slot for n in closure if (slot := slots[n]).task is not None}
+    by_future = {f: slot for n in closure if (f := (slot := slots[n]).settled) is not None}
 
-    def required_failed(task: asyncio.Future[Any]) -> bool:
-        slot = by_task.get(task)  # type: ignore[call-overload]
+    def required_failed(future: asyncio.Future[Any]) -> bool:
+        slot = by_future.get(future)
         return slot is not None and slot.component.required and slot.state in (_S.FAILED, _S.BLOCKED)
 
     timeout_at = None if deadline is None else deadline + _DEADLINE_GRACE
@@ -190,13 +366,14 @@ async def wait_started(
     failed = first_required_failure(closure, slots)
     if failed is not None or not pending:
         return failed
-    ours = [n for n in closure if (t := slots[n].task) is not None and t in pending and demand[n] <= 1]
-    for task in await cancel_until_done([t for n in ours if (t := slots[n].task) is not None], ABANDON_GRACE):
-        abandoned.adopt(task)  # type: ignore[arg-type]
+    ours = [n for n in closure if unsettled(slots[n]) and demand[n] <= 1]
+    cut: list[asyncio.Task[Any]] = []
     for n in ours:  # starts other callers wait for are theirs: left alone, reported as still starting
-        slot = slots[n]
-        if slot.state in _STARTING:
-            fail(slot, OutOfTime("startup_timeout exceeded"))
+        task = abort(slots[n], abandoned)
+        fail(slots[n], OutOfTime("startup_timeout exceeded"))
+        if task is not None:
+            cut.append(task)
+    await cancel_until_done(cut, ABANDON_GRACE)
     failed = first_required_failure(closure, slots)
     if failed is None:  # a required start shared with another caller is still running: too late for us
         failed = next((n for n in closure if slots[n].component.required and slots[n].state in _STARTING), None)

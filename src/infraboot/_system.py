@@ -27,7 +27,7 @@ from ._log import event
 from ._monitor import Monitor
 from ._report import ComponentSnapshot, ShutdownReport, StartupReport
 from ._slot import HOLDING, Override, Slot
-from ._startup import configure_all, launch, startup_error, wait_started
+from ._startup import abort, configure_all, launch, startup_error, wait_started
 from ._state import ComponentState
 from ._teardown import Teardown
 from .exceptions import ConfigError, DependencyError, NotInitializedError
@@ -390,7 +390,7 @@ class SystemInitializer:
         t0 = time.monotonic()
         deadline = t0 + budget
         try:
-            starting = [s.task for s in self._slots.values() if s.task is not None and not s.task.done()]
+            starting = [t for s in self._slots.values() if (t := abort(s, self._tasks)) is not None]
             await cancel_until_done([*starting, *self._tasks], min(budget, _CANCEL_PHASE))
             report = await self._teardown.stop_many(self._teardown.running(), deadline)
         finally:

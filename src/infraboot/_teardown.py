@@ -20,6 +20,7 @@ from ._errors import describe
 from ._log import event
 from ._report import ShutdownReport, StopResult
 from ._slot import HOLDING, Slot
+from ._startup import abort
 from ._state import ComponentState
 
 __all__ = ["Teardown"]
@@ -75,10 +76,9 @@ class Teardown:
         """Undo one startup call: cut off the starts only it asked for (*alone*), let other callers'
         starts finish, then stop what it started and nobody was *promised*, dependents first."""
         slots = self._slots
-        ours = [t for n in closure if (t := slots[n].task) is not None and not t.done() and alone(n)]
-        for task in await cancel_until_done(ours, ABANDON_GRACE):
-            self._tasks.adopt(task)  # type: ignore[arg-type]
-        in_flight = [t for n in closure if (t := slots[n].task) is not None and not t.done()]
+        cut = [t for n in closure if alone(n) and (t := abort(slots[n], self._tasks)) is not None]
+        await cancel_until_done(cut, ABANDON_GRACE)  # a bounded grace for their own cleanup
+        in_flight = [f for n in closure if (f := slots[n].settled) is not None and not f.done()]
         if in_flight:  # other callers' starts: let them finish, within this call's own bound
             await wait_until(in_flight, deadline if others_until is None else min(deadline, others_until))
         victims = [n for n in closure if slots[n].state is _S.READY and not promised(n) and alone(n)]
