@@ -38,7 +38,7 @@ async def init_redis() -> Redis:
 
 def get_redis() -> Redis:
     """The ``redis.asyncio.Redis`` client of the default system."""
-    client: Redis = (_default._system or _default.default_system()).get("redis")
+    client: Redis = _default.lookup("redis")
     return client
 
 
@@ -55,7 +55,7 @@ async def init_database() -> AsyncEngine:
 
 def get_engine() -> AsyncEngine:
     """The SQLAlchemy ``AsyncEngine`` of the default system."""
-    engine: AsyncEngine = (_default._system or _default.default_system()).get("database")
+    engine: AsyncEngine = _default.lookup("database")
     return engine
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from ._component import Component
@@ -33,6 +33,14 @@ ENTRY_POINT_GROUP = "infraboot.components"
 _system: SystemInitializer | None = None
 
 
+def _first_lookup(name: str) -> Any:
+    return default_system().get(name)
+
+
+#: ``get`` of the default system, bound: the accessors' hot path (rebound when the default system changes).
+lookup: Callable[[str], Any] = _first_lookup
+
+
 def default_system() -> SystemInitializer:
     """The process-wide system, created on first use.
 
@@ -40,13 +48,14 @@ def default_system() -> SystemInitializer:
     ``REDIS_*`` / ``DATABASE_*`` environment variables; an unset URL disables one)
     and every component contributed through the ``infraboot.components`` entry points.
     """
-    global _system
+    global _system, lookup
     if _system is None:
         from ._builtin import builtin_components
 
         system = SystemInitializer(builtin_components(), **settings_from_env())
         load_entry_points(system)
         _system = system
+        lookup = system.get
     return _system
 
 
@@ -91,8 +100,9 @@ def reset_default_system(system: SystemInitializer | None = None) -> SystemIniti
 
     For test kits; an application has no reason to call it.
     """
-    global _system
+    global _system, lookup
     old, _system = _system, system
+    lookup = _first_lookup if system is None else system.get
     return old
 
 

@@ -92,8 +92,8 @@ def launch(
         if slot.recovery is not None and not slot.recovery.done():
             continue  # recovering in the background already; its outcome is reported as it stands
         if not unsettled(slot):
-            if slot.state is not _S.STOPPING:  # a stop in flight ends first (the start waits for it)
-                slot.transition(_S.PENDING, fresh=True)
+            if slot.state is not _S.STOPPING and (slot.state is not _S.PENDING or slot.attempts):
+                slot.transition(_S.PENDING, fresh=True)  # a stop in flight ends first (the start waits for it)
             slot.settled = loop.create_future()
             _Start(slot, slots, deadline, tasks, lookup).schedule()
         settled.append(slot.settled)  # type: ignore[arg-type]
@@ -170,7 +170,9 @@ class _Start:
                 return
         slot.attempts = 1
         self.budget = budget
-        resources = {d: self.lookup(d) for d in requires}  # overrides included, as get() sees them
+        resources = {}
+        for d in requires:
+            resources[d] = self.lookup(d)  # overrides included, as get() sees them
         loop = asyncio.get_running_loop()
         task = loop.create_task(comp._open(Context(slot.name, resources, 1)), name=slot.task_names[1])
         slot.task = task
