@@ -8,9 +8,9 @@ nox.options.sessions = ["tests", "lint", "typing"]
 nox.options.reuse_existing_virtualenvs = True
 
 
-@nox.session
+@nox.session(python=["3.11", "3.12", "3.13"])
 def tests(session: nox.Session) -> None:
-    """The whole suite against the local servers (scripts/services.sh starts what is missing)."""
+    """The whole suite on every supported Python, against the local servers (scripts/services.sh starts them)."""
     session.run("bash", "scripts/services.sh", external=True)
     session.install("-e", ".[dev]")
     session.run("pytest", *session.posargs)
