@@ -110,6 +110,7 @@ class SystemInitializer:
         self._pinned: set[str] = set()  # promised ready to a caller; a rollback leaves them alone
         self._demand: Counter[str] = Counter()  # in-flight ensure_initialized calls per component
         self._graph_checked = False
+        self._deferred: ConfigError | None = None
         self._loop = LoopBinding()
         self._base_time: float | None = None
         self._phase: Phase = "not started"
@@ -180,10 +181,22 @@ class SystemInitializer:
         return self._phase
 
     def validate(self) -> None:
-        """Check the dependency graph before any I/O: unknown requirements and cycles raise :class:`DependencyError`."""
+        """Check before any I/O: the dependency graph (unknown requirements, cycles raise
+        :class:`DependencyError`) and any configuration error held by :meth:`defer_config_error`."""
+        if self._deferred is not None:
+            raise self._deferred
         if not self._graph_checked:
             _graph.validate(self._graph())
             self._graph_checked = True
+
+    def defer_config_error(self, error: ConfigError | None) -> None:
+        """Hold *error* (settings that could not be read, e.g. bad ``INFRABOOT_*`` variables) until startup.
+
+        Every later ``validate()`` / ``ensure_initialized()`` raises it before any I/O, so the
+        failure surfaces where the application handles startup errors, not at import time.
+        ``None`` clears it.
+        """
+        self._deferred = error
 
     def _graph(self) -> dict[str, tuple[str, ...]]:
         return {n: tuple(s.component.requires) for n, s in self._slots.items()}
