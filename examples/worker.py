@@ -39,7 +39,7 @@ async def main(system: infraboot.SystemInitializer) -> int:
                 return done
             continue
         async with infraboot.get_session() as session:
-            square = (await session.execute(text("SELECT :n * :n"), {"n": int(item[1])})).scalar_one()
+            square = (await session.execute(text("SELECT CAST(:n AS integer) * CAST(:n AS integer)"), {"n": int(item[1])})).scalar_one()
         print(f"job {int(item[1])} -> {square}", flush=True)
         done += 1
 

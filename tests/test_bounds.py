@@ -602,3 +602,56 @@ async def test_a_dependent_started_inside_an_override_gets_the_override() -> Non
     await system.shutdown()
 
     assert ["fake"] == seen
+
+
+async def test_work_abandoned_by_one_shutdown_does_not_eat_the_next_shutdowns_budget() -> None:
+    """A teardown still running from an earlier shutdown is cancelled again, not waited for."""
+    stubborn = Stubborn()
+
+    @infraboot.component("stubborn", stop_timeout=60)
+    async def comp(ctx: infraboot.Context) -> AsyncIterator[str]:
+        yield "s"
+        await stubborn.hold()
+
+    @infraboot.component("fine")
+    async def fine(ctx: infraboot.Context) -> AsyncIterator[str]:
+        yield "f"
+
+    system = SystemInitializer([comp, fine], check_interval=None)
+    await system.initialize_all()
+    await system.shutdown(timeout=1)
+    await system.ensure_initialized(["fine"])
+    t0 = time.monotonic()
+    second = await system.shutdown(timeout=1)
+    elapsed = time.monotonic() - t0
+    stubborn.released.set()
+
+    assert second.ok
+    assert elapsed < 0.3
+
+
+async def test_recovery_does_not_pile_up_attempts_behind_an_abandoned_one() -> None:
+    """While an abandoned attempt still runs, recovery waits for it instead of opening another."""
+    live: list[int] = []
+    peak = [0]
+
+    @infraboot.component("slow", required=False, timeout=0.2, retries=0)
+    async def slow(ctx: infraboot.Context) -> AsyncIterator[str]:
+        live.append(1)
+        peak[0] = max(peak[0], len(live))
+        try:
+            await Stubborn().hold(limit=1.0)
+        finally:
+            live.pop()
+        raise ConnectionRefusedError("still down")
+        yield "never"
+
+    with infraboot.set_testing():
+        system = SystemInitializer([slow], check_interval=None)
+        await system.initialize_all()
+        await eventually(lambda: not live, timeout=5)
+        await eventually(lambda: bool(live), timeout=5)  # recovery tried again once the first was gone
+        observed = peak[0]
+        await system.shutdown(timeout=2)
+
+    assert 1 == observed

@@ -3,8 +3,22 @@
 from __future__ import annotations
 
 import math
+from typing import TypedDict
 
-__all__ = ["count_problem", "seconds_problem", "system_settings_problems"]
+__all__ = ["SystemSettings", "count_problem", "seconds_problem", "system_settings_problems"]
+
+
+class SystemSettings(TypedDict, total=False):
+    """The settings of a :class:`~infraboot.SystemInitializer`, as keyword arguments (see its docstring)."""
+
+    startup_timeout: float | None
+    shutdown_timeout: float
+    check_interval: float | None
+    check_ttl: float
+    health_timeout: float
+    failure_threshold: int
+    success_threshold: int
+    recovery: bool
 
 
 def seconds_problem(
@@ -36,8 +50,11 @@ def count_problem(field: str, value: object, *, minimum: int = 0, example: str |
 def system_settings_problems(given: dict[str, object]) -> list[str]:
     """Every problem of the :class:`SystemInitializer` settings in *given*, one line each."""
     problems: list[str] = []
+    known = SystemSettings.__annotations__
     for key, value in given.items():
-        if key in ("startup_timeout", "check_interval"):
+        if key not in known:
+            problems.append(f"unknown setting {key!r}; the settings are {', '.join(known)}")
+        elif key in ("startup_timeout", "check_interval"):
             problem = seconds_problem(key, value, allow_none=True)
         elif key in ("failure_threshold", "success_threshold"):
             problem = count_problem(key, value, minimum=1, example=f"{key}=1")

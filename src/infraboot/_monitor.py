@@ -130,7 +130,7 @@ class Monitor:
         code: str | None = None
         try:
             await run_within(
-                comp.check(resource), comp.check_timeout, name=f"infraboot-probe-{slot.name}", abandoned=self._tasks
+                comp.check(resource), comp.check_timeout, name=f"infraboot-probe-{slot.name}", abandoned=slot.strays
             )
         except DeadlineExceeded:
             code = "timeout"
@@ -253,11 +253,11 @@ class Monitor:
         if slot.state is not _S.FAILED:
             return  # stopped, or started by someone else meanwhile
         requires = slot.component.requires
-        if any(self._slots[d].state is not _S.READY for d in requires):
-            raise _StillDown
+        if slot.strays or any(self._slots[d].state is not _S.READY for d in requires):
+            raise _StillDown  # an abandoned attempt still runs (no pile-up), or a requirement is down
         resources: dict[str, Any] = {d: self._lookup(d) for d in requires}  # overrides included
         try:
-            resource, closer = await open_attempt(slot, number, None, resources, self._tasks)
+            resource, closer = await open_attempt(slot, number, None, resources)
         except Exception as exc:
             raise_if_cancelled()
             slot.transition(_S.FAILED, error=describe(exc), error_code=slot.component.classify(exc))

@@ -111,6 +111,26 @@ class Override:
         self.resource = resource
         self.previous = previous  # the override this one hides, if any
 
+    @classmethod
+    def push(cls, overrides: dict[str, Override], name: str, resource: Any) -> Override:
+        """A new top layer for *name*."""
+        mine = overrides[name] = cls(resource, overrides.get(name))
+        return mine
+
+    def pop(self, overrides: dict[str, Override], name: str) -> None:
+        """Remove this layer only: blocks may end out of order (two tasks overriding one name)."""
+        top = overrides.get(name)
+        if top is self:
+            if self.previous is None:
+                overrides.pop(name, None)
+            else:
+                overrides[name] = self.previous
+            return
+        while top is not None and top.previous is not self:
+            top = top.previous
+        if top is not None:
+            top.previous = self.previous
+
 
 class Slot:
     """The runtime record of one component. Owned by one system; read by its rooms."""
@@ -136,6 +156,7 @@ class Slot:
         "started_at",
         "state",
         "stop_task",
+        "strays",
         "task",
         "task_names",
     )
@@ -163,6 +184,9 @@ class Slot:
         self.recovery: asyncio.Task[None] | None = None
         self.stop_task: asyncio.Task[Any] | None = None
         self.probe = Probe()
+        #: This component's abandoned work (attempts, probes, teardowns that ignored their cancellation),
+        #: while it still runs: recovery waits for it rather than pile up connections.
+        self.strays = TaskSet()
         self._clear_outcome()
 
     def _clear_outcome(self) -> None:
@@ -232,6 +256,7 @@ class Slot:
         """Drop every loop-bound object without closing anything (their event loop is gone)."""
         self.task = self.recovery = self.stop_task = self.settled = self.start = None
         self.probe.inflight = None
+        self.strays.clear()
         self.transition(_S.PENDING, resource=None, closer=None, fresh=True)
 
     def after_fork(self, orphans: list[Any]) -> bool:
@@ -242,6 +267,7 @@ class Slot:
         """
         self.task = self.recovery = self.stop_task = self.settled = self.start = None
         self.probe.inflight = None
+        self.strays.clear()
         if self.state not in HOLDING:
             return True
         old = self.resource
@@ -360,7 +386,7 @@ class AttemptTimeout(OwnMessage, TimeoutError):
 
 
 async def open_attempt(
-    slot: Slot, number: int, limit: float | None, resources: Mapping[str, Any], abandoned: TaskSet
+    slot: Slot, number: int, limit: float | None, resources: Mapping[str, Any]
 ) -> tuple[Any, Closer]:
     """Start attempt *number* of *slot*'s component, in a task of its own, within its timeout and *limit*.
 
@@ -382,8 +408,8 @@ async def open_attempt(
             comp._open(Context(slot.name, resources, number)),
             budget,
             name=slot.task_names[1],
-            abandoned=abandoned,
-            on_late_result=functools.partial(close_late, slot.name, comp.stop_timeout, abandoned),
+            abandoned=slot.strays,
+            on_late_result=functools.partial(close_late, slot.name, comp.stop_timeout, slot.strays),
         )
     except DeadlineExceeded as exc:
         note = "; it ignored cancellation and was abandoned" if exc.abandoned else ""

@@ -190,7 +190,7 @@ class _Start:
         if task.done() or self.slot.task is not task:
             return
         self.slot.task = None
-        self.tasks.adopt(task)
+        self.slot.strays.adopt(task)
         event(logging.WARNING, "attempt_abandoned", self.slot.name, attempt=1, budget=budget)
         msg = f"no answer within {budget:.3g}s (attempt 1); it ignored cancellation and was abandoned"
         self.failed(AttemptTimeout(msg))
@@ -229,8 +229,8 @@ class _Start:
         if task.cancelled() or task.exception() is not None:
             return
         comp = self.slot.component
-        self.tasks.spawn(
-            close_late(self.slot.name, comp.stop_timeout, self.tasks, task.result()),
+        self.slot.strays.spawn(
+            close_late(self.slot.name, comp.stop_timeout, self.slot.strays, task.result()),
             name=f"infraboot-close-late-{self.slot.name}",
         )
 
@@ -248,7 +248,7 @@ class _Start:
         resources = {d: self.lookup(d) for d in comp.requires}
         try:
             resource, closer = await retry(
-                lambda n: open_attempt(slot, n, self.limit, resources, self.tasks),
+                lambda n: open_attempt(slot, n, self.limit, resources),
                 policy=comp.retry_policy,
                 retryable=comp.is_retryable,
                 deadline=self.limit,
@@ -266,7 +266,7 @@ class _Start:
                 self.settle()
             return
         if slot.start is not self:  # aborted meanwhile: nobody wants it now
-            await close_late(slot.name, comp.stop_timeout, self.tasks, (resource, closer))
+            await close_late(slot.name, comp.stop_timeout, slot.strays, (resource, closer))
             return
         slot.task = None
         self.ready(resource, closer)
@@ -293,10 +293,10 @@ class _Start:
             slot.settled.set_result(None)
 
 
-def abort(slot: Slot, tasks: TaskSet) -> asyncio.Task[Any] | None:
+def abort(slot: Slot) -> asyncio.Task[Any] | None:
     """Cancel the start under way of *slot* at once: it is ``failed`` (cancelled) from now on.
 
-    Returns the task that was doing the work (now cancelled, and tracked by *tasks*), so
+    Returns the task that was doing the work (now cancelled, and tracked in ``slot.strays``), so
     the caller may give it a bounded grace; whatever it still makes is closed.
     """
     start = slot.start
@@ -307,7 +307,7 @@ def abort(slot: Slot, tasks: TaskSet) -> asyncio.Task[Any] | None:
     start.cancelled()
     if task is not None and not task.done():
         task.cancel()
-        tasks.adopt(task)
+        slot.strays.adopt(task)
         return task
     return None
 
@@ -371,7 +371,7 @@ async def wait_started(
     ours = [n for n in closure if unsettled(slots[n]) and demand[n] <= 1]
     cut: list[asyncio.Task[Any]] = []
     for n in ours:  # starts other callers wait for are theirs: left alone, reported as still starting
-        task = abort(slots[n], abandoned)
+        task = abort(slots[n])
         fail(slots[n], OutOfTime("startup_timeout exceeded"))
         if task is not None:
             cut.append(task)

@@ -15,19 +15,19 @@ import warnings
 from collections import Counter
 from collections.abc import Coroutine, Iterable, Iterator, Mapping
 from types import MappingProxyType, TracebackType
-from typing import Any, Literal, Self
+from typing import Any, Literal, Self, Unpack
 
 from . import _fork, _graph
-from ._checks import seconds_problem, system_settings_problems
+from ._checks import SystemSettings, seconds_problem, system_settings_problems
 from ._component import Component
-from ._deadlines import ABANDON_GRACE, CANCEL_GRACE, TaskSet, cancel_until_done, shielded, wait_until
+from ._deadlines import ABANDON_GRACE, CANCEL_GRACE, TaskSet, shielded, wait_until
 from ._fork import LoopBinding
 from ._health import HealthReport
 from ._log import event
 from ._monitor import Monitor
 from ._report import ComponentSnapshot, ShutdownReport, StartupReport
 from ._slot import HOLDING, Override, Slot
-from ._startup import abort, configure_all, launch, startup_error, wait_started
+from ._startup import configure_all, launch, startup_error, wait_started
 from ._state import ComponentState
 from ._teardown import Teardown
 from .exceptions import ConfigError, DependencyError, NotInitializedError
@@ -38,7 +38,6 @@ _S = ComponentState
 Phase = Literal["not started", "starting", "running", "startup failed", "stopping", "stopped"]
 # At most this long goes to cancelling starts and background work before the stops begin.
 _CANCEL_PHASE = 0.5
-_UNSET: Any = object()
 
 
 class SystemInitializer:
@@ -80,29 +79,8 @@ class SystemInitializer:
     success_threshold: int = 1
     recovery: bool = True
 
-    def __init__(
-        self,
-        components: Iterable[Component[Any]] = (),
-        *,
-        startup_timeout: float | None = None,
-        shutdown_timeout: float = 30.0,
-        check_interval: float | None = 10.0,
-        check_ttl: float = 1.0,
-        health_timeout: float = 1.0,
-        failure_threshold: int = 1,
-        success_threshold: int = 1,
-        recovery: bool = True,
-    ) -> None:
-        self.configure(
-            startup_timeout=startup_timeout,
-            shutdown_timeout=shutdown_timeout,
-            check_interval=check_interval,
-            check_ttl=check_ttl,
-            health_timeout=health_timeout,
-            failure_threshold=failure_threshold,
-            success_threshold=success_threshold,
-            recovery=recovery,
-        )
+    def __init__(self, components: Iterable[Component[Any]] = (), **settings: Unpack[SystemSettings]) -> None:
+        self.configure(**settings)
         self._slots: dict[str, Slot] = {}
         # What get() reads: ready slots and overrides only, so get() is one dict lookup.
         self._ready: dict[str, Slot | Override] = {}
@@ -115,7 +93,7 @@ class SystemInitializer:
         self._base_time: float | None = None
         self._phase: Phase = "not started"
         self._wanted: dict[str, None] = {}  # every component an ensure_initialized asked for, in order
-        self._tasks = TaskSet()  # probes, monitor, recovery, abandoned attempts, spawn()
+        self._tasks = TaskSet()  # probes, monitor, recovery, spawn()
         self._shutdown_task: asyncio.Task[ShutdownReport] | None = None
         self._shutdowns = 0  # bumped by every shutdown: a startup that saw one begin does not claim "running"
         self._monitor = Monitor(
@@ -126,24 +104,13 @@ class SystemInitializer:
         for c in components:
             self.register(c)
 
-    def configure(
-        self,
-        *,
-        startup_timeout: float | None = _UNSET,
-        shutdown_timeout: float = _UNSET,
-        check_interval: float | None = _UNSET,
-        check_ttl: float = _UNSET,
-        health_timeout: float = _UNSET,
-        failure_threshold: int = _UNSET,
-        success_threshold: int = _UNSET,
-        recovery: bool = _UNSET,
-    ) -> None:
+    def configure(self, **settings: Unpack[SystemSettings]) -> None:
         """Change the system's settings (see the class docstring); unnamed ones keep their value.
 
         Every value is checked before any is applied: a :class:`ConfigError` lists every
         problem and changes nothing. A new ``check_interval`` applies from the next startup.
         """
-        given = {k: v for k, v in locals().items() if k != "self" and v is not _UNSET}
+        given = dict(settings)
         problems = system_settings_problems(given)
         if problems:
             raise ConfigError("SystemInitializer: " + "; ".join(problems), problems=tuple(problems))
@@ -239,24 +206,12 @@ class SystemInitializer:
         stopped or restarted inside the block. Nothing is started or stopped. Nests.
         """
         slot = self._slot(name)
-        mine = Override(resource, previous=self._overrides.get(name))
-        self._overrides[name] = mine
+        mine = Override.push(self._overrides, name, resource)
         slot.publish()
         try:
             yield resource
         finally:
-            # Blocks may end out of order (two tasks overriding one name): drop only our own layer.
-            top = self._overrides.get(name)
-            if top is mine:
-                if mine.previous is None:
-                    self._overrides.pop(name, None)
-                else:
-                    self._overrides[name] = mine.previous
-            else:
-                while top is not None and top.previous is not mine:
-                    top = top.previous
-                if top is not None:
-                    top.previous = mine.previous
+            mine.pop(self._overrides, name)
             slot.publish()
 
     def snapshot(self) -> Mapping[str, ComponentSnapshot]:
@@ -401,11 +356,8 @@ class SystemInitializer:
 
     async def _shutdown(self, budget: float) -> ShutdownReport:
         t0 = time.monotonic()
-        deadline = t0 + budget
         try:
-            starting = [t for s in self._slots.values() if (t := abort(s, self._tasks)) is not None]
-            await cancel_until_done([*starting, *self._tasks], min(budget, _CANCEL_PHASE))
-            report = await self._teardown.stop_many(self._teardown.running(), deadline)
+            report = await self._teardown.shutdown(budget)
         finally:
             self._pinned.clear()
             self._base_time = None

@@ -26,6 +26,8 @@ from ._state import ComponentState
 __all__ = ["Teardown"]
 
 _S = ComponentState
+# At most this long goes to cancelling starts and background work before the stops begin.
+_CANCEL_PHASE = 0.5
 
 
 class Teardown:
@@ -63,6 +65,18 @@ class Teardown:
             errors=MappingProxyType(dict.fromkeys(stopping, error)),
         )
 
+    async def shutdown(self, budget: float) -> ShutdownReport:
+        """Abort every start, cancel the background work (briefly), then stop everything running."""
+        deadline = time.monotonic() + budget
+        starting = [t for s in self._slots.values() if (t := abort(s)) is not None]
+        # Work abandoned earlier (it ignored a cancellation already) is cancelled again, never waited for:
+        # it must not eat into this shutdown's budget.
+        for slot in self._slots.values():
+            for stray in slot.strays:
+                stray.cancel()
+        await cancel_until_done([*starting, *self._tasks], min(budget, _CANCEL_PHASE))
+        return await self.stop_many(self.running(), deadline)
+
     async def rollback(
         self,
         closure: list[str],
@@ -76,7 +90,7 @@ class Teardown:
         """Undo one startup call: cut off the starts only it asked for (*alone*), let other callers'
         starts finish, then stop what it started and nobody was *promised*, dependents first."""
         slots = self._slots
-        cut = [t for n in closure if alone(n) and (t := abort(slots[n], self._tasks)) is not None]
+        cut = [t for n in closure if alone(n) and (t := abort(slots[n])) is not None]
         await cancel_until_done(cut, ABANDON_GRACE)  # a bounded grace for their own cleanup
         in_flight = [f for n in closure if (f := slots[n].settled) is not None and not f.done()]
         if in_flight:  # other callers' starts: let them finish, within this call's own bound
@@ -151,10 +165,13 @@ class Teardown:
             if budget <= 0:
                 error, code = "shutdown_timeout was used up before this component could stop", "timeout"
             elif closer is not None:
-                await run_within(closer(reason), budget, name=f"infraboot-teardown-{slot.name}", abandoned=self._tasks)
+                await run_within(closer(reason), budget, name=f"infraboot-teardown-{slot.name}", abandoned=slot.strays)
         except DeadlineExceeded as exc:
-            which = "stop_timeout" if budget >= comp.stop_timeout else "shutdown_timeout"
-            error, code = f"stop did not finish within {which}={budget:.3g}s", "timeout"
+            if budget >= comp.stop_timeout:
+                error = f"stop did not finish within stop_timeout={budget:.3g}s"
+            else:
+                error = f"stop did not finish within what was left of the shutdown_timeout ({budget:.3g}s)"
+            code = "timeout"
             if exc.abandoned:
                 error += "; it ignored cancellation and was abandoned"
         except Exception as exc:  # teardown carries on: log with the name, collect, go on
