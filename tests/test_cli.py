@@ -3,22 +3,35 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
+from pathlib import Path
+
+import pytest
 
 import infraboot
+from infraboot.asyncio import _failure_lines
 
 from .servers import free_port
 
 
+def clean_env(**env: str) -> dict[str, str]:
+    clean = {k: v for k, v in os.environ.items() if not k.startswith(("REDIS_", "DATABASE_", "INFRABOOT_"))}
+    return {**clean, **env}
+
+
 def run(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
-    clean = {k: v for k, v in os.environ.items() if not k.startswith(("REDIS_", "DATABASE_"))}
+    return python("-m", "infraboot", *args, **env)
+
+
+def python(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "infraboot", *args],
+        [sys.executable, *args],
         check=False,
         capture_output=True,
         text=True,
-        env={**clean, **env},
+        env=clean_env(**env),
         timeout=60,
     )
 
@@ -138,3 +151,174 @@ def test_demo_serves_until_interrupted(tmp_path: object) -> None:
             proc.wait()
     assert '"answer":42' in body
     assert "shut down: redis, database" in output
+    assert 130 == proc.returncode
+    assert "Traceback" not in output
+
+
+# -- one exit-code contract: 2 for configuration and startup failures, one line per problem ---------
+
+BAD_TIMEOUT = (
+    "infraboot: INFRABOOT_SHUTDOWN_TIMEOUT='-1': must be a finite number of seconds > 0, "
+    "e.g. INFRABOOT_SHUTDOWN_TIMEOUT=30"
+)
+
+
+@pytest.mark.parametrize("command", [["check"], ["check", "--json"], ["graph"], ["wait", "--timeout", "5"]])
+def test_a_bad_infraboot_variable_exits_2_with_one_line(command: list[str]) -> None:
+    """A bad INFRABOOT_* value is one line naming the variable and its value, exit 2, no traceback."""
+    out = run(*command, INFRABOOT_SHUTDOWN_TIMEOUT="-1", REDIS_URL="memory://")
+    assert (2, [BAD_TIMEOUT], "") == (out.returncode, out.stderr.splitlines(), out.stdout)
+
+
+def test_every_bad_infraboot_variable_is_reported_at_once() -> None:
+    """Type and range problems of several variables come together, one line each, in one run."""
+    out = run(
+        "check",
+        INFRABOOT_SHUTDOWN_TIMEOUT="-1",
+        INFRABOOT_CHECK_TTL="soon",
+        INFRABOOT_FAILURE_THRESHOLD="0",
+        INFRABOOT_CHECK_INTERVAL="off",
+    )
+    expected = [
+        BAD_TIMEOUT,
+        "infraboot: INFRABOOT_CHECK_TTL='soon': must be a number of seconds > 0, e.g. INFRABOOT_CHECK_TTL=1",
+        "infraboot: INFRABOOT_FAILURE_THRESHOLD='0': must be a whole number >= 1, e.g. INFRABOOT_FAILURE_THRESHOLD=3",
+    ]
+    assert (2, expected) == (out.returncode, out.stderr.splitlines())
+
+
+def test_a_missing_extra_names_the_install_command() -> None:
+    """A bare install (no pydantic) makes check exit 2 with the pip command, not a ModuleNotFoundError."""
+    code = (
+        "import sys; sys.modules['pydantic'] = None; "  # what `import pydantic` meets on a bare install
+        "from infraboot.__main__ import main; raise SystemExit(main(['check']))"
+    )
+    out = python("-c", code, REDIS_URL="memory://")
+    assert 2 == out.returncode
+    assert 'pip install "infraboot[redis]"' in out.stderr
+    assert "Traceback" not in out.stderr
+
+
+@pytest.mark.parametrize(
+    ("module", "extra"),
+    [
+        ("redis.asyncio", "redis"),
+        ("asyncpg", "postgres"),
+        ("aiosqlite", "sqlite"),
+        ("fastapi", "fastapi"),
+        ("prometheus_client", "metrics"),
+    ],
+)
+def test_each_optional_dependency_maps_to_its_extra(module: str, extra: str) -> None:
+    """The missing module's name picks the extra whose install command is printed."""
+    lines = _failure_lines(ModuleNotFoundError(f"No module named {module!r}", name=module))
+    assert lines is not None
+    assert f'pip install "infraboot[{extra}]"' in lines[0]
+
+
+def test_an_unknown_import_error_is_not_disguised_as_a_missing_extra() -> None:
+    """An ImportError of a module no extra installs is a bug: it is not turned into an install hint."""
+    assert None is _failure_lines(ModuleNotFoundError("No module named 'myapp'", name="myapp"))
+
+
+@pytest.mark.parametrize("command", [["graph"], ["check", "redis"], ["check", "redis", "--json"]])
+def test_a_closed_stdout_is_not_a_traceback(command: list[str]) -> None:
+    """When the reader goes away (`infraboot graph | head -1`), the CLI exits 141 quietly."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "infraboot", *command],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=clean_env(REDIS_URL="memory://"),
+    )
+    assert proc.stdout is not None
+    proc.stdout.close()  # before the child writes: its first write (or flush) meets a closed pipe
+    try:
+        _, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert (141, "") == (proc.returncode, err)
+
+
+def test_a_closed_stdout_through_head_is_quiet() -> None:
+    """`infraboot graph | head -1` prints the first line and no traceback."""
+    out = subprocess.run(
+        ["/bin/sh", "-c", f"{sys.executable} -m infraboot graph | head -1"],
+        check=False,
+        capture_output=True,
+        text=True,
+        env=clean_env(),
+        timeout=60,
+    )
+    assert (0, "level 0 (start together):\n", "") == (out.returncode, out.stdout, out.stderr)
+
+
+WORKER = """
+import infraboot
+import infraboot.asyncio
+
+
+@infraboot.component("jobs")
+async def jobs(ctx):
+    yield "queue"
+
+
+infraboot.register(jobs)  # at import time, before any INFRABOOT_* value is checked
+
+
+async def main(system):
+    print("main ran")
+    {body}
+
+
+infraboot.asyncio.run(main, components=["jobs"], signals=())
+"""
+
+
+def test_a_worker_registering_at_import_reports_a_bad_variable(tmp_path: Path) -> None:
+    """A worker that registers at import time imports fine; run() prints the bad variable and exits 2."""
+    script = tmp_path / "worker.py"
+    script.write_text(WORKER.format(body=""))
+    out = python(str(script), INFRABOOT_SHUTDOWN_TIMEOUT="-1")
+    assert (2, [BAD_TIMEOUT], "") == (out.returncode, out.stderr.splitlines(), out.stdout)
+
+
+def test_a_worker_with_good_variables_runs(tmp_path: Path) -> None:
+    """The same worker with valid INFRABOOT_* values starts, runs main and exits 0."""
+    script = tmp_path / "worker.py"
+    script.write_text(WORKER.format(body=""))
+    out = python(str(script), INFRABOOT_SHUTDOWN_TIMEOUT="5", INFRABOOT_CHECK_INTERVAL="off")
+    assert (0, "main ran\n") == (out.returncode, out.stdout), out.stderr
+
+
+def test_run_exits_130_on_a_keyboard_interrupt(tmp_path: Path) -> None:
+    """A KeyboardInterrupt that run()'s signal handling did not catch is exit 130, no traceback."""
+    script = tmp_path / "worker.py"
+    script.write_text(WORKER.format(body="raise KeyboardInterrupt"))
+    out = python(str(script))
+    assert (130, "") == (out.returncode, out.stderr)
+
+
+def test_ctrl_c_during_wait_exits_130() -> None:
+    """SIGINT while wait is retrying stops it with status 130 and no traceback."""
+    dead = f"redis://127.0.0.1:{free_port()}/0"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "infraboot", "wait", "redis", "--timeout", "30"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=clean_env(REDIS_URL=dead, REDIS_CONNECT_TIMEOUT="0.3", REDIS_MAX_RETRIES="0"),
+    )
+    try:
+        assert proc.stdout is not None
+        first = proc.stdout.readline()  # bounded: wait gives up (and closes stdout) after 30 s
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert first.startswith("waiting (")
+    assert (130, "") == (proc.returncode, err)

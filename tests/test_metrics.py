@@ -20,9 +20,9 @@ def sample(registry: CollectorRegistry, name: str, **labels: str) -> float | Non
 
 
 async def test_a_scrape_shows_state_startup_and_checks() -> None:
-    """Up, state, startup attempts and check latency appear per component on the user's registry."""
+    """Up, state, startup attempts and check latency appear per component; a component down is not 'ready'."""
     db = Toggle("db")
-    system = SystemInitializer([db], check_interval=None)
+    system = SystemInitializer([db], check_interval=None, recovery=False)
     registry = CollectorRegistry()
     register_metrics(registry, system)
     await system.initialize_all()
@@ -32,12 +32,13 @@ async def test_a_scrape_shows_state_startup_and_checks() -> None:
     values = (
         sample(registry, "infraboot_component_up", component="db"),
         sample(registry, "infraboot_component_state", component="db", state="ready"),
+        sample(registry, "infraboot_component_state", component="db", state="unhealthy"),
         sample(registry, "infraboot_startup_attempts", component="db"),
         sample(registry, "infraboot_check_duration_seconds_count", component="db"),
         sample(registry, "infraboot_check_failures_total", component="db", code="refused"),
     )
     await system.shutdown()
-    assert (0.0, 1.0, 1.0, 2.0, 1.0) == values
+    assert (0.0, 0.0, 1.0, 1.0, 2.0, 1.0) == values
 
 
 async def test_an_unstarted_system_scrapes_cleanly() -> None:

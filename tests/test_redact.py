@@ -19,9 +19,10 @@ CANARY = "Can@ry:/%#pw"
     ],
 )
 def test_password_never_prints(raw: str) -> None:
-    """str and repr show *** where the password was, encoded or not."""
+    """str and repr show *** where the password was, encoded or not (raw '/ ? #' only by best guess, and flagged)."""
     url = SecretURL(raw)
     assert CANARY == url.password
+    assert ("Can@ry:/" in raw) == url.needs_encoding
     for text in (str(url), repr(url), f"{url}", f"{url!r}"):
         assert CANARY not in text
         assert "Can%40ry" not in text
@@ -30,10 +31,46 @@ def test_password_never_prints(raw: str) -> None:
 
 
 def test_secret_value_is_percent_encoded_for_drivers() -> None:
-    """The driver gets a well-formed URL even when the password was written raw."""
+    """The driver gets a well-formed URL when the password holds a raw '@' or ':'.
+
+    Real URL parsing ends the user and password at the last '@' of the authority,
+    which itself ends at the first '/', '?' or '#': raw '@' and ':' are therefore
+    supported, while a raw '/', '?' or '#' cannot be (it is indistinguishable from
+    the path, query or fragment -- see the next test).
+    """
+    url = SecretURL("redis://user:Can@ry:pw@localhost:6379/2")
+    assert "redis://user:Can%40ry%3Apw@localhost:6379/2" == url.get_secret_value()
+    assert ("localhost", 6379, "/2", "Can@ry:pw") == (url.host, url.port, url.path, url.password)
+    assert not url.needs_encoding
+
+
+def test_a_raw_slash_or_hash_in_a_password_is_flagged_and_still_hidden() -> None:
+    """A raw '/', '?' or '#' in a password sets needs_encoding; the best guess keeps the whole password out of str().
+
+    Before, the URL was split at its last '@', which read this password right but
+    moved the host of ``?application_name=a@b`` URLs; the URL checks now refuse the
+    raw form and ask for %2F, %3F, %23 -- SecretURL only guesses so that nothing prints.
+    """
     url = SecretURL("redis://user:Can@ry:/%#pw@localhost:6379/2")
-    assert "redis://user:Can%40ry%3A%2F%25%23pw@localhost:6379/2" == url.get_secret_value()
-    assert ("localhost", 6379, "/2") == (url.host, url.port, url.path)
+    assert url.needs_encoding
+    assert "redis://user:***@localhost:6379/2" == str(url)
+    assert ("localhost", 6379, "/2", CANARY) == (url.host, url.port, url.path, url.password)
+
+
+def test_an_at_sign_after_the_authority_does_not_move_the_host() -> None:
+    """The user and password end at the last '@' before the path, not the last '@' of the URL."""
+    url = SecretURL("postgresql+asyncpg://u:Pw-Secret-9@127.0.0.1:5432/test?application_name=a@b")
+    assert ("127.0.0.1", 5432, "/test", "Pw-Secret-9") == (url.host, url.port, url.path, url.password)
+    assert "a@b" == url.query_params["application_name"]
+    assert not url.needs_encoding
+    assert "postgresql+asyncpg://u:***@127.0.0.1:5432/test?application_name=a@b" == str(url)
+
+
+def test_replace_swaps_the_scheme_and_keeps_the_secret() -> None:
+    """replace() gives a copy with another scheme or query, the password still hidden."""
+    url = SecretURL("postgres://u:Pw-Secret-9@db/app?sslmode=require").replace(scheme="postgresql+asyncpg", query="")
+    assert "postgresql+asyncpg://u:Pw-Secret-9@db/app" == url.get_secret_value()
+    assert "postgresql+asyncpg://u:***@db/app" == str(url)
 
 
 def test_secret_query_parameters_are_redacted() -> None:
@@ -57,3 +94,7 @@ def test_ipv6_and_unix_urls_parse() -> None:
     assert ("::1", 6380) == (url.host, url.port)
     sock = SecretURL("unix:///run/redis.sock?db=1")
     assert ("unix", None, "/run/redis.sock") == (sock.scheme, sock.host, sock.path)
+    pg = SecretURL("postgresql+asyncpg://user@/test?host=/var/run/postgresql")
+    assert (None, "user", "/test", "/var/run/postgresql") == (pg.host, pg.username, pg.path, pg.query_params["host"])
+    bad = SecretURL("redis://[::1:6379/0")
+    assert ("[::1:6379", None) == (bad.host, bad.port)

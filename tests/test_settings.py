@@ -42,7 +42,7 @@ def test_settings_can_be_built_in_code(clean_env: pytest.MonkeyPatch) -> None:
         ({"REDIS_URL": "redis://h", "REDIS_TLS_VERIFY": "false"}, "only applies to rediss://"),
         (
             {"REDIS_URL": "redis://h", "REDIS_CONNECT_TIMEOUT": "soon"},
-            "REDIS_CONNECT_TIMEOUT: Input should be a valid number",
+            "REDIS_CONNECT_TIMEOUT='soon': must be a number",
         ),
         ({"DATABASE_URL": "mysql://h/db"}, "unknown scheme 'mysql'; use one of postgresql+asyncpg://"),
         (
@@ -83,22 +83,44 @@ def test_every_problem_is_listed_at_once(clean_env: pytest.MonkeyPatch) -> None:
     assert 3 == len(info.value.problems)
 
 
-def test_valid_and_unset_configuration_passes(clean_env: pytest.MonkeyPatch) -> None:
-    """No URL at all is valid: the components are simply disabled."""
-    infraboot.validate_config()
+def test_a_required_component_without_a_url_fails_closed(clean_env: pytest.MonkeyPatch) -> None:
+    """An unset (or empty) URL on a required component is a ConfigError naming the three ways out."""
+    clean_env.setenv("DATABASE_URL", "")
+    with pytest.raises(ConfigError) as info:
+        infraboot.validate_config()
     clean_env.setenv("REDIS_URL", "rediss://cache.internal:6380/0")
     clean_env.setenv("DATABASE_URL", "postgresql+asyncpg://u:p@db/app?sslmode=verify-full")
     infraboot.validate_config()
 
+    assert 2 == len(info.value.problems)
+    redis = info.value.problems[0]
+    assert redis.startswith("REDIS_URL is not set and 'redis' is required")
+    assert all(way in redis for way in ("set REDIS_URL", "REDIS_ENABLED=false", "REDIS_REQUIRED=false"))
 
-async def test_unset_urls_disable_the_components(clean_env: pytest.MonkeyPatch) -> None:
-    """With no URL the default system reports the components disabled, with the reason."""
+
+async def test_a_required_component_without_a_url_fails_startup_before_any_io(clean_env: pytest.MonkeyPatch) -> None:
+    """ensure_initialized() refuses to report ok for a required component nobody configured."""
+    with pytest.raises(ConfigError, match="REDIS_URL is not set and 'redis' is required"):
+        await infraboot.ensure_initialized(["redis", "database"])
+    assert infraboot.ComponentState.PENDING == infraboot.state("redis")
+
+
+async def test_an_optional_component_without_a_url_is_not_configured(clean_env: pytest.MonkeyPatch) -> None:
+    """Optional and unset: degraded, health 'warn' with 'not_configured', get() raises, nothing retried."""
+    clean_env.setenv("REDIS_REQUIRED", "false")
+    clean_env.setenv("DATABASE_ENABLED", "false")
     report = await infraboot.ensure_initialized(["redis", "database"])
-    assert "ok" == report.status
-    assert infraboot.ComponentState.DISABLED == report.components["redis"].state
-    assert "REDIS_URL is not set" == report.components["redis"].reason
-    with pytest.raises(infraboot.ComponentUnavailableError, match="DATABASE_URL is not set"):
-        infraboot.get_engine()
+    health = await infraboot.health()
+    with pytest.raises(infraboot.ComponentUnavailableError, match="REDIS_URL is not set"):
+        infraboot.get_redis()
+    await infraboot.shutdown()
+
+    assert ("degraded", infraboot.ComponentState.FAILED) == (report.status, report.components["redis"].state)
+    assert ("warn", "not_configured") == (health.status, health.components["redis"].error_code)
+    assert (infraboot.ComponentState.DISABLED, "DATABASE_ENABLED=false") == (
+        report.components["database"].state,
+        report.components["database"].reason,
+    )
 
 
 async def test_enabled_false_disables(clean_env: pytest.MonkeyPatch) -> None:

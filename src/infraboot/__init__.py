@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     from ._accessors import (
         close_database,
         close_redis,
+        configure,
         get_engine,
         get_redis,
         get_session,
@@ -32,7 +33,8 @@ if TYPE_CHECKING:
         pool_stats,
         validate_config,
     )
-    from ._component import Component, ComponentOptions, Context, component
+    from ._component import Component, ComponentOptions, Context, NotConfigured, component
+    from ._database import DatabaseComponent
     from ._default import (
         default_system,
         ensure_initialized,
@@ -47,6 +49,7 @@ if TYPE_CHECKING:
     )
     from ._health import ComponentHealth, HealthReport
     from ._redact import SecretURL
+    from ._redis import RedisComponent
     from ._report import ComponentResult, ComponentSnapshot, ShutdownReport, StartupReport, StopResult
     from ._retry import set_testing
     from ._settings import DatabaseSettings, RedisSettings
@@ -74,11 +77,14 @@ __all__ = [
     "ComponentUnavailableError",
     "ConfigError",
     "Context",
+    "DatabaseComponent",
     "DatabaseSettings",
     "DependencyError",
     "HealthReport",
     "InfrabootError",
+    "NotConfigured",
     "NotInitializedError",
+    "RedisComponent",
     "RedisSettings",
     "SecretURL",
     "ShutdownReport",
@@ -91,6 +97,7 @@ __all__ = [
     "close_database",
     "close_redis",
     "component",
+    "configure",
     "default_system",
     "ensure_initialized",
     "get",
@@ -116,6 +123,7 @@ __all__ = [
 _LAZY = {
     "close_database": "._accessors",
     "close_redis": "._accessors",
+    "configure": "._accessors",
     "get_engine": "._accessors",
     "get_redis": "._accessors",
     "get_session": "._accessors",
@@ -126,6 +134,9 @@ _LAZY = {
     "Component": "._component",
     "ComponentOptions": "._component",
     "Context": "._component",
+    "NotConfigured": "._component",
+    "DatabaseComponent": "._database",
+    "RedisComponent": "._redis",
     "component": "._component",
     "default_system": "._default",
     "ensure_initialized": "._default",

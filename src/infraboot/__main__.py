@@ -6,8 +6,14 @@
 - ``infraboot demo [--once]``: the FastAPI demo on embedded defaults, no server needed.
 - ``infraboot --version``.
 
-Exit status: 0 healthy, 1 degraded (only optional components down), 2 a required
-component failed or the configuration is invalid (one line per problem, no traceback).
+Exit status, the same for every command and for ``infraboot.asyncio.run``:
+
+- 0 ok; 1 degraded (only optional components down, or readiness "warn");
+- 2 a required component failed, the configuration is invalid (bad ``INFRABOOT_*`` values
+  included) or an optional dependency is missing: one ``infraboot: ...`` line per problem
+  on stderr, a missing extra with its ``pip install`` command, never a traceback;
+- 130 interrupted (Ctrl-C); 141 stdout was closed early (``infraboot graph | head -1``),
+  the status a shell reports for a writer stopped by SIGPIPE.
 """
 
 from __future__ import annotations
@@ -23,6 +29,8 @@ __all__ = ["main"]
 
 EMBEDDED = {"REDIS_URL": "memory://", "DATABASE_URL": "sqlite+aiosqlite:///:memory:"}
 EXIT_OK, EXIT_DEGRADED, EXIT_FAILED = 0, 1, 2
+EXIT_INTERRUPTED = 130  # 128 + SIGINT
+EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -37,7 +45,6 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _main(argv: list[str]) -> int:
     import argparse
-    import asyncio
 
     parser = argparse.ArgumentParser(prog="infraboot", description="Start, check and stop service infrastructure.")
     parser.add_argument("--version", action="store_true", help="print the version and exit")
@@ -45,10 +52,10 @@ def _main(argv: list[str]) -> int:
     check = sub.add_parser("check", help="start the configured components, report, shut down (exit 0/1/2)")
     check.add_argument("names", nargs="*", help="components to check (default: every configured one)")
     check.add_argument("--json", action="store_true", help="print the report as JSON")
-    check.add_argument("--timeout", type=_seconds, default=None, help="give up after S seconds in all")
+    check.add_argument("--timeout", type=_seconds, default=None, metavar="S", help="give up after S seconds in all")
     wait = sub.add_parser("wait", help="block until the components are reachable (init containers, compose)")
     wait.add_argument("names", nargs="*", help="components to wait for (default: every configured one)")
-    wait.add_argument("--timeout", type=_seconds, required=True, help="give up after S seconds (exit 2)")
+    wait.add_argument("--timeout", type=_seconds, required=True, metavar="S", help="give up after S seconds (exit 2)")
     graph = sub.add_parser("graph", help="print the dependency graph of the configured components")
     graph.add_argument("--format", choices=["text", "mermaid", "dot"], default="text")
     demo = sub.add_parser("demo", help="serve the FastAPI demo on embedded defaults (no server needed)")
@@ -62,19 +69,53 @@ def _main(argv: list[str]) -> int:
 
         print(__version__)
         return EXIT_OK
+    if args.command is None:
+        parser.print_help()
+        return EXIT_OK
+    from infraboot.exceptions import ConfigError, StartupError
+
     try:
-        if args.command == "check":
-            return asyncio.run(_check(args.names or None, as_json=args.json, budget=args.timeout))
-        if args.command == "wait":
-            return asyncio.run(_wait(args.names or None, budget=args.timeout))
-        if args.command == "graph":
-            return _graph(args.format)
-        if args.command == "demo":
-            return _demo(once=args.once, host=args.host, port=args.port)
+        code = _dispatch(args)
+        sys.stdout.flush()  # a closed pipe shows here, not as a warning at interpreter exit
     except KeyboardInterrupt:
-        return 130
-    parser.print_help()
-    return EXIT_OK
+        return EXIT_INTERRUPTED
+    except BrokenPipeError:
+        _silence_stdout()
+        return EXIT_BROKEN_PIPE
+    except (ConfigError, StartupError, ImportError) as exc:
+        from infraboot.asyncio import _failure_lines
+
+        lines = _failure_lines(exc)
+        if lines is None:
+            raise  # a bug, not a configuration: the traceback is the report
+        return _say(lines)
+    return code
+
+
+def _dispatch(args: Any) -> int:
+    import asyncio
+
+    if args.command == "check":
+        return asyncio.run(_check(args.names or None, as_json=args.json, budget=args.timeout))
+    if args.command == "wait":
+        return asyncio.run(_wait(args.names or None, budget=args.timeout))
+    if args.command == "graph":
+        return _graph(args.format)
+    return _demo(once=args.once, host=args.host, port=args.port)
+
+
+def _silence_stdout() -> None:
+    """Point stdout at devnull, so that the final flush at exit cannot fail again (as the Python docs advise)."""
+    import os
+
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+
+
+def _say(lines: list[str]) -> int:
+    for line in lines:
+        print(line, file=sys.stderr)
+    return EXIT_FAILED
 
 
 def _seconds(text: str) -> float:
@@ -92,12 +133,6 @@ def _seconds(text: str) -> float:
     return float(text)
 
 
-def _config_problems(exc: Any) -> int:
-    for problem in exc.problems or (str(exc),):
-        print(f"infraboot: {problem}", file=sys.stderr)
-    return EXIT_FAILED
-
-
 def _configured(names: list[str] | None) -> list[str]:
     """The components to act on: the named ones, else every registered one that is not switched off."""
     import infraboot
@@ -113,9 +148,11 @@ def _configured(names: list[str] | None) -> list[str]:
 
 async def _check(names: list[str] | None, *, as_json: bool, budget: float | None) -> int:
     import json
+    import logging
 
     import infraboot
 
+    logging.getLogger("infraboot").setLevel(logging.CRITICAL)  # the table and the waterfall say it all
     system = infraboot.default_system()
     if budget is not None:
         system.configure(startup_timeout=budget, shutdown_timeout=min(budget, system.shutdown_timeout))
@@ -123,8 +160,6 @@ async def _check(names: list[str] | None, *, as_json: bool, budget: float | None
         try:
             report = await system.ensure_initialized(_configured(names))
             error = None
-        except infraboot.ConfigError as exc:
-            return _config_problems(exc)
         except infraboot.StartupError as exc:
             report, error = exc.report, exc
         health = await system.health(fresh=True) if error is None else None
@@ -138,7 +173,8 @@ async def _check(names: list[str] | None, *, as_json: bool, budget: float | None
             print()
             print(report.render())
         if error is not None:
-            print(f"\ninfraboot: {error}", file=sys.stderr)
+            sys.stdout.flush()  # the table first, then the reason, when both go to one terminal
+            print(f"infraboot: {error}", file=sys.stderr)
             return EXIT_FAILED
         if health is not None and health.status == "fail":
             return EXIT_FAILED
@@ -189,8 +225,6 @@ async def _wait(names: list[str] | None, *, budget: float) -> int:
         system.configure(startup_timeout=remaining, check_interval=None, recovery=False)
         try:
             report = await system.ensure_initialized(wanted)
-        except infraboot.ConfigError as exc:
-            return _config_problems(exc)
         except infraboot.StartupError as exc:
             report = exc.report
         finally:
@@ -268,6 +302,9 @@ def _demo(*, once: bool, host: str, port: int) -> int:
         from infraboot.testing import lifespan
 
         try:
+            # Started here first (the lifespan's own start is then a no-op), so that a bad setting
+            # or a failed component is a ConfigError / StartupError, not a lifespan traceback.
+            await infraboot.default_system().ensure_initialized(["redis", "database"])
             async with lifespan(app):
                 system = infraboot.default_system()
                 print(system.report.render())

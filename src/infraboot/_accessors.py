@@ -7,19 +7,25 @@ the component is ready, a precise error when it is not.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator
-from typing import TYPE_CHECKING, Any
+from collections.abc import AsyncIterator, Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Unpack
 
 from . import _default
+from ._checks import SystemSettings
 from ._report import ShutdownReport
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis
     from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
+    from ._settings import DatabaseSettings, RedisSettings
+    from ._system import SystemInitializer
+
 __all__ = [
     "close_database",
     "close_redis",
+    "configure",
     "get_engine",
     "get_redis",
     "get_session",
@@ -30,45 +36,54 @@ __all__ = [
 ]
 
 
-async def init_redis() -> Redis:
-    """Start the ``redis`` component of the default system (if needed) and return the client."""
-    await _default.ensure_initialized(["redis"])
-    return get_redis()
+async def init_redis(name: str = "redis") -> Redis:
+    """Start the *name* Redis component of the default system (if needed) and return the client."""
+    await _default.ensure_initialized([name])
+    return get_redis(name)
 
 
-def get_redis() -> Redis:
-    """The ``redis.asyncio.Redis`` client of the default system."""
-    client: Redis = _default.lookup("redis")
+def get_redis(name: str = "redis") -> Redis:
+    """The ``redis.asyncio.Redis`` client of the default system's *name* component (``redis``, or a named one)."""
+    client: Redis = _default.lookup(name)
     return client
 
 
-async def close_redis() -> ShutdownReport:
-    """Stop the ``redis`` component (and whatever requires it) of the default system."""
-    return await _default.default_system().stop(["redis"])
+async def close_redis(name: str = "redis") -> ShutdownReport:
+    """Stop the *name* Redis component (and whatever requires it) of the default system."""
+    return await _default.default_system().stop([name])
 
 
-async def init_database() -> AsyncEngine:
-    """Start the ``database`` component of the default system (if needed) and return the engine."""
-    await _default.ensure_initialized(["database"])
-    return get_engine()
+async def init_database(name: str = "database") -> AsyncEngine:
+    """Start the *name* database component of the default system (if needed) and return the engine."""
+    await _default.ensure_initialized([name])
+    return get_engine(name)
 
 
-def get_engine() -> AsyncEngine:
-    """The SQLAlchemy ``AsyncEngine`` of the default system."""
-    engine: AsyncEngine = _default.lookup("database")
+def get_engine(name: str = "database") -> AsyncEngine:
+    """The SQLAlchemy ``AsyncEngine`` of the default system's *name* component (``database``, or a named one)."""
+    engine: AsyncEngine = _default.lookup(name)
     return engine
 
 
-def get_session(**session_kwargs: Any) -> contextlib.AbstractAsyncContextManager[AsyncSession]:
+def get_session(name: str = "database", **options: Any) -> contextlib.AbstractAsyncContextManager[AsyncSession]:
     """An ``AsyncSession`` that commits on success, rolls back on an exception, and always closes.
 
-    ::
+    The session takes the component's ``session_options`` (``DatabaseSettings``); keyword
+    arguments given here win. ``expire_on_commit`` defaults to ``False``::
 
         async with infraboot.get_session() as session:
             session.add(user)
         # committed here; rolled back instead if the block raised
     """
-    return session_scope(get_engine(), **session_kwargs)
+    system = _default._system or _default.default_system()
+    engine = system.get(name)
+    return session_scope(engine, **{**session_options(system, name), **options})
+
+
+def session_options(system: SystemInitializer, name: str) -> dict[str, Any]:
+    """The ``session_options`` of the database component *name* of *system* (none for other kinds)."""
+    found: dict[str, Any] = getattr(system.component(name), "session_options", {})
+    return found
 
 
 @contextlib.asynccontextmanager
@@ -88,24 +103,63 @@ async def session_scope(engine: AsyncEngine, **session_kwargs: Any) -> AsyncIter
         await session.close()
 
 
-async def close_database() -> ShutdownReport:
-    """Stop the ``database`` component (and whatever requires it) of the default system."""
-    return await _default.default_system().stop(["database"])
+async def close_database(name: str = "database") -> ShutdownReport:
+    """Stop the *name* database component (and whatever requires it) of the default system."""
+    return await _default.default_system().stop([name])
 
 
 def pool_stats(name: str = "database") -> dict[str, int]:
     """Pool figures of a ready built-in component.
 
-    For ``database``: ``size``, ``checked_out``, ``idle``, ``overflow``;
-    for ``redis``: ``in_use``, ``available``, ``max``.
+    For a database: ``size``, ``checked_out``, ``idle``, ``overflow``;
+    for Redis: ``in_use``, ``available``, ``max``.
     """
     system = _default.default_system()
     resource = system.get(name)
-    result = system.components[name].pool_stats(resource)
+    result = system.component(name).pool_stats(resource)
     if result is None:
         msg = f"component {name!r} has no connection pool"
         raise TypeError(msg)
     return result
+
+
+def configure(
+    *,
+    redis: RedisSettings | Mapping[str, Any] | None = None,
+    database: DatabaseSettings | Mapping[str, Any] | None = None,
+    env_file: str | Path | None = None,
+    components: Mapping[str, Any] | None = None,
+    **system_settings: Unpack[SystemSettings],
+) -> None:
+    """Give the default system its settings in code, before startup.
+
+    ``redis`` / ``database`` take a :class:`~infraboot.RedisSettings` /
+    :class:`~infraboot.DatabaseSettings` (used as they are) or a mapping of their fields
+    (each beats the environment). ``components`` does the same for named instances
+    (``{"cache": {"url": ...}}``); ``env_file`` is read below the environment for every
+    component configured here; the other keywords are the system's own settings
+    (``startup_timeout``, ``check_ttl``, ...). Precedence: code, then environment
+    variables, then the env file, then defaults. After startup it is an error::
+
+        infraboot.configure(
+            redis={"url": settings.redis_url, "client_options": {"decode_responses": True}},
+            database={"url": settings.database_url, "session_options": {"expire_on_commit": False}},
+        )
+    """
+    system = _default.default_system()
+    given: dict[str, Any] = dict(components or {})
+    if redis is not None:
+        given["redis"] = redis
+    if database is not None:
+        given["database"] = database
+    if env_file is not None:
+        for name in system.components:
+            if name not in given and hasattr(system.component(name), "use"):
+                given[name] = None
+    for name, settings in given.items():
+        system.use(name, settings, env_file=None if env_file is None else str(env_file))
+    if system_settings:
+        system.configure(**system_settings)
 
 
 def validate_config() -> None:

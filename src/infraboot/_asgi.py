@@ -22,7 +22,7 @@ from ._log import event
 from ._system import SystemInitializer
 from .exceptions import ConfigError, StartupError
 
-__all__ = ["DEFAULT_PATHS", "ProbeMiddleware", "lifespan", "probe", "render", "resolve_system"]
+__all__ = ["DEFAULT_PATHS", "NO_METRICS", "ProbeMiddleware", "lifespan", "probe", "render", "resolve_system"]
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -43,6 +43,8 @@ DEFAULT_PATHS: Mapping[str, str] = {
 }
 
 STATE_KEY = "infraboot"
+#: What /metrics answers (501) when prometheus_client is not installed.
+NO_METRICS = 'metrics need prometheus_client: pip install "infraboot[metrics]"\n'
 
 
 def resolve_system(system: SystemInitializer | None, state: Mapping[str, Any] | None = None) -> SystemInitializer:
@@ -197,10 +199,11 @@ class ProbeMiddleware:
         if bad:
             msg = f"ProbeMiddleware paths: unknown probe kind(s) {bad}; use liveness, readiness, startup or metrics"
             raise ConfigError(msg)
-        if not (metrics and has_metrics()):
+        if not metrics:
             chosen = {p: k for p, k in chosen.items() if k != "metrics"}
         self.paths = {prefix.rstrip("/") + p: k for p, k in chosen.items()}
-        self._metrics = MetricsEndpoint(registry, system) if "metrics" in self.paths.values() else None
+        wants = "metrics" in self.paths.values()
+        self._metrics = MetricsEndpoint(registry, system) if wants and has_metrics() else None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and scope["method"] in ("GET", "HEAD"):
@@ -211,8 +214,11 @@ class ProbeMiddleware:
         await self.app(scope, receive, send)
 
     async def _answer(self, kind: str, scope: Scope, send: Send) -> None:
-        if kind == "metrics" and self._metrics is not None:
-            status, body, ctype = 200, self._metrics.body(), self._metrics.content_type
+        if kind == "metrics":
+            if self._metrics is None:  # the extra is missing: say so instead of a silent 404
+                status, body, ctype = 501, NO_METRICS.encode(), "text/plain; charset=utf-8"
+            else:
+                status, body, ctype = 200, self._metrics.body(), self._metrics.content_type
         else:
             report = await probe(kind, resolve_system(self.system, scope.get("state")))
             status, body, ctype = report.http_status, render(report, details=self.details), CONTENT_TYPE

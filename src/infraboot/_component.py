@@ -18,11 +18,31 @@ from ._graph import is_name
 from ._retry import RetryPolicy
 from .exceptions import ConfigError
 
-__all__ = ["Closer", "Component", "ComponentOptions", "Context", "FunctionComponent", "classify_error", "component"]
+__all__ = [
+    "Closer",
+    "Component",
+    "ComponentOptions",
+    "Context",
+    "FunctionComponent",
+    "NotConfigured",
+    "classify_error",
+    "component",
+]
 
 T = TypeVar("T")
 Closer = Callable[[str | None], Awaitable[None]]
 """Releases a started resource; takes the reason of an early stop (``None`` for an ordinary one)."""
+
+
+class NotConfigured(str):
+    """Returned by :meth:`Component.configure` for an optional component that is not configured.
+
+    Unlike a plain reason string (a quiet ``disabled``), the component is then ``failed``
+    with the error code ``not_configured``: health says ``warn``, ``get()`` raises
+    :class:`~infraboot.ComponentUnavailableError`, and nothing is retried.
+    """
+
+    __slots__ = ()
 
 
 class ComponentOptions(TypedDict, total=False):
@@ -177,9 +197,10 @@ class Component(Generic[T]):
     def configure(self) -> str | None:
         """Validate configuration before any I/O.
 
-        Raise :class:`~infraboot.ConfigError` naming each bad field and its fix, or
-        return a reason string to mark the component ``disabled`` (an unset URL, say).
-        Called at the start of every ``ensure_initialized`` that includes the component.
+        Raise :class:`~infraboot.ConfigError` naming each bad field and its fix; return a
+        reason string to mark the component ``disabled`` (switched off on purpose), or a
+        :class:`NotConfigured` reason for an optional component left unconfigured (health
+        ``warn``). Called at the start of every ``ensure_initialized`` that includes it.
         """
         return None
 

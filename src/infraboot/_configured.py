@@ -1,11 +1,15 @@
-"""The shared frame of the built-in components: settings loaded before I/O drive the component."""
+"""The shared frame of the built-in components: settings given in code or read from the environment."""
 
 from __future__ import annotations
 
 import importlib
-from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar, Unpack
 
-from ._component import Component
+from ._component import Component, ComponentOptions
+from .exceptions import ConfigError
 
 if TYPE_CHECKING:
     from ._settings import SettingsBase
@@ -17,27 +21,68 @@ S = TypeVar("S", bound="SettingsBase")
 
 
 class ConfiguredComponent(Component[T], Generic[T, S]):
-    """A component whose settings come from the environment (or are given), validated in ``configure()``.
+    """A component configured by a settings class: values given in code, else the environment.
 
-    The settings decide ``required``, the attempt ``timeout`` (the connect timeout) and
-    ``retries``; keyword overrides win. An optional component never holds startup longer
-    than one connect timeout (``deadline``): it degrades at once and is brought back
-    in the background when its server answers again.
+    ``settings`` is a settings object or a mapping of its fields (a mapping beats the
+    environment field by field; an object is used as it is). ``env_prefix`` names the
+    variables of a named instance: ``RedisComponent("cache", env_prefix="CACHE_REDIS_")``
+    reads ``CACHE_REDIS_URL``; the default is ``REDIS_`` / ``DATABASE_`` for the built-in
+    names and ``<NAME>_`` for any other. The settings decide ``required``, the attempt
+    ``timeout`` (the connect timeout) and ``retries``; keyword options win. An optional
+    component never holds startup longer than one connect timeout (``deadline``).
     """
 
     settings_class: ClassVar[str]  # the name of the settings class in infraboot._settings
+    default_name: ClassVar[str]
 
-    def __init__(self, settings: S | None = None, *, name: str | None = None, **overrides: Any) -> None:
+    def __init__(
+        self,
+        first: str | S | None = None,
+        /,
+        *,
+        name: str | None = None,
+        settings: S | Mapping[str, Any] | None = None,
+        env_prefix: str | None = None,
+        env_file: str | Path | None = None,
+        **options: Unpack[ComponentOptions],
+    ) -> None:
+        if isinstance(first, str):
+            name = first
+        elif first is not None:  # the older form: RedisComponent(settings, name=...)
+            settings = first
+        chosen = name or self.default_name
+        if env_prefix is None:
+            env_prefix = self._prefix_for(chosen)
+        elif not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", env_prefix):
+            msg = f"{type(self).__name__}({chosen!r}): env_prefix={env_prefix!r} must look like 'CACHE_REDIS_'"
+            raise ConfigError(msg)
+        self.env_prefix = env_prefix
+        self._given: S | Mapping[str, Any] | None = settings
+        self._env_file = env_file
+        self.settings: S | None = None
+        self._options = options
+        super().__init__(chosen, **options)
+        if settings is not None and not isinstance(settings, Mapping):
+            self._apply(settings)  # a settings object: required, timeouts and retries are known at once
+
+    def _prefix_for(self, name: str) -> str:
+        if name == self.default_name:
+            return f"{self.default_name.upper()}_"
+        return re.sub(r"[^A-Za-z0-9]", "_", name).upper() + "_"
+
+    def _settings_type(self) -> type[SettingsBase]:
+        module = importlib.import_module("infraboot._settings")  # pydantic loads here, not at import
+        base: type[SettingsBase] = getattr(module, self.settings_class)
+        return base.with_prefix(self.env_prefix)
+
+    def use(self, settings: S | Mapping[str, Any] | None = None, *, env_file: str | Path | None = None) -> None:
+        """Settings given in code (an object, or a mapping that beats the environment), read at the next start."""
         self._given = settings
-        self.settings: S | None = settings
-        self._overrides = overrides
-        super().__init__(name, **overrides)
-        if settings is not None:
-            self._apply(settings)
+        self._env_file = env_file
 
     def _apply(self, settings: S) -> None:
         self.settings = settings
-        o = self._overrides
+        o = self._options
         self.required = o.get("required", settings.required)
         self.timeout = o.get("timeout", settings.connect_timeout)
         self.retries = o.get("retries", settings.max_retries)
@@ -50,8 +95,8 @@ class ConfiguredComponent(Component[T], Generic[T, S]):
         return None if url is None else str(url)
 
     def configure(self) -> str | None:
-        module = importlib.import_module("infraboot._settings")  # pydantic loads here, not at import
-        settings: S = module.load_settings(getattr(module, self.settings_class), self._given)
+        module = importlib.import_module("infraboot._settings")
+        settings: S = module.load_settings(self._settings_type(), self._given, env_file=self._env_file)
         self._apply(settings)
-        reason: str | None = settings.disabled_reason()
+        reason: str | None = settings.unavailable(self.name)
         return reason

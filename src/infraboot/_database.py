@@ -51,6 +51,8 @@ def _unique_statement_name() -> str:
 class DatabaseComponent(ConfiguredComponent["AsyncEngine", "DatabaseSettings"]):
     """A SQLAlchemy ``AsyncEngine``: built inside the running loop, checked with ``SELECT 1``, warmed.
 
+    ``DatabaseComponent("replica", env_prefix="REPLICA_DATABASE_")`` is a second database
+    (a named instance); ``settings=`` gives its settings in code.
     Configured by :class:`~infraboot.DatabaseSettings` (``DATABASE_*`` variables)
     unless *settings* is given.
     """
@@ -59,9 +61,28 @@ class DatabaseComponent(ConfiguredComponent["AsyncEngine", "DatabaseSettings"]):
     kind = "datastore"
 
     settings_class = "DatabaseSettings"
+    default_name = "database"
+
+    @property
+    def session_options(self) -> dict[str, Any]:
+        """Keyword arguments for every ``AsyncSession`` of this engine (``DatabaseSettings.session_options``)."""
+        return dict(self.settings.session_options) if self.settings is not None else {}
 
     def engine_kwargs(self) -> dict[str, Any]:
-        """The keyword arguments given to ``create_async_engine`` (no URL, no secret)."""
+        """The keyword arguments given to ``create_async_engine`` (no URL, no secret).
+
+        ``engine_options`` from the settings come on top (their ``connect_args`` merged with
+        infraboot's), except what infraboot owns, which the settings check refuses.
+        """
+        kwargs = self._own_engine_kwargs()
+        extra = dict(self.settings.engine_options) if self.settings is not None else {}
+        connect_args = {**kwargs.get("connect_args", {}), **extra.pop("connect_args", {})}
+        kwargs.update(extra)
+        if connect_args:
+            kwargs["connect_args"] = connect_args
+        return kwargs
+
+    def _own_engine_kwargs(self) -> dict[str, Any]:
         s = self.settings
         if s is None or s.url is None:  # pragma: no cover - configure() runs first
             msg = "database component started before it was configured"

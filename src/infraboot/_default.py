@@ -47,52 +47,84 @@ def default_system() -> SystemInitializer:
     It holds the built-in ``redis`` and ``database`` components (configured from
     ``REDIS_*`` / ``DATABASE_*`` environment variables; an unset URL disables one)
     and every component contributed through the ``infraboot.components`` entry points.
+
+    Bad ``INFRABOOT_*`` values never raise here (a worker that registers components at
+    import time must still import): the system takes the valid ones, and the
+    :class:`ConfigError` listing the rest is raised by the first ``ensure_initialized``.
     """
     global _system, lookup
     if _system is None:
         from ._builtin import builtin_components
 
-        system = SystemInitializer(builtin_components(), **settings_from_env())
+        settings, problems = _read_env(os.environ)
+        system = SystemInitializer(builtin_components(), **settings)
+        if problems:
+            system.defer_config_error(ConfigError.from_problems(problems, title=_TITLE))
         load_entry_points(system)
         _system = system
         lookup = system.get
     return _system
 
 
-_ENV_SETTINGS: dict[str, tuple[str, type]] = {
-    "INFRABOOT_STARTUP_TIMEOUT": ("startup_timeout", float),
-    "INFRABOOT_SHUTDOWN_TIMEOUT": ("shutdown_timeout", float),
-    "INFRABOOT_CHECK_INTERVAL": ("check_interval", float),
-    "INFRABOOT_CHECK_TTL": ("check_ttl", float),
-    "INFRABOOT_HEALTH_TIMEOUT": ("health_timeout", float),
-    "INFRABOOT_FAILURE_THRESHOLD": ("failure_threshold", int),
-    "INFRABOOT_SUCCESS_THRESHOLD": ("success_threshold", int),
+# variable: (setting, parser, example value); the examples are the defaults of SystemInitializer
+_ENV_SETTINGS: dict[str, tuple[str, type, str]] = {
+    "INFRABOOT_STARTUP_TIMEOUT": ("startup_timeout", float, "60"),
+    "INFRABOOT_SHUTDOWN_TIMEOUT": ("shutdown_timeout", float, "30"),
+    "INFRABOOT_CHECK_INTERVAL": ("check_interval", float, "10"),
+    "INFRABOOT_CHECK_TTL": ("check_ttl", float, "1"),
+    "INFRABOOT_HEALTH_TIMEOUT": ("health_timeout", float, "1"),
+    "INFRABOOT_FAILURE_THRESHOLD": ("failure_threshold", int, "3"),
+    "INFRABOOT_SUCCESS_THRESHOLD": ("success_threshold", int, "1"),
 }
+_OFF = ("off", "none", "0")
+_TITLE = "invalid INFRABOOT_* environment variables"
 
 
 def settings_from_env(environ: Mapping[str, str] | None = None) -> dict[str, Any]:
-    """The default system's settings from ``INFRABOOT_*`` variables; a bad value is a ConfigError naming it.
+    """The default system's settings from ``INFRABOOT_*`` variables (unset or empty: the default).
 
-    ``INFRABOOT_CHECK_INTERVAL=off`` turns the background monitor off.
+    Every variable is checked, type and range: one :class:`ConfigError` lists every bad
+    one, each line naming the variable, its value and an example
+    (``INFRABOOT_SHUTDOWN_TIMEOUT='-1': must be a finite number of seconds > 0, e.g.
+    INFRABOOT_SHUTDOWN_TIMEOUT=30``). ``INFRABOOT_CHECK_INTERVAL=off`` turns the
+    background monitor off; the thresholds are whole numbers >= 1.
     """
-    env = os.environ if environ is None else environ
+    settings, problems = _read_env(os.environ if environ is None else environ)
+    if problems:
+        raise ConfigError.from_problems(problems, title=_TITLE)
+    return settings
+
+
+def _read_env(env: Mapping[str, str]) -> tuple[dict[str, Any], list[str]]:
+    """The valid settings among the ``INFRABOOT_*`` variables, and one problem line per bad one."""
+    from ._checks import count_problem, seconds_problem
+
     settings: dict[str, Any] = {}
     problems: list[str] = []
-    for var, (key, kind) in _ENV_SETTINGS.items():
+    for var, (key, kind, example) in _ENV_SETTINGS.items():
         raw = env.get(var)
         if raw is None or raw.strip() == "":
             continue
-        if key == "check_interval" and raw.strip().lower() in ("off", "none", "0"):
-            settings[key] = None
-            continue
+        hint = f"{var}={example}"
+        if key == "check_interval":
+            if raw.strip().lower() in _OFF:
+                settings[key] = None
+                continue
+            hint += f" (or {var}=off)"
+        value: object
         try:
-            settings[key] = kind(raw)
+            value = kind(raw)
         except ValueError:
-            noun = "a whole number" if kind is int else "a number of seconds"
-            problems.append(f"{var}={raw!r} is not {noun}; set e.g. {var}={'3' if kind is int else '5.0'}")
-    if problems:
-        raise ConfigError.from_problems(problems)
-    return settings
+            value = raw  # not a number: the check below words the problem
+        if kind is int:
+            problem = count_problem(var, value, minimum=1, example=hint)
+        else:
+            problem = seconds_problem(var, value, example=hint)
+        if problem is None:
+            settings[key] = value
+        else:  # name the value as it was written, not as it was parsed
+            problems.append(f"{var}={raw!r}" + problem.removeprefix(f"{var}={value!r}"))
+    return settings, problems
 
 
 def reset_default_system(system: SystemInitializer | None = None) -> SystemInitializer | None:

@@ -105,7 +105,7 @@ class Monitor:
         probes: list[asyncio.Task[None]] = []
         for n in self._wanted:
             slot = self._slots[n]
-            if slot.state is not _S.READY:
+            if slot.state not in HOLDING:  # an unhealthy one is probed too: its answer brings it back
                 continue
             checked = slot.probe.checked_mono
             if fresh or checked is None or now - checked >= settings.check_ttl:
@@ -156,8 +156,9 @@ class Monitor:
                 failures=probe.failures,
                 required=required,
             )
-            if not required and slot.state is _S.READY:
-                # Circuit open: callers get ComponentUnavailableError at once instead of a timeout.
+            if slot.state is _S.READY:
+                # Circuit open: callers get ComponentUnavailableError at once instead of a timeout, and
+                # nothing (report, health, metrics) calls it ready. Required or not, probes bring it back.
                 slot.transition(_S.UNHEALTHY, error_code=code)
                 self.start_recovery(slot)
         elif not was_healthy and probe.successes >= settings.success_threshold:
@@ -205,8 +206,10 @@ class Monitor:
         have retried it either): the component stays failed with that reason.
         """
         settings = self._settings
-        if not settings.recovery or slot.component.required or settings.phase != "running":
+        if not settings.recovery or settings.phase != "running":
             return
+        if slot.component.required and slot.state is not _S.UNHEALTHY:
+            return  # a required start that failed failed the startup; only a required one gone down is probed back
         if slot.recovery is not None and not slot.recovery.done():
             return
         if slot.settled is not None and not slot.settled.done():

@@ -32,6 +32,8 @@ _memory_servers: dict[str, Any] = {}
 class RedisComponent(ConfiguredComponent["Redis", "RedisSettings"]):
     """Redis through ``redis.asyncio``: connect and PING under infraboot's deadline, warm the pool.
 
+    ``RedisComponent("cache", env_prefix="CACHE_REDIS_")`` is a second Redis (a named
+    instance) read from ``CACHE_REDIS_*``; ``settings=`` gives its settings in code.
     Configured by :class:`~infraboot.RedisSettings` (``REDIS_*`` variables) unless
     *settings* is given. ``memory://`` gives an embedded in-process Redis (fakeredis):
     ``memory://`` alone is private to this component, ``memory://NAME`` is shared by
@@ -42,6 +44,7 @@ class RedisComponent(ConfiguredComponent["Redis", "RedisSettings"]):
     kind = "datastore"
 
     settings_class = "RedisSettings"
+    default_name = "redis"
 
     def _client(self) -> Redis:
         settings = self.settings
@@ -60,7 +63,7 @@ class RedisComponent(ConfiguredComponent["Redis", "RedisSettings"]):
                 server = _memory_servers.setdefault(server_name, fakeredis.FakeServer())
             else:
                 server = fakeredis.FakeServer()
-            client: Redis = fakeredis.FakeAsyncRedis(server=server)
+            client: Redis = fakeredis.FakeAsyncRedis(server=server, **settings.client_options)
             return client
         try:
             from redis.asyncio import Redis
@@ -87,7 +90,7 @@ class RedisComponent(ConfiguredComponent["Redis", "RedisSettings"]):
                 kwargs["ssl_check_hostname"] = False
             if settings.ssl_ca_certs:
                 kwargs["ssl_ca_certs"] = settings.ssl_ca_certs
-        redis_client: Redis = Redis.from_url(url.get_secret_value(), **kwargs)
+        redis_client: Redis = Redis.from_url(url.get_secret_value(), **{**settings.client_options, **kwargs})
         return redis_client
 
     async def start(self, ctx: Context) -> Redis:

@@ -1,24 +1,30 @@
-"""Settings of the built-in components, read from the environment (12-factor names).
+"""Settings of the built-in components: given in code, read from the environment (12-factor names), or both.
 
 Built on pydantic-settings; this module is imported only when settings are used,
-never by ``import infraboot``.  Type errors and semantic problems alike become one
-:class:`~infraboot.ConfigError` that names every bad field (by its environment
-variable) and its fix, with secrets redacted.
+never by ``import infraboot``. Precedence, highest first: values given in code
+(``infraboot.configure(redis={...})``, ``RedisSettings(...)``), then environment
+variables, then the env file, then the defaults. Every problem -- type and range
+alike, all of them at once -- becomes one :class:`~infraboot.ConfigError` whose lines
+name the environment variable (or the keyword, when the value was given in code),
+the bad value (redacted when secret) and an example.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
+from pathlib import Path
 from typing import Annotated, Any, ClassVar
 
-from pydantic import BeforeValidator, ValidationError
+from pydantic import BeforeValidator, PrivateAttr, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from ._checks import count_problem, seconds_problem
-from ._redact import SecretURL
+from ._component import NotConfigured
+from ._redact import SecretURL, scrub
 from .exceptions import ConfigError
 
-__all__ = ["DatabaseSettings", "RedisSettings", "load_settings", "validate_config"]
+__all__ = ["DatabaseSettings", "RedisSettings", "SettingsBase", "load_settings", "validate_config"]
 
 
 def _to_url(value: Any) -> Any:
@@ -34,13 +40,48 @@ URL = Annotated[SecretURL | None, BeforeValidator(_to_url)]
 _SSLMODES = frozenset({"disable", "allow", "prefer", "require", "verify-ca", "verify-full"})
 _REDIS_SCHEMES = ("redis", "rediss", "unix", "memory")
 _DB_SCHEMES = ("postgresql+asyncpg", "sqlite+aiosqlite")
+EnvFile = str | Path | None
+
+# Driver options infraboot sets itself: each names the setting to use instead.
+_OWNED_CLIENT_OPTIONS = {
+    "url": "url",
+    "host": "url",
+    "port": "url",
+    "db": "url",
+    "username": "url",
+    "password": "url",
+    "unix_socket_path": "url",
+    "socket_timeout": "socket_timeout",
+    "socket_connect_timeout": "connect_timeout",
+    "max_connections": "max_connections",
+    "health_check_interval": "health_check_interval",
+    "ssl_cert_reqs": "tls_verify",
+    "ssl_check_hostname": "tls_verify",
+    "ssl_ca_certs": "ssl_ca_certs",
+    "connection_pool": "max_connections",
+    "server": "url",
+}
+_OWNED_ENGINE_OPTIONS = {
+    "url": "url",
+    "echo": "echo",
+    "pool_size": "pool_size",
+    "max_overflow": "max_overflow",
+    "pool_timeout": "pool_timeout",
+    "pool_recycle": "pool_recycle",
+    "pool_pre_ping": "pre_ping",
+}
+_OWNED_CONNECT_ARGS = {"timeout": "connect_timeout"}
+_OWNED_SESSION_OPTIONS = {"bind": "url", "binds": "url"}
 
 
 class SettingsBase(BaseSettings):
+    """What every built-in component's settings have: the URL, on/off, required, timeouts, retries."""
+
     model_config = SettingsConfigDict(
         arbitrary_types_allowed=True, extra="forbid", validate_default=False, frozen=True, env_ignore_empty=True
     )
     _prefix: ClassVar[str] = ""
+    _in_code: frozenset[str] = PrivateAttr(default_factory=frozenset)
 
     url: URL = None
     enabled: bool = True
@@ -49,29 +90,71 @@ class SettingsBase(BaseSettings):
     check_timeout: float = 2.0
     max_retries: int = 3
 
-    def env(self, field: str) -> str:
-        return f"{self._prefix}{field.upper()}"
+    @classmethod
+    def with_prefix(cls, prefix: str) -> type[SettingsBase]:
+        """This settings class reading ``<prefix>URL``, ``<prefix>REQUIRED``, ... (named instances)."""
+        if prefix == cls._prefix:
+            return cls
+        key = (cls, prefix)
+        found = _PREFIXED.get(key)
+        if found is None:
+            namespace = {
+                "__annotations__": {"_prefix": "ClassVar[str]"},
+                "__module__": cls.__module__,
+                "__doc__": cls.__doc__,
+                "model_config": SettingsConfigDict(env_prefix=prefix),
+                "_prefix": prefix,
+            }
+            found = _PREFIXED[key] = type(cls.__name__, (cls,), namespace)
+        return found
 
-    def disabled_reason(self) -> str | None:
+    def env(self, field: str) -> str:
+        """How the user wrote *field*: its keyword when given in code, else its environment variable."""
+        return field if field in self._in_code else f"{self._prefix}{field.upper()}"
+
+    def unavailable(self, component: str) -> str | None:
+        """Why the component cannot start as configured, or ``None``.
+
+        An explicit ``ENABLED=false`` is a quiet ``disabled``; an unset URL on an optional
+        component is :class:`NotConfigured` (a ``warn`` in health); on a required one it
+        is a :class:`ConfigError` naming the three ways out.
+        """
         if not self.enabled:
             return f"{self.env('enabled')}=false"
         if self.url is None:
-            return f"{self.env('url')} is not set"
+            url, enabled, required = self.env("url"), self.env("enabled"), self.env("required")
+            if self.required:
+                msg = (
+                    f"{url} is not set and {component!r} is required: set {url} (e.g. {url}={self._example_url}), "
+                    f"or {enabled}=false to switch it off, or {required}=false to start without it"
+                )
+                raise ConfigError.from_problems([msg])
+            return NotConfigured(f"{url} is not set")
         return None
+
+    _example_url: ClassVar[str] = "scheme://host/..."
 
     def problems(self) -> list[str]:
         """Every semantic problem of these settings, one line each, naming the fix."""
         return []
 
     def _seconds(self, out: list[str], field: str, *, allow_zero: bool = False, example: str = "5") -> None:
-        problem = seconds_problem(self.env(field), getattr(self, field), allow_zero=allow_zero, example=example)
+        label = self.env(field)
+        problem = seconds_problem(label, getattr(self, field), allow_zero=allow_zero, example=f"{label}={example}")
         if problem:
             out.append(problem)
 
     def _count(self, out: list[str], field: str, minimum: int, example: str) -> None:
-        problem = count_problem(self.env(field), getattr(self, field), minimum=minimum, example=example)
+        label = self.env(field)
+        problem = count_problem(label, getattr(self, field), minimum=minimum, example=f"{label}={example}")
         if problem:
             out.append(problem)
+
+    def _owned(self, out: list[str], field: str, options: Mapping[str, Any], owned: Mapping[str, str]) -> None:
+        for key in options:
+            if key in owned:
+                instead = self.env(owned[key])
+                out.append(f"{self.env(field)}: {key!r} is set by infraboot; use {instead} instead")
 
     def _url_problems(self, out: list[str], schemes: tuple[str, ...]) -> None:
         url = self.url
@@ -91,17 +174,24 @@ class SettingsBase(BaseSettings):
             out.append(f"{name}={url}: missing socket path; write it as unix:///run/redis/redis.sock")
 
 
+_PREFIXED: dict[tuple[type[SettingsBase], str], type[SettingsBase]] = {}
+
+
 class RedisSettings(SettingsBase):
-    """Settings of the built-in ``redis`` component, from ``REDIS_*`` variables.
+    """Settings of the built-in ``redis`` component, from ``REDIS_*`` variables (or given in code).
 
     ``REDIS_URL`` (``redis://``, ``rediss://``, ``unix://``, or ``memory://`` for an
-    embedded in-process Redis); unset means the component is disabled.
+    embedded in-process Redis). Unset, a required component is a configuration error and
+    an optional one is "not configured"; ``REDIS_ENABLED=false`` switches it off.
     ``REDIS_CONNECT_TIMEOUT`` bounds each start attempt (infraboot's own deadline);
-    ``REDIS_SOCKET_TIMEOUT`` is the driver's per-command timeout.
+    ``REDIS_SOCKET_TIMEOUT`` is the driver's per-command timeout. ``client_options``
+    (``REDIS_CLIENT_OPTIONS`` as JSON) go to the client as they are, ``memory://`` too:
+    ``client_options={"decode_responses": True}``.
     """
 
     model_config = SettingsConfigDict(env_prefix="REDIS_")
     _prefix: ClassVar[str] = "REDIS_"
+    _example_url: ClassVar[str] = "redis://127.0.0.1:6379/0"
 
     socket_timeout: float = 5.0
     max_connections: int = 50
@@ -109,40 +199,47 @@ class RedisSettings(SettingsBase):
     warmup_connections: int = 1
     tls_verify: bool = True
     ssl_ca_certs: str | None = None
+    client_options: dict[str, Any] = {}
 
     def problems(self) -> list[str]:
         out: list[str] = []
         self._url_problems(out, _REDIS_SCHEMES)
-        self._seconds(out, "connect_timeout", example="REDIS_CONNECT_TIMEOUT=5")
-        self._seconds(out, "check_timeout", example="REDIS_CHECK_TIMEOUT=2")
-        self._seconds(out, "socket_timeout", example="REDIS_SOCKET_TIMEOUT=5")
-        self._seconds(out, "health_check_interval", allow_zero=True, example="REDIS_HEALTH_CHECK_INTERVAL=30")
-        self._count(out, "max_retries", 0, "REDIS_MAX_RETRIES=3")
-        self._count(out, "max_connections", 1, "REDIS_MAX_CONNECTIONS=50")
-        self._count(out, "warmup_connections", 0, "REDIS_WARMUP_CONNECTIONS=1")
+        self._seconds(out, "connect_timeout", example="5")
+        self._seconds(out, "check_timeout", example="2")
+        self._seconds(out, "socket_timeout", example="5")
+        self._seconds(out, "health_check_interval", allow_zero=True, example="30")
+        self._count(out, "max_retries", 0, "3")
+        self._count(out, "max_connections", 1, "50")
+        self._count(out, "warmup_connections", 0, "1")
         if self.warmup_connections > self.max_connections:
             out.append(
-                f"REDIS_WARMUP_CONNECTIONS={self.warmup_connections} exceeds REDIS_MAX_CONNECTIONS="
+                f"{self.env('warmup_connections')}={self.warmup_connections} exceeds {self.env('max_connections')}="
                 f"{self.max_connections}; lower the warmup or raise the maximum"
             )
         if self.url is not None and self.url.scheme != "rediss":
             if not self.tls_verify:
-                out.append("REDIS_TLS_VERIFY=false only applies to rediss:// URLs; remove it or use rediss://")
+                out.append(f"{self.env('tls_verify')}=false only applies to rediss:// URLs; remove it or use rediss://")
             if self.ssl_ca_certs:
-                out.append("REDIS_SSL_CA_CERTS only applies to rediss:// URLs; remove it or use rediss://")
+                out.append(f"{self.env('ssl_ca_certs')} only applies to rediss:// URLs; remove it or use rediss://")
+        self._owned(out, "client_options", self.client_options, _OWNED_CLIENT_OPTIONS)
         return out
 
 
 class DatabaseSettings(SettingsBase):
-    """Settings of the built-in ``database`` component, from ``DATABASE_*`` variables.
+    """Settings of the built-in ``database`` component, from ``DATABASE_*`` variables (or given in code).
 
-    ``DATABASE_URL`` (``postgresql+asyncpg://`` or ``sqlite+aiosqlite://``); unset
-    means the component is disabled. ``DATABASE_PGBOUNCER=true`` switches on the
-    settings that work behind PgBouncer in transaction pooling.
+    ``DATABASE_URL`` (``postgresql+asyncpg://`` or ``sqlite+aiosqlite://``). Unset, a
+    required component is a configuration error and an optional one is "not configured".
+    ``DATABASE_PGBOUNCER=true`` switches on the settings that work behind PgBouncer in
+    transaction pooling. ``engine_options`` go to ``create_async_engine`` (``connect_args``
+    is merged with infraboot's); ``session_options`` to every ``AsyncSession`` that
+    ``get_session()`` and the framework dependencies open (per-call arguments win), e.g.
+    ``session_options={"expire_on_commit": False, "autoflush": False}``.
     """
 
     model_config = SettingsConfigDict(env_prefix="DATABASE_")
     _prefix: ClassVar[str] = "DATABASE_"
+    _example_url: ClassVar[str] = "postgresql+asyncpg://app@127.0.0.1:5432/app"
 
     pool_size: int = 5
     max_overflow: int = 10
@@ -153,6 +250,8 @@ class DatabaseSettings(SettingsBase):
     pgbouncer: bool = False
     echo: bool = False
     application_name: str | None = None
+    engine_options: dict[str, Any] = {}
+    session_options: dict[str, Any] = {}
 
     @property
     def is_sqlite(self) -> bool:
@@ -161,20 +260,21 @@ class DatabaseSettings(SettingsBase):
     def problems(self) -> list[str]:
         out: list[str] = []
         self._url_problems(out, _DB_SCHEMES)
-        self._count(out, "pool_size", 1, "DATABASE_POOL_SIZE=5")
-        self._count(out, "max_overflow", 0, "DATABASE_MAX_OVERFLOW=10")
-        self._count(out, "max_retries", 0, "DATABASE_MAX_RETRIES=3")
-        self._count(out, "warmup_connections", 0, "DATABASE_WARMUP_CONNECTIONS=1")
-        self._seconds(out, "pool_timeout", example="DATABASE_POOL_TIMEOUT=30")
-        self._seconds(out, "connect_timeout", example="DATABASE_CONNECT_TIMEOUT=5")
-        self._seconds(out, "check_timeout", example="DATABASE_CHECK_TIMEOUT=2")
+        self._count(out, "pool_size", 1, "5")
+        self._count(out, "max_overflow", 0, "10")
+        self._count(out, "max_retries", 0, "3")
+        self._count(out, "warmup_connections", 0, "1")
+        self._seconds(out, "pool_timeout", example="30")
+        self._seconds(out, "connect_timeout", example="5")
+        self._seconds(out, "check_timeout", example="2")
         recycle = self.pool_recycle
         if math.isnan(recycle) or math.isinf(recycle) or (recycle <= 0 and recycle != -1):
-            out.append(f"DATABASE_POOL_RECYCLE={recycle!r}: must be seconds > 0, or -1 to never recycle, e.g. 1800")
+            label = self.env("pool_recycle")
+            out.append(f"{label}={recycle!r}: must be seconds > 0, or -1 to never recycle, e.g. {label}=1800")
         if self.warmup_connections > self.pool_size + self.max_overflow:
             out.append(
-                f"DATABASE_WARMUP_CONNECTIONS={self.warmup_connections} exceeds DATABASE_POOL_SIZE + "
-                f"DATABASE_MAX_OVERFLOW ({self.pool_size + self.max_overflow}); lower the warmup or raise the pool"
+                f"{self.env('warmup_connections')}={self.warmup_connections} exceeds {self.env('pool_size')} + "
+                f"{self.env('max_overflow')} ({self.pool_size + self.max_overflow}); lower the warmup or raise the pool"
             )
         url = self.url
         if url is not None:
@@ -182,39 +282,80 @@ class DatabaseSettings(SettingsBase):
             sslmode = params.get("sslmode", params.get("ssl"))
             if sslmode is not None and sslmode not in _SSLMODES and sslmode.lower() not in ("true", "false"):
                 out.append(
-                    f"DATABASE_URL={url}: unknown sslmode {sslmode!r}; use one of {', '.join(sorted(_SSLMODES))}"
+                    f"{self.env('url')}={url}: unknown sslmode {sslmode!r}; use one of {', '.join(sorted(_SSLMODES))}"
                 )
             if self.pgbouncer and self.is_sqlite:
-                out.append("DATABASE_PGBOUNCER=true needs a postgresql+asyncpg:// URL; remove it for SQLite")
+                out.append(f"{self.env('pgbouncer')}=true needs a postgresql+asyncpg:// URL; remove it for SQLite")
             if self.is_sqlite and self.application_name:
-                out.append("DATABASE_APPLICATION_NAME does not apply to SQLite; remove it")
+                out.append(f"{self.env('application_name')} does not apply to SQLite; remove it")
             if self.is_sqlite and sslmode is not None:
-                out.append(f"DATABASE_URL={url}: sslmode does not apply to SQLite; remove it")
+                out.append(f"{self.env('url')}={url}: sslmode does not apply to SQLite; remove it")
+        self._owned(out, "engine_options", self.engine_options, _OWNED_ENGINE_OPTIONS)
+        connect_args = self.engine_options.get("connect_args", {})
+        if isinstance(connect_args, Mapping):
+            self._owned(out, "engine_options", connect_args, _OWNED_CONNECT_ARGS)
+        self._owned(out, "session_options", self.session_options, _OWNED_SESSION_OPTIONS)
         return out
 
 
-def load_settings(cls: type[SettingsBase], settings: SettingsBase | None = None) -> SettingsBase:
-    """Build *cls* from the environment (or check *settings*); raise ConfigError listing every problem."""
-    if settings is None:
+def load_settings(
+    cls: type[SettingsBase],
+    given: SettingsBase | Mapping[str, Any] | None = None,
+    *,
+    env_file: EnvFile = None,
+) -> SettingsBase:
+    """*cls* built from *given* (a settings object, or a mapping that beats the environment), the
+    environment and *env_file*; one ConfigError lists every problem, type and range alike."""
+    if isinstance(given, SettingsBase):
+        settings = given
+    else:
+        values = dict(given or {})
+        unknown = sorted(set(values) - set(cls.model_fields))
+        if unknown:
+            msg = f"unknown setting(s) {', '.join(map(repr, unknown))}; the settings are {', '.join(cls.model_fields)}"
+            raise ConfigError.from_problems([msg])
         try:
-            settings = cls()
+            settings = cls(_env_file=env_file, **values)  # type: ignore[call-arg]
         except ValidationError as exc:
-            raise _config_error(cls, exc) from None
+            raise _config_error(cls, exc, values, env_file) from None
+        settings._in_code = frozenset(values)
     problems = settings.problems()
-    if problems and settings.disabled_reason() is None:
+    if problems and settings.enabled:
         raise ConfigError.from_problems(problems)
     return settings
 
 
-def _config_error(cls: type[SettingsBase], exc: ValidationError) -> ConfigError:
-    problems = []
-    for err in exc.errors(include_url=False, include_input=False):
+_NOUNS = {bool: ("true or false", "false"), int: ("a whole number", "3"), float: ("a number", "5")}
+
+
+def _config_error(
+    cls: type[SettingsBase], exc: ValidationError, values: Mapping[str, Any], env_file: EnvFile
+) -> ConfigError:
+    """Every type problem (by variable or keyword, with the bad value) plus the range problems of the rest."""
+    problems: list[str] = []
+    bad: set[str] = set()
+    for err in exc.errors(include_url=False):
         field = str(err["loc"][0]) if err["loc"] else "?"
-        env = f"{cls._prefix}{field.upper()}"
+        bad.add(field)
+        label = field if field in values else f"{cls._prefix}{field.upper()}"
         if err["type"] == "extra_forbidden":
             problems.append(f"{cls.__name__}: unknown setting {field!r}; check the spelling")
             continue
-        problems.append(f"{env}: {err['msg']}; set it to a valid value (see docs/configuration.md)")
+        annotation = cls.model_fields[field].annotation if field in cls.model_fields else None
+        noun, example = _NOUNS.get(annotation, ("a valid value", "..."))  # type: ignore[arg-type]
+        if annotation is dict or str(annotation).startswith("dict"):
+            noun, example = 'a JSON object, e.g. {"key": "value"}', '\'{"key": "value"}\''
+        shown = scrub(repr(err.get("input")))
+        problems.append(f"{label}={shown}: must be {noun}, e.g. {label}={example}")
+    # The range problems of every other field, found with the bad ones at their defaults.
+    defaults = {f: cls.model_fields[f].default for f in bad if f in cls.model_fields}
+    try:
+        rest = cls(_env_file=env_file, **{**values, **defaults})  # type: ignore[call-arg]
+    except ValidationError:
+        rest = None
+    if rest is not None:
+        rest._in_code = frozenset(values)
+        problems.extend(p for p in rest.problems() if not any(rest.env(f) in p for f in bad))
     return ConfigError.from_problems(problems)
 
 
@@ -223,12 +364,12 @@ def validate_config(*, redis: RedisSettings | None = None, database: DatabaseSet
 
     Reads ``REDIS_*`` and ``DATABASE_*`` from the environment (or checks the given
     settings) and raises one :class:`~infraboot.ConfigError` that lists every bad
-    field with its fix. Disabled components (no URL) are not checked further.
+    field with its fix. Components switched off (``*_ENABLED=false``) are not checked further.
     """
     problems: list[str] = []
-    for cls, given in ((RedisSettings, redis), (DatabaseSettings, database)):
+    for name, cls, given in (("redis", RedisSettings, redis), ("database", DatabaseSettings, database)):
         try:
-            load_settings(cls, given)
+            load_settings(cls, given).unavailable(name)
         except ConfigError as exc:
             problems.extend(exc.problems)
     if problems:

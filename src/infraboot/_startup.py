@@ -18,7 +18,7 @@ from collections import Counter
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from ._component import Closer, Context
+from ._component import Closer, Context, NotConfigured
 from ._deadlines import ABANDON_GRACE, TaskSet, cancel_until_done, raise_if_cancelled, wait_until
 from ._errors import describe
 from ._log import event
@@ -63,7 +63,11 @@ def configure_all(closure: list[str], slots: Mapping[str, Slot]) -> None:
         except ConfigError as exc:
             problems.extend(exc.problems)
             continue
-        if reason:
+        if isinstance(reason, NotConfigured):
+            slot.transition(_S.FAILED, fresh=True, error=scrub(reason), error_code="not_configured")
+            slot.healable = False
+            event(logging.WARNING, "component_not_configured", n, reason=slot.error)
+        elif reason:
             slot.transition(_S.DISABLED, fresh=True, reason=scrub(reason))
             event(logging.INFO, "component_disabled", n, reason=slot.reason)
         elif slot.state is _S.DISABLED:
@@ -87,7 +91,7 @@ def launch(
     loop = asyncio.get_running_loop()
     for n in closure:
         slot = slots[n]
-        if slot.state in HOLDING or slot.state is _S.DISABLED:
+        if slot.state in HOLDING or slot.state is _S.DISABLED or slot.error_code == "not_configured":
             continue  # an unhealthy one keeps its resource: the probes bring it back
         if slot.recovery is not None and not slot.recovery.done():
             continue  # recovering in the background already; its outcome is reported as it stands

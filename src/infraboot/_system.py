@@ -27,7 +27,7 @@ from ._log import event
 from ._monitor import Monitor
 from ._report import ComponentSnapshot, ShutdownReport, StartupReport
 from ._slot import HOLDING, Override, Slot
-from ._startup import configure_all, launch, startup_error, wait_started
+from ._startup import configure_all, launch, startup_error, unsettled, wait_started
 from ._state import ComponentState
 from ._teardown import Teardown
 from .exceptions import ConfigError, DependencyError, NotInitializedError
@@ -119,20 +119,27 @@ class SystemInitializer:
 
     # -- registration and the graph -------------------------------------------------------------
 
-    def register(self, component: Component[Any]) -> Component[Any]:
-        """Add *component*; returns it, so it can be used as a decorator's last step."""
+    def register(self, component: Component[Any], *, replace: bool = False) -> Component[Any]:
+        """Add *component*; returns it, so it can be used as a decorator's last step.
+
+        ``replace=True`` swaps a component of the same name (a built-in, say) before it starts.
+        """
         if not isinstance(component, Component):
             msg = (
                 f"register() takes a Component, not {type(component).__name__}; "
                 "decorate an async generator with @infraboot.component('name') or subclass infraboot.Component"
             )
             raise ConfigError(msg)
-        if component.name in self._slots:
+        old = self._slots.get(component.name)
+        if old is not None and not replace:
             msg = (
-                f"a component named {component.name!r} is already registered "
-                f"({self._slots[component.name].component!r}); give the new one another name"
+                f"a component named {component.name!r} is already registered ({old.component!r}); give the new "
+                "one another name, or register(component, replace=True) to swap it before startup"
             )
             raise DependencyError(msg)
+        if old is not None and (old.state in HOLDING or old.state is _S.STOPPING or unsettled(old)):
+            msg = f"cannot replace {component.name!r} while it is {old.state.value}; stop it first"
+            raise ConfigError(msg)
         self._slots[component.name] = Slot(component, self._ready, self._overrides, self._monitor.notify)
         self._graph_checked = False
         return component
@@ -141,6 +148,30 @@ class SystemInitializer:
     def components(self) -> Mapping[str, Component[Any]]:
         """The registered components by name (read-only)."""
         return MappingProxyType({n: s.component for n, s in self._slots.items()})
+
+    def component(self, name: str) -> Component[Any]:
+        """The registered component named *name*."""
+        return self._slot(name).component
+
+    def use(self, name: str, settings: Any = None, *, env_file: str | None = None) -> None:
+        """Settings in code for a configured component (``redis``, ``database``, a named instance).
+
+        *settings* is a settings object (used as it is) or a mapping of its fields (each beats
+        the environment; the rest comes from the environment, then *env_file*, then the
+        defaults). Read at the next start; giving settings to a started component is an error.
+        """
+        slot = self._slot(name)
+        use = getattr(slot.component, "use", None)
+        if use is None:
+            msg = f"use({name!r}, ...): {slot.component!r} takes no settings; configure it where it is defined"
+            raise ConfigError(msg)
+        if slot.state in HOLDING or slot.state is _S.STOPPING or unsettled(slot):
+            msg = (
+                f"settings for {name!r} after startup: it is {slot.state.value}; give them before "
+                f"ensure_initialized(), or stop([{name!r}]) first"
+            )
+            raise ConfigError(msg)
+        use(settings, env_file=env_file)
 
     @property
     def phase(self) -> Phase:
@@ -319,8 +350,8 @@ class SystemInitializer:
 
     @property
     def report(self) -> StartupReport:
-        """The startup report of every registered component, as things stand now."""
-        return self._build_report(self._slots, self._base_time)
+        """The startup report, as things stand now, of what was asked for (every component before that)."""
+        return self._build_report(self._wanted or self._slots, self._base_time)
 
     # -- stopping --------------------------------------------------------------------------------
 

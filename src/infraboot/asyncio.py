@@ -35,12 +35,32 @@ from ._log import event
 from ._system import SystemInitializer
 from .exceptions import ConfigError, StartupError
 
-__all__ = ["EXIT_FAILED", "run", "running"]
+__all__ = ["EXIT_FAILED", "EXIT_INTERRUPTED", "run", "running"]
 
 T = TypeVar("T")
 
 EXIT_FAILED = 2
-"""Exit status of :func:`run` when a required component failed to start or the configuration is invalid."""
+"""Exit status of :func:`run` when a required component failed to start, the configuration
+is invalid or an optional dependency is not installed (the same as ``infraboot check``)."""
+
+EXIT_INTERRUPTED = 130
+"""Exit status of :func:`run` on a ``KeyboardInterrupt`` that its signal handling did not catch."""
+
+# The extra that installs each optional dependency (pyproject.toml's optional-dependencies).
+_EXTRAS = {
+    "redis": '"infraboot[redis]"',
+    "fakeredis": '"infraboot[redis]"',
+    "pydantic": '"infraboot[redis]" (or "infraboot[postgres]", "infraboot[sqlite]")',
+    "pydantic_settings": '"infraboot[redis]" (or "infraboot[postgres]", "infraboot[sqlite]")',
+    "pydantic_core": '"infraboot[redis]" (or "infraboot[postgres]", "infraboot[sqlite]")',
+    "sqlalchemy": '"infraboot[postgres]" (or "infraboot[sqlite]")',
+    "asyncpg": '"infraboot[postgres]"',
+    "aiosqlite": '"infraboot[sqlite]"',
+    "fastapi": '"infraboot[fastapi]"',
+    "uvicorn": '"infraboot[fastapi]"',
+    "starlette": '"infraboot[starlette]"',
+    "prometheus_client": '"infraboot[metrics]"',
+}
 
 
 @contextlib.asynccontextmanager
@@ -73,14 +93,20 @@ def run(
     - SIGINT and SIGTERM cancel *main*; shutdown then runs in reverse dependency order
       within ``shutdown_timeout`` and ``run`` returns ``None``. A second signal is ignored
       while shutdown runs, so an impatient Ctrl-C cannot leave connections open.
-    - A required component that fails (or invalid configuration) prints one clear line
-      to stderr and exits with status 2 -- the same as ``infraboot check``.
+    - A required component that fails, invalid configuration (bad ``INFRABOOT_*`` values
+      included) or a missing extra prints one line per problem to stderr (``infraboot: ...``,
+      no traceback; a missing extra names its ``pip install`` command) and exits with
+      status 2 (:data:`EXIT_FAILED`) -- the same as ``infraboot check``.
+    - A ``KeyboardInterrupt`` the signal handling did not catch (``signals=()``, or one
+      raised before the loop ran) exits with status 130 (:data:`EXIT_INTERRUPTED`).
 
     Returns what *main* returned.
     """
     takes_system = _takes_an_argument(main)
+    started = False  # an ImportError after startup is the application's own, not a missing extra
 
     async def runner() -> T | None:
+        nonlocal started
         target = system if system is not None else _default.default_system()
         loop = asyncio.get_running_loop()
         task = asyncio.current_task()
@@ -100,6 +126,7 @@ def run(
                 installed.append(sig)
         try:
             async with running(components, system=target):
+                started = True
                 coro = main(target) if takes_system else main()  # type: ignore[call-arg]
                 return await coro
         except asyncio.CancelledError:
@@ -112,9 +139,33 @@ def run(
 
     try:
         return asyncio.run(runner())
-    except (StartupError, ConfigError) as exc:
-        print(f"infraboot: {exc}", file=sys.stderr)
+    except KeyboardInterrupt:
+        raise SystemExit(EXIT_INTERRUPTED) from None
+    except (StartupError, ConfigError, ImportError) as exc:
+        lines = _failure_lines(exc, during_startup=not started)
+        if lines is None:
+            raise
+        for line in lines:
+            print(line, file=sys.stderr)
         raise SystemExit(EXIT_FAILED) from None
+
+
+def _failure_lines(exc: BaseException, *, during_startup: bool = True) -> list[str] | None:
+    """What ``run()`` and the CLI print for a failure that exits 2, one line per problem; ``None``: not one.
+
+    A configuration error gives a line per problem, a startup error its message, and an
+    ImportError of a known optional dependency (during startup) the install command.
+    """
+    if isinstance(exc, ConfigError):
+        return [f"infraboot: {problem}" for problem in exc.problems]
+    if isinstance(exc, StartupError):
+        return [f"infraboot: {exc}"]
+    if isinstance(exc, ImportError) and during_startup and exc.name:
+        module = exc.name.partition(".")[0]
+        extra = _EXTRAS.get(module)
+        if extra is not None:
+            return [f"infraboot: the optional dependency {module!r} is not installed: pip install {extra}"]
+    return None
 
 
 def _takes_an_argument(fn: Callable[..., Any]) -> bool:

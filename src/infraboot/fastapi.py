@@ -18,17 +18,18 @@ component is unavailable, instead of a 500 from deep inside a handler.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import functools
+from collections.abc import AsyncIterator, Callable
 from typing import TYPE_CHECKING, Annotated, Any
 
 from fastapi import APIRouter, Depends, HTTPException
 from starlette.routing import BaseRoute
 
-from ._accessors import session_scope
+from ._accessors import session_options, session_scope
 from ._asgi import ProbeMiddleware, lifespan
 from ._system import SystemInitializer
-from .exceptions import ComponentUnavailableError, NotInitializedError
-from .starlette import health_routes, system_of  # FastAPI is Starlette underneath: the same routes
+from .exceptions import ComponentUnavailableError, NotInitializedError, UnknownComponentError
+from .starlette import RETRY_AFTER, exception_handlers, health_routes, system_of  # FastAPI is Starlette underneath
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis
@@ -38,14 +39,18 @@ else:  # the drivers are optional extras: FastAPI needs no real class for a Depe
     AsyncSession = Any
 
 __all__ = [
+    "RETRY_AFTER",
     "DatabaseSession",
     "ProbeMiddleware",
     "RedisClient",
     "System",
     "database_session",
+    "database_session_for",
+    "exception_handlers",
     "health_router",
     "lifespan",
     "redis_client",
+    "redis_client_for",
     "system_of",
 ]
 
@@ -57,9 +62,11 @@ System = Annotated[SystemInitializer, Depends(system_of)]
 def _resource(system: SystemInitializer, name: str) -> Any:
     try:
         return system.get(name)
+    except UnknownComponentError:
+        raise  # a wrong name is a bug in the application: a 500 with the message, not a 503
     except (ComponentUnavailableError, NotInitializedError):
         raise HTTPException(
-            status_code=503, detail=f"{name} is unavailable; try again later", headers={"Retry-After": "5"}
+            status_code=503, detail=f"{name} is unavailable; try again later", headers={"Retry-After": RETRY_AFTER}
         ) from None
 
 
@@ -70,10 +77,59 @@ def redis_client(system: System) -> Redis:
 
 
 async def database_session(system: System) -> AsyncIterator[AsyncSession]:
-    """A per-request ``AsyncSession``: committed when the handler returns, rolled back when it raises, always closed."""
+    """A per-request ``AsyncSession``: committed when the handler returns, rolled back when it raises, always closed.
+
+    It takes the component's ``session_options``.
+    """
     engine = _resource(system, "database")
-    async with session_scope(engine) as session:
+    async with session_scope(engine, **session_options(system, "database")) as session:
         yield session
+
+
+@functools.cache
+def redis_client_for(name: str) -> Callable[[SystemInitializer], Redis]:
+    """The dependency handing out the client of the Redis component *name* (503 while unavailable).
+
+    The same callable for the same name, so it is also the key for ``app.dependency_overrides``::
+
+        CacheRedis = Annotated[Redis, Depends(ib.redis_client_for("cache"))]
+    """
+    if name == "redis":
+        return redis_client
+
+    def dependency(system: System) -> Redis:
+        client: Redis = _resource(system, name)
+        return client
+
+    dependency.__name__ = f"redis_client_{name}"
+    return dependency
+
+
+def database_session_for(name: str, **options: Any) -> Callable[[SystemInitializer], AsyncIterator[AsyncSession]]:
+    """The dependency handing out a per-request session of the database component *name*.
+
+    *options* beat the component's ``session_options``. The same callable for the same
+    arguments (the ``app.dependency_overrides`` key)::
+
+        ReplicaSession = Annotated[AsyncSession, Depends(ib.database_session_for("replica"), scope="function")]
+    """
+    return _session_dependency(name, tuple(sorted(options.items())))
+
+
+@functools.cache
+def _session_dependency(
+    name: str, options: tuple[tuple[str, Any], ...]
+) -> Callable[[SystemInitializer], AsyncIterator[AsyncSession]]:
+    if name == "database" and not options:
+        return database_session
+
+    async def dependency(system: System) -> AsyncIterator[AsyncSession]:
+        engine = _resource(system, name)
+        async with session_scope(engine, **{**session_options(system, name), **dict(options)}) as session:
+            yield session
+
+    dependency.__name__ = f"database_session_{name}"
+    return dependency
 
 
 RedisClient = Annotated[Redis, Depends(redis_client)]

@@ -19,11 +19,12 @@ from __future__ import annotations
 from typing import Any
 
 from starlette.requests import Request
-from starlette.responses import Response
+from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from ._asgi import (
     DEFAULT_PATHS,
+    NO_METRICS,
     MetricsEndpoint,
     ProbeMiddleware,
     has_metrics,
@@ -34,13 +35,51 @@ from ._asgi import (
 )
 from ._health import CONTENT_TYPE
 from ._system import SystemInitializer
+from .exceptions import ComponentUnavailableError, NotInitializedError, UnknownComponentError
 
-__all__ = ["ProbeMiddleware", "health_routes", "lifespan", "system_of"]
+__all__ = [
+    "RETRY_AFTER",
+    "ProbeMiddleware",
+    "exception_handlers",
+    "health_routes",
+    "lifespan",
+    "resource",
+    "system_of",
+]
+
+RETRY_AFTER = "5"
+"""Seconds a client is told to wait (``Retry-After``) when a component it needs is unavailable."""
 
 
 def system_of(request: Request) -> SystemInitializer:
     """The system serving *request*: the lifespan's, else the default system."""
     return resolve_system(None, request.scope.get("state"))
+
+
+def resource(request: Request, name: str) -> Any:
+    """The resource of component *name* for this request; 503 (with ``Retry-After``) while it is unavailable.
+
+    Install :data:`exception_handlers` on the app so that the 503 has a JSON body.
+    """
+    return resolve_system(None, request.scope.get("state")).get(name)
+
+
+async def _unavailable(request: Request, exc: Exception) -> Response:
+    """A component a handler needs is unavailable (down, not started, shutting down): 503, not 500."""
+    if isinstance(exc, UnknownComponentError):
+        raise exc  # a wrong name is a bug in the application: a 500 with the message
+    name = getattr(exc, "component", None)
+    body = {"detail": f"{name} is unavailable; try again later" if name else "a dependency is unavailable"}
+    return JSONResponse(body, status_code=503, headers={"Retry-After": RETRY_AFTER})
+
+
+exception_handlers: dict[Any, Any] = {
+    ComponentUnavailableError: _unavailable,
+    NotInitializedError: _unavailable,
+}
+"""For ``Starlette(exception_handlers=...)`` / ``FastAPI(exception_handlers=...)``: a handler that calls
+``get()`` (or ``get_redis()``, ``get_session()``) while the component is unavailable answers 503 with a
+JSON body and ``Retry-After``, not a 500. An unknown component name stays a 500 (it is a bug)."""
 
 
 def health_routes(
@@ -65,6 +104,8 @@ def health_routes(
                 routes.append(
                     Route(path, _metrics_endpoint(endpoint_metrics), methods=["GET"], include_in_schema=False)
                 )
+            elif metrics:  # asked for, but the extra is missing: say so instead of a silent 404
+                routes.append(Route(path, _no_metrics, methods=["GET"], include_in_schema=False))
             continue
         routes.append(Route(path, _probe_endpoint(kind, system, details), methods=["GET"], include_in_schema=False))
     return routes
@@ -83,6 +124,10 @@ def _probe_endpoint(kind: str, system: SystemInitializer | None, details: bool) 
 
     endpoint.__name__ = f"infraboot_{kind}"
     return endpoint
+
+
+async def _no_metrics(request: Request) -> Response:
+    return Response(NO_METRICS, status_code=501, media_type="text/plain")
 
 
 def _metrics_endpoint(metrics: MetricsEndpoint) -> Any:
