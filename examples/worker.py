@@ -39,7 +39,8 @@ async def main(system: infraboot.SystemInitializer) -> int:
                 return done
             continue
         async with infraboot.get_session() as session:
-            square = (await session.execute(text("SELECT CAST(:n AS integer) * CAST(:n AS integer)"), {"n": int(item[1])})).scalar_one()
+            query = text("SELECT CAST(:n AS integer) * CAST(:n AS integer)")
+            square = (await session.execute(query, {"n": int(item[1])})).scalar_one()
         print(f"job {int(item[1])} -> {square}", flush=True)
         done += 1
 
