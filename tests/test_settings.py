@@ -52,7 +52,7 @@ def test_settings_can_be_built_in_code(clean_env: pytest.MonkeyPatch) -> None:
         ({"DATABASE_URL": "postgresql+asyncpg://h/db?sslmode=sometimes"}, "unknown sslmode 'sometimes'"),
         (
             {"DATABASE_URL": "sqlite+aiosqlite://", "DATABASE_PGBOUNCER": "1"},
-            "DATABASE_PGBOUNCER=true needs a postgresql",
+            "DATABASE_PGBOUNCER=true needs a PostgreSQL URL",
         ),
         (
             {"DATABASE_URL": "postgresql+asyncpg://h/db", "DATABASE_WARMUP_CONNECTIONS": "50"},

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any, cast
 from ._component import Context
 from ._configured import ConfiguredComponent
 from ._errors import classify_error, error_chain
+from ._urls import database_driver_url
 from ._log import event
 from .exceptions import ConfigError
 
@@ -119,7 +120,9 @@ class DatabaseComponent(ConfiguredComponent["AsyncEngine", "DatabaseSettings"]):
             raise ConfigError(msg) from None
         kwargs = self.engine_kwargs()  # raises when configure() has not run
         settings = cast("DatabaseSettings", self.settings)
-        url = cast("SecretURL", settings.url)
+        url, note = database_driver_url(cast("SecretURL", settings.url), var=settings.env("url"))
+        if note is not None and ctx.attempt == 1:
+            event(logging.INFO, "database_driver_chosen", self.name, note=note)
         try:
             engine = create_async_engine(url.get_secret_value(), **kwargs)
         except ImportError as exc:

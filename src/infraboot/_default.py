@@ -192,9 +192,9 @@ def state(name: str) -> ComponentState:
     return default_system().state(name)
 
 
-def register(component: Component[Any]) -> Component[Any]:
-    """Add *component* to the default system; returns it."""
-    return default_system().register(component)
+def register(component: Component[Any], *, replace: bool = False) -> Component[Any]:
+    """Add *component* to the default system; returns it. ``replace=True`` swaps a built-in before startup."""
+    return default_system().register(component, replace=replace)
 
 
 def liveness() -> HealthReport:

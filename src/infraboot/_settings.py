@@ -22,6 +22,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from ._checks import count_problem, seconds_problem
 from ._component import NotConfigured
 from ._redact import SecretURL, scrub
+from ._urls import database_url_problems, redis_url_problems
 from .exceptions import ConfigError
 
 __all__ = ["DatabaseSettings", "RedisSettings", "SettingsBase", "load_settings", "validate_config"]
@@ -37,9 +38,6 @@ def _to_url(value: Any) -> Any:
 
 URL = Annotated[SecretURL | None, BeforeValidator(_to_url)]
 
-_SSLMODES = frozenset({"disable", "allow", "prefer", "require", "verify-ca", "verify-full"})
-_REDIS_SCHEMES = ("redis", "rediss", "unix", "memory")
-_DB_SCHEMES = ("postgresql+asyncpg", "sqlite+aiosqlite")
 EnvFile = str | Path | None
 
 # Driver options infraboot sets itself: each names the setting to use instead.
@@ -156,22 +154,9 @@ class SettingsBase(BaseSettings):
                 instead = self.env(owned[key])
                 out.append(f"{self.env(field)}: {key!r} is set by infraboot; use {instead} instead")
 
-    def _url_problems(self, out: list[str], schemes: tuple[str, ...]) -> None:
-        url = self.url
-        if url is None:
-            return
-        name = self.env("url")
-        if url.scheme not in schemes:
-            shown = url.scheme or "(none)"
-            out.append(f"{name}={url}: unknown scheme {shown!r}; use one of {', '.join(s + '://' for s in schemes)}")
-            return
-        if url.scheme in ("redis", "rediss", "postgresql+asyncpg"):
-            if not url.host:
-                out.append(f"{name}={url}: missing host; write it as {url.scheme}://HOST:PORT/...")
-            if url.port_text is not None and (url.port is None or not 0 < url.port < 65536):
-                out.append(f"{name}={url}: bad port {url.port_text!r}; use a number from 1 to 65535")
-        if url.scheme == "unix" and not url.path:
-            out.append(f"{name}={url}: missing socket path; write it as unix:///run/redis/redis.sock")
+    def _url_problems(self, out: list[str], check: Any) -> None:
+        if self.url is not None:
+            out.extend(check(self.url, self.env("url")))
 
 
 _PREFIXED: dict[tuple[type[SettingsBase], str], type[SettingsBase]] = {}
@@ -203,7 +188,7 @@ class RedisSettings(SettingsBase):
 
     def problems(self) -> list[str]:
         out: list[str] = []
-        self._url_problems(out, _REDIS_SCHEMES)
+        self._url_problems(out, redis_url_problems)
         self._seconds(out, "connect_timeout", example="5")
         self._seconds(out, "check_timeout", example="2")
         self._seconds(out, "socket_timeout", example="5")
@@ -259,7 +244,7 @@ class DatabaseSettings(SettingsBase):
 
     def problems(self) -> list[str]:
         out: list[str] = []
-        self._url_problems(out, _DB_SCHEMES)
+        self._url_problems(out, database_url_problems)
         self._count(out, "pool_size", 1, "5")
         self._count(out, "max_overflow", 0, "10")
         self._count(out, "max_retries", 0, "3")
@@ -276,20 +261,11 @@ class DatabaseSettings(SettingsBase):
                 f"{self.env('warmup_connections')}={self.warmup_connections} exceeds {self.env('pool_size')} + "
                 f"{self.env('max_overflow')} ({self.pool_size + self.max_overflow}); lower the warmup or raise the pool"
             )
-        url = self.url
-        if url is not None:
-            params = url.query_params
-            sslmode = params.get("sslmode", params.get("ssl"))
-            if sslmode is not None and sslmode not in _SSLMODES and sslmode.lower() not in ("true", "false"):
-                out.append(
-                    f"{self.env('url')}={url}: unknown sslmode {sslmode!r}; use one of {', '.join(sorted(_SSLMODES))}"
-                )
+        if self.url is not None:  # the URL itself is checked by _urls, scheme by scheme
             if self.pgbouncer and self.is_sqlite:
-                out.append(f"{self.env('pgbouncer')}=true needs a postgresql+asyncpg:// URL; remove it for SQLite")
+                out.append(f"{self.env('pgbouncer')}=true needs a PostgreSQL URL; remove it for SQLite")
             if self.is_sqlite and self.application_name:
                 out.append(f"{self.env('application_name')} does not apply to SQLite; remove it")
-            if self.is_sqlite and sslmode is not None:
-                out.append(f"{self.env('url')}={url}: sslmode does not apply to SQLite; remove it")
         self._owned(out, "engine_options", self.engine_options, _OWNED_ENGINE_OPTIONS)
         connect_args = self.engine_options.get("connect_args", {})
         if isinstance(connect_args, Mapping):
