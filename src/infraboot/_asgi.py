@@ -47,14 +47,19 @@ STATE_KEY = "infraboot"
 NO_METRICS = 'metrics need prometheus_client: pip install "infraboot[metrics]"\n'
 
 
-def resolve_system(system: SystemInitializer | None, state: Mapping[str, Any] | None = None) -> SystemInitializer:
-    """The system to serve: the one given, else the lifespan's, else the default system."""
+def resolve_system(
+    system: SystemInitializer | None, state: Mapping[str, Any] | None = None, app: Any = None
+) -> SystemInitializer:
+    """The system to serve: the one given, else the lifespan's (from the request's state, else the app's)."""
     if system is not None:
         return system
     if state:
         found = state.get(STATE_KEY)
         if isinstance(found, SystemInitializer):
             return found
+    found = getattr(getattr(app, "state", None), STATE_KEY, None)
+    if isinstance(found, SystemInitializer):
+        return found
     return _default.default_system()
 
 
@@ -82,6 +87,9 @@ def lifespan(
     @contextlib.asynccontextmanager
     async def _lifespan(app: Any) -> AsyncIterator[Mapping[str, Any]]:
         target = resolve_system(system)
+        app_state = getattr(app, "state", None)
+        if app_state is not None:  # for transports that do not pass lifespan state (httpx's ASGITransport)
+            setattr(app_state, STATE_KEY, target)
         try:
             report = await target.ensure_initialized(wanted)
         except (StartupError, ConfigError) as exc:

@@ -13,8 +13,8 @@ from typing import TYPE_CHECKING, Any, cast
 from ._component import Context
 from ._configured import ConfiguredComponent
 from ._errors import classify_error, error_chain
-from ._urls import database_driver_url
 from ._log import event
+from ._urls import database_driver_url
 from .exceptions import ConfigError
 
 if TYPE_CHECKING:

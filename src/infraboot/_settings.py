@@ -290,10 +290,11 @@ def load_settings(
         if unknown:
             msg = f"unknown setting(s) {', '.join(map(repr, unknown))}; the settings are {', '.join(cls.model_fields)}"
             raise ConfigError.from_problems([msg])
+        from_file = _from_env_file(cls, env_file, values)
         try:
-            settings = cls(_env_file=env_file, **values)  # type: ignore[call-arg]
+            settings = cls(**from_file, **values)
         except ValidationError as exc:
-            raise _config_error(cls, exc, values, env_file) from None
+            raise _config_error(cls, exc, values, from_file) from None
         settings._in_code = frozenset(values)
     problems = settings.problems()
     if problems and settings.enabled:
@@ -304,8 +305,33 @@ def load_settings(
 _NOUNS = {bool: ("true or false", "false"), int: ("a whole number", "3"), float: ("a number", "5")}
 
 
+def _from_env_file(cls: type[SettingsBase], env_file: EnvFile, values: Mapping[str, Any]) -> dict[str, Any]:
+    """The fields *env_file* sets for *cls* (its own prefix only), where neither code nor the environment does."""
+    if env_file is None:
+        return {}
+    path = Path(env_file)
+    if not path.is_file():
+        msg = f"env_file={str(env_file)!r}: no such file; give the path of an existing .env file, or None"
+        raise ConfigError.from_problems([msg])
+    import os
+
+    from dotenv import dotenv_values
+
+    prefix = cls._prefix.upper()
+    environ = {k.upper() for k in os.environ}
+    out: dict[str, Any] = {}
+    for key, value in dotenv_values(path).items():
+        name = key.upper()
+        if value is None or not name.startswith(prefix) or name in environ:
+            continue
+        field = name[len(prefix) :].lower()
+        if field in cls.model_fields and field not in values and value.strip():
+            out[field] = value
+    return out
+
+
 def _config_error(
-    cls: type[SettingsBase], exc: ValidationError, values: Mapping[str, Any], env_file: EnvFile
+    cls: type[SettingsBase], exc: ValidationError, values: Mapping[str, Any], from_file: Mapping[str, Any]
 ) -> ConfigError:
     """Every type problem (by variable or keyword, with the bad value) plus the range problems of the rest."""
     problems: list[str] = []
@@ -313,7 +339,7 @@ def _config_error(
     for err in exc.errors(include_url=False):
         field = str(err["loc"][0]) if err["loc"] else "?"
         bad.add(field)
-        label = field if field in values else f"{cls._prefix}{field.upper()}"
+        label = field if field in values else f"{cls._prefix}{field.upper()}"  # a file value is named by its variable
         if err["type"] == "extra_forbidden":
             problems.append(f"{cls.__name__}: unknown setting {field!r}; check the spelling")
             continue
@@ -326,7 +352,7 @@ def _config_error(
     # The range problems of every other field, found with the bad ones at their defaults.
     defaults = {f: cls.model_fields[f].default for f in bad if f in cls.model_fields}
     try:
-        rest = cls(_env_file=env_file, **{**values, **defaults})  # type: ignore[call-arg]
+        rest = cls(**{**from_file, **values, **defaults})
     except ValidationError:
         rest = None
     if rest is not None:

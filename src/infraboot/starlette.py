@@ -53,7 +53,7 @@ RETRY_AFTER = "5"
 
 def system_of(request: Request) -> SystemInitializer:
     """The system serving *request*: the lifespan's, else the default system."""
-    return resolve_system(None, request.scope.get("state"))
+    return resolve_system(None, request.scope.get("state"), request.scope.get("app"))
 
 
 def resource(request: Request, name: str) -> Any:
@@ -61,7 +61,7 @@ def resource(request: Request, name: str) -> Any:
 
     Install :data:`exception_handlers` on the app so that the 503 has a JSON body.
     """
-    return resolve_system(None, request.scope.get("state")).get(name)
+    return system_of(request).get(name)
 
 
 async def _unavailable(request: Request, exc: Exception) -> Response:

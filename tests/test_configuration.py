@@ -1,0 +1,274 @@
+"""Adopting infraboot in an existing application: settings in code, driver options, named instances, clean errors."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import httpx
+import pytest
+from fastapi import Depends, FastAPI
+
+import infraboot
+import infraboot.fastapi as ib
+from infraboot import ConfigError, DatabaseComponent, RedisComponent, SystemInitializer
+from infraboot.testing import lifespan
+
+pytestmark = pytest.mark.usefixtures("clean_env")
+
+
+# -- settings in code ---------------------------------------------------------------------------------
+
+
+async def test_code_beats_the_environment_which_beats_the_env_file(
+    clean_env: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """configure(): keywords given in code win, then REDIS_* variables, then the env file, then defaults."""
+    env_file = tmp_path / ".env"
+    env_file.write_text("REDIS_URL=memory://from-file\nREDIS_MAX_RETRIES=7\nREDIS_SOCKET_TIMEOUT=9\n")
+    clean_env.setenv("REDIS_MAX_RETRIES", "5")
+    clean_env.setenv("REDIS_SOCKET_TIMEOUT", "4")
+    infraboot.configure(
+        redis={"socket_timeout": 2.5}, database={"url": "sqlite+aiosqlite:///:memory:"}, env_file=env_file
+    )
+    await infraboot.ensure_initialized(["redis", "database"])
+    settings = infraboot.default_system().component("redis").settings  # type: ignore[attr-defined]
+    await infraboot.shutdown()
+
+    assert ("memory://from-file", 5, 2.5, 30.0) == (
+        str(settings.url),
+        settings.max_retries,
+        settings.socket_timeout,
+        settings.health_check_interval,
+    )
+
+
+async def test_settings_objects_are_taken_as_they_are() -> None:
+    """A RedisSettings / DatabaseSettings object is used as given; the app needs no os.environ."""
+    infraboot.configure(
+        redis=infraboot.RedisSettings(url="memory://", required=False),
+        database=infraboot.DatabaseSettings(url="sqlite+aiosqlite:///:memory:"),
+    )
+    report = await infraboot.ensure_initialized(["redis", "database"])
+    required = infraboot.default_system().component("redis").required
+    await infraboot.shutdown()
+
+    assert ("ok", False) == (report.status, required)
+
+
+async def test_settings_for_a_started_component_are_refused() -> None:
+    """configure(redis=...) after startup is a clear error, not a silent no-op."""
+    infraboot.configure(redis={"url": "memory://"}, database={"url": "sqlite+aiosqlite:///:memory:"})
+    await infraboot.ensure_initialized(["redis"])
+    with pytest.raises(ConfigError, match=r"after startup: it is ready; give them before ensure_initialized"):
+        infraboot.configure(redis={"url": "memory://other"})
+    await infraboot.shutdown()
+
+
+async def test_every_problem_is_reported_at_once_with_variable_and_value(clean_env: pytest.MonkeyPatch) -> None:
+    """Type and range problems together, each naming its variable, the bad value and an example."""
+    clean_env.setenv("REDIS_URL", "memory://")
+    clean_env.setenv("REDIS_REQUIRED", "maybe")
+    clean_env.setenv("REDIS_MAX_RETRIES", "-1")
+    clean_env.setenv("REDIS_CONNECT_TIMEOUT", "0")
+    with pytest.raises(ConfigError) as info:
+        await SystemInitializer([RedisComponent()]).initialize_all()
+
+    problems = info.value.problems
+    assert 3 == len(problems)
+    assert "REDIS_REQUIRED='maybe': must be true or false, e.g. REDIS_REQUIRED=false" in problems
+    assert any(p.startswith("REDIS_MAX_RETRIES=-1: must be a whole number >= 0") for p in problems)
+    assert any(p.startswith("REDIS_CONNECT_TIMEOUT=0.0:") and "e.g. REDIS_CONNECT_TIMEOUT=5" in p for p in problems)
+
+
+async def test_a_value_given_in_code_is_named_by_its_keyword() -> None:
+    """A bad value from code names the keyword the code used, not an environment variable."""
+    system = SystemInitializer([RedisComponent(settings={"url": "memory://", "connect_timeout": -1})])
+    with pytest.raises(ConfigError) as info:
+        await system.initialize_all()
+    assert info.value.problems[0].startswith("connect_timeout=-1.0: must be a finite number of seconds > 0")
+
+
+# -- driver options -------------------------------------------------------------------------------------
+
+
+async def test_client_options_reach_the_embedded_redis_too() -> None:
+    """client_options={'decode_responses': True} gives str replies on memory://, as on a real server."""
+    system = SystemInitializer(
+        [RedisComponent(settings={"url": "memory://", "client_options": {"decode_responses": True}})]
+    )
+    async with system:
+        redis = system.get("redis")
+        await redis.set("k", "v")
+        value = await redis.get("k")
+    assert "v" == value
+
+
+@pytest.mark.real
+async def test_client_options_reach_the_real_redis(redis_url: str) -> None:
+    """The same option on a real server: decode_responses=True, str replies."""
+    system = SystemInitializer(
+        [RedisComponent(settings={"url": redis_url, "client_options": {"decode_responses": True}})]
+    )
+    async with system:
+        redis = system.get("redis")
+        await redis.set("infraboot:test:decode", "v")
+        value = await redis.get("infraboot:test:decode")
+        await redis.delete("infraboot:test:decode")
+    assert "v" == value
+
+
+async def test_options_infraboot_owns_are_refused_with_the_setting_to_use() -> None:
+    """socket_timeout in client_options, echo in engine_options, bind in session_options: each names the setting."""
+    system = SystemInitializer(
+        [
+            RedisComponent(settings={"url": "memory://", "client_options": {"socket_timeout": 1}}),
+            DatabaseComponent(
+                settings={
+                    "url": "sqlite+aiosqlite:///:memory:",
+                    "engine_options": {"echo": True},
+                    "session_options": {"bind": None},
+                }
+            ),
+        ]
+    )
+    with pytest.raises(ConfigError) as info:
+        await system.initialize_all()
+    problems = info.value.problems
+    assert "client_options: 'socket_timeout' is set by infraboot; use REDIS_SOCKET_TIMEOUT instead" in problems
+    assert "engine_options: 'echo' is set by infraboot; use DATABASE_ECHO instead" in problems
+    assert "session_options: 'bind' is set by infraboot; use url instead" in problems  # url was given in code
+
+
+async def test_session_options_shape_every_session_and_a_call_can_override_them() -> None:
+    """get_session() takes the component's session_options; keyword arguments given to the call win."""
+    infraboot.configure(
+        redis={"url": "memory://"},
+        database={"url": "sqlite+aiosqlite:///:memory:", "session_options": {"autoflush": False, "info": {"a": 1}}},
+    )
+    await infraboot.ensure_initialized(["database"])
+    async with infraboot.get_session() as session:
+        configured = (session.autoflush, session.info)
+    async with infraboot.get_session(autoflush=True) as session:
+        overridden = session.autoflush
+    await infraboot.shutdown()
+
+    assert ((False, {"a": 1}), True) == (configured, overridden)
+
+
+async def test_engine_options_reach_the_engine() -> None:
+    """engine_options go to create_async_engine as they are (here: hide_parameters)."""
+    options = {"url": "sqlite+aiosqlite:///:memory:", "engine_options": {"hide_parameters": True}}
+    system = SystemInitializer([DatabaseComponent(settings=options)])
+    async with system:
+        hidden = system.get("database").sync_engine.hide_parameters
+    assert hidden is True
+
+
+# -- named instances, replacing a built-in ------------------------------------------------------------------
+
+
+async def test_a_named_redis_reads_its_own_variables(clean_env: pytest.MonkeyPatch) -> None:
+    """RedisComponent('cache', env_prefix='CACHE_REDIS_') reads CACHE_REDIS_URL; get_redis('cache') returns it."""
+    clean_env.setenv("REDIS_URL", "memory://main")
+    clean_env.setenv("CACHE_REDIS_URL", "memory://cache")
+    clean_env.setenv("DATABASE_ENABLED", "false")
+    infraboot.register(RedisComponent("cache", env_prefix="CACHE_REDIS_"))
+    await infraboot.ensure_initialized(["redis", "cache"])
+    await infraboot.get_redis("cache").set("where", "cache")
+    main_sees = await infraboot.get_redis().get("where")
+    cache_sees = await infraboot.get_redis("cache").get("where")
+    target = infraboot.default_system().component("cache").target
+    await infraboot.shutdown()
+
+    assert (None, b"cache", "memory://cache") == (main_sees, cache_sees, target)
+
+
+async def test_a_named_instance_names_its_own_variables_in_errors(clean_env: pytest.MonkeyPatch) -> None:
+    """The default prefix of 'queue' is QUEUE_: its unset URL is named QUEUE_URL, with its three ways out."""
+    with pytest.raises(ConfigError) as info:
+        await SystemInitializer([RedisComponent("queue")]).initialize_all()
+    problem = info.value.problems[0]
+    assert problem.startswith("QUEUE_URL is not set and 'queue' is required")
+    assert "QUEUE_ENABLED=false" in problem
+    assert "QUEUE_REQUIRED=false" in problem
+
+
+async def test_register_replace_swaps_a_built_in_before_startup() -> None:
+    """register(component, replace=True) swaps the built-in 'redis'; without replace the message says how."""
+    with pytest.raises(infraboot.DependencyError, match=r"replace=True"):
+        infraboot.register(RedisComponent(settings={"url": "memory://"}))
+    mine = infraboot.register(RedisComponent(settings={"url": "memory://mine"}), replace=True)
+    await infraboot.ensure_initialized(["redis"])
+    with pytest.raises(ConfigError, match="cannot replace 'redis' while it is ready"):
+        infraboot.register(RedisComponent(settings={"url": "memory://"}), replace=True)
+    swapped = infraboot.default_system().component("redis") is mine
+    await infraboot.shutdown()
+
+    assert swapped
+
+
+async def test_the_report_covers_what_was_asked_for() -> None:
+    """After ensure_initialized(['redis']) the system's report shows redis, not a pending database."""
+    infraboot.configure(redis={"url": "memory://"})
+    await infraboot.ensure_initialized(["redis"])
+    report = infraboot.default_system().report
+    await infraboot.shutdown()
+
+    assert (["redis"], "ok") == (list(report.components), report.status)
+
+
+# -- frameworks ---------------------------------------------------------------------------------------------
+
+
+def make_app(system: SystemInitializer) -> FastAPI:
+    app = FastAPI(lifespan=ib.lifespan(system=system), exception_handlers=ib.exception_handlers)
+
+    @app.get("/direct")
+    async def direct() -> str:
+        return str(await system.get("cache").ping())
+
+    @app.get("/dependency")
+    async def dependency(cache: Annotated[object, Depends(ib.redis_client_for("cache"))]) -> str:
+        return type(cache).__name__
+
+    return app
+
+
+async def test_a_required_component_down_gives_503_json_not_500() -> None:
+    """Down after startup, required: the dependency and a direct get() both answer 503 with Retry-After and JSON."""
+    cache = RedisComponent("cache", settings={"url": "memory://down-later"})
+    system = SystemInitializer([cache], check_interval=None, recovery=False)
+    app = make_app(system)
+    async with lifespan(app), httpx.AsyncClient(transport=httpx.ASGITransport(app), base_url="http://t") as client:
+        assert 200 == (await client.get("/dependency")).status_code
+        infraboot.testing.memory_server("down-later").connected = False
+        await system.health(fresh=True)
+        answers = [await client.get("/dependency"), await client.get("/direct")]
+        infraboot.testing.memory_server("down-later").connected = True
+
+    assert [503, 503] == [a.status_code for a in answers]
+    assert all("5" == a.headers["retry-after"] for a in answers)
+    assert all("cache is unavailable" in a.json()["detail"] for a in answers)
+
+
+def test_the_dependency_for_a_name_is_one_callable_the_override_key() -> None:
+    """redis_client_for('cache') is the same callable every time, so app.dependency_overrides can use it."""
+    assert ib.redis_client_for("cache") is ib.redis_client_for("cache")
+    assert ib.redis_client_for("redis") is ib.redis_client
+    assert ib.database_session_for("database") is ib.database_session
+
+
+async def test_metrics_without_the_extra_says_what_to_install(monkeypatch: pytest.MonkeyPatch) -> None:
+    """/metrics answers 501 with the pip command when prometheus_client is missing, not a silent 404."""
+    import infraboot.starlette as ibs
+
+    monkeypatch.setattr(ibs, "has_metrics", lambda: False)
+    app = FastAPI()
+    app.include_router(ib.health_router(SystemInitializer()))
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app), base_url="http://t") as client:
+        answer = await client.get("/metrics")
+    assert (501, 'metrics need prometheus_client: pip install "infraboot[metrics]"') == (
+        answer.status_code,
+        answer.text.strip(),
+    )
