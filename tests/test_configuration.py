@@ -252,6 +252,26 @@ async def test_a_required_component_down_gives_503_json_not_500() -> None:
     assert all("cache is unavailable" in a.json()["detail"] for a in answers)
 
 
+async def test_an_optional_dependency_hands_out_none_while_the_component_is_down() -> None:
+    """redis_client_for('cache', optional=True) gives the handler None to take its degraded path, not a 503."""
+    cache = RedisComponent("cache", settings={"url": "memory://optional-cache", "required": False})
+    system = SystemInitializer([cache], check_interval=None, recovery=False)
+    app = FastAPI(lifespan=ib.lifespan(system=system))
+
+    @app.get("/maybe")
+    async def maybe(cache: Annotated[object, Depends(ib.redis_client_for("cache", optional=True))]) -> str:
+        return "none" if cache is None else "client"
+
+    async with lifespan(app), httpx.AsyncClient(transport=httpx.ASGITransport(app), base_url="http://t") as client:
+        up = (await client.get("/maybe")).json()
+        infraboot.testing.memory_server("optional-cache").connected = False
+        await system.health(fresh=True)
+        down = (await client.get("/maybe")).json()
+        infraboot.testing.memory_server("optional-cache").connected = True
+
+    assert ("client", "none") == (up, down)
+
+
 def test_the_dependency_for_a_name_is_one_callable_the_override_key() -> None:
     """redis_client_for('cache') is the same callable every time, so app.dependency_overrides can use it."""
     assert ib.redis_client_for("cache") is ib.redis_client_for("cache")

@@ -87,17 +87,27 @@ async def database_session(system: System) -> AsyncIterator[AsyncSession]:
 
 
 @functools.cache
-def redis_client_for(name: str) -> Callable[[SystemInitializer], Redis]:
+def redis_client_for(name: str, *, optional: bool = False) -> Callable[[SystemInitializer], Redis]:
     """The dependency handing out the client of the Redis component *name* (503 while unavailable).
 
-    The same callable for the same name, so it is also the key for ``app.dependency_overrides``::
+    With ``optional=True`` it hands out ``None`` instead of answering 503, for a handler with a
+    degraded path (a cache it can do without). The same callable for the same arguments, so it is
+    also the key for ``app.dependency_overrides``::
 
-        CacheRedis = Annotated[Redis, Depends(ib.redis_client_for("cache"))]
+        CacheRedis = Annotated[Redis | None, Depends(ib.redis_client_for("cache", optional=True))]
     """
-    if name == "redis":
+    if name == "redis" and not optional:
         return redis_client
 
     def dependency(system: System) -> Redis:
+        if optional:
+            try:
+                found: Redis = system.get(name)
+            except UnknownComponentError:
+                raise
+            except (ComponentUnavailableError, NotInitializedError):
+                return None  # type: ignore[return-value]
+            return found
         client: Redis = _resource(system, name)
         return client
 

@@ -1,0 +1,1 @@
+"""A FastAPI + SQLAlchemy (asyncpg) + Redis service whose infrastructure infraboot starts and stops."""
