@@ -60,7 +60,7 @@ async def test_settings_for_a_started_component_are_refused() -> None:
     """configure(redis=...) after startup is a clear error, not a silent no-op."""
     infraboot.configure(redis={"url": "memory://"}, database={"url": "sqlite+aiosqlite:///:memory:"})
     await infraboot.ensure_initialized(["redis"])
-    with pytest.raises(ConfigError, match=r"after startup: it is ready; give them before ensure_initialized"):
+    with pytest.raises(ConfigError, match=r"settings for .redis.: it is ready; give them before ensure_initialized"):
         infraboot.configure(redis={"url": "memory://other"})
     await infraboot.shutdown()
 

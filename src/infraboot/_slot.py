@@ -289,6 +289,13 @@ class Slot:
         self.transition(_S.READY, resource=new, closer=close)
         return True
 
+    @property
+    def busy(self) -> bool:
+        """Started, stopping, or being started: too late to swap its component or its settings."""
+        return (
+            self.state in HOLDING or self.state is _S.STOPPING or (self.settled is not None and not self.settled.done())
+        )
+
     # -- views ---------------------------------------------------------------------------------
 
     def not_ready_error(self) -> Exception:

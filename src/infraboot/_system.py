@@ -27,7 +27,7 @@ from ._log import event
 from ._monitor import Monitor
 from ._report import ComponentSnapshot, ShutdownReport, StartupReport
 from ._slot import HOLDING, Override, Slot
-from ._startup import configure_all, launch, startup_error, unsettled, wait_started
+from ._startup import configure_all, launch, startup_error, wait_started
 from ._state import ComponentState
 from ._teardown import Teardown
 from .exceptions import ConfigError, DependencyError, NotInitializedError
@@ -137,7 +137,7 @@ class SystemInitializer:
                 "one another name, or register(component, replace=True) to swap it before startup"
             )
             raise DependencyError(msg)
-        if old is not None and (old.state in HOLDING or old.state is _S.STOPPING or unsettled(old)):
+        if old is not None and old.busy:
             msg = f"cannot replace {component.name!r} while it is {old.state.value}; stop it first"
             raise ConfigError(msg)
         self._slots[component.name] = Slot(component, self._ready, self._overrides, self._monitor.notify)
@@ -162,15 +162,9 @@ class SystemInitializer:
         """
         slot = self._slot(name)
         use = getattr(slot.component, "use", None)
-        if use is None:
-            msg = f"use({name!r}, ...): {slot.component!r} takes no settings; configure it where it is defined"
-            raise ConfigError(msg)
-        if slot.state in HOLDING or slot.state is _S.STOPPING or unsettled(slot):
-            msg = (
-                f"settings for {name!r} after startup: it is {slot.state.value}; give them before "
-                f"ensure_initialized(), or stop([{name!r}]) first"
-            )
-            raise ConfigError(msg)
+        if use is None or slot.busy:
+            why = f"it is {slot.state.value}" if use else f"{slot.component!r} takes no settings"
+            raise ConfigError(f"settings for {name!r}: {why}; give them before ensure_initialized(), or stop it first")
         use(settings, env_file=env_file)
 
     @property
@@ -188,12 +182,8 @@ class SystemInitializer:
             self._graph_checked = True
 
     def defer_config_error(self, error: ConfigError | None) -> None:
-        """Hold *error* (settings that could not be read, e.g. bad ``INFRABOOT_*`` variables) until startup.
-
-        Every later ``validate()`` / ``ensure_initialized()`` raises it before any I/O, so the
-        failure surfaces where the application handles startup errors, not at import time.
-        ``None`` clears it.
-        """
+        """Hold *error* (bad ``INFRABOOT_*`` variables, say) until startup, where ``validate()`` and
+        ``ensure_initialized()`` raise it before any I/O -- not at import time. ``None`` clears it."""
         self._deferred = error
 
     def _graph(self) -> dict[str, tuple[str, ...]]:
@@ -211,13 +201,9 @@ class SystemInitializer:
     # -- accessors (hot path) ----------------------------------------------------------------------
 
     def get(self, name: str) -> Any:
-        """The live resource of a ready component.
-
-        Raises :class:`NotInitializedError` when it was not started (an
-        :class:`~infraboot.UnknownComponentError` when it is not registered) and
-        :class:`ComponentUnavailableError` when it is an optional component that is down
-        or disabled.
-        """
+        """The live resource of a ready component. Raises :class:`NotInitializedError` when it was not
+        started (:class:`~infraboot.UnknownComponentError` when not registered), and
+        :class:`ComponentUnavailableError` when it is down, not configured or disabled."""
         try:
             return self._ready[name].resource
         except (KeyError, TypeError):
@@ -358,14 +344,11 @@ class SystemInitializer:
     async def shutdown(self, *, timeout: float | None = None) -> ShutdownReport:  # noqa: ASYNC109 - a budget for the whole shutdown, checked and enforced inside
         """Stop every started component, dependents first, within *timeout* (default ``shutdown_timeout``).
 
-        In-flight starts are cancelled first. Every stop runs even when others fail;
-        failures are logged with the component's name and returned in the report,
-        never raised. A teardown that hangs, or ignores its cancellation, is abandoned at
-        the deadline and named in the report: ``shutdown()`` returns within *timeout*
-        plus a fraction of a second whatever the components do. Concurrent calls share
-        one shutdown and get the same report; a cancelled caller gets its
-        ``CancelledError`` within half a second while the shutdown runs on, bounded.
-        The system can be started again afterwards.
+        In-flight starts are cancelled first. Every stop runs even when others fail; failures are
+        logged with the component's name and returned in the report, never raised. A teardown that
+        hangs or ignores its cancellation is abandoned at the deadline and named in the report, so
+        this returns within *timeout* plus a fraction of a second. Concurrent calls share one
+        shutdown and its report; a cancelled caller gets ``CancelledError`` within half a second.
         """
         if timeout is not None:
             problem = seconds_problem("timeout", timeout)
@@ -440,15 +423,10 @@ class SystemInitializer:
         return await self._monitor.readiness(fresh=False)
 
     async def health(self, *, fresh: bool = False) -> HealthReport:
-        """Readiness, with one entry per component the application asked for.
-
-        ``fail`` when a required component is down or not started, or once shutdown has
-        begun (``output="stopping"``, without probing); ``warn`` when only optional
-        components are down; ``pass`` otherwise. Probes are cached for ``check_ttl`` and
-        shared by concurrent callers; a call waits at most ``health_timeout`` for fresh
-        results, then answers from the last known ones. ``fresh=True`` ignores the cache
-        and waits for the probes (for the CLI and tests, not for endpoints under load).
-        """
+        """Readiness, one entry per component asked for: ``fail`` when a required one is down or
+        not started, or once shutdown began (``output="stopping"``); ``warn`` when only optional ones
+        are down. Probes are cached for ``check_ttl`` and shared; a call waits at most ``health_timeout``
+        for fresh results. ``fresh=True`` ignores the cache and waits (the CLI, tests; not endpoints)."""
         return await self._monitor.readiness(fresh=fresh)
 
     def _unblock_dependents(self, slot: Slot) -> None:
