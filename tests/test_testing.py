@@ -151,3 +151,78 @@ def test_the_plugin_isolates_an_applications_tests(tmp_path: Path) -> None:
     )
     assert 0 == out.returncode, out.stdout + out.stderr
     assert "2 passed" in out.stdout
+
+
+def subset_app() -> Any:
+    """A Starlette app whose infraboot lifespan starts ``thing`` and ``other``."""
+    pytest.importorskip("starlette")
+    from starlette.applications import Starlette
+
+    import infraboot.starlette
+
+    for name in ("thing", "other"):
+
+        @infraboot.component(name)
+        async def comp(ctx: infraboot.Context) -> AsyncIterator[str]:
+            yield ctx.component
+
+        infraboot.register(comp)
+    return Starlette(lifespan=infraboot.starlette.lifespan(["thing", "other"]))
+
+
+async def test_lifespan_starts_only_the_components_named() -> None:
+    """lifespan(app, components=[...]) starts those instead of the app's list; later starts are not restricted."""
+    async with infraboot.testing.lifespan(subset_app(), components=["thing"]):
+        states = (infraboot.state("thing"), infraboot.state("other"))
+        await infraboot.ensure_initialized(["other"])
+        later = infraboot.state("other")
+    assert (ComponentState.READY, ComponentState.PENDING, ComponentState.READY) == (*states, later)
+
+
+async def test_lifespan_fixture_starts_a_subset(infraboot_lifespan: Any) -> None:
+    """The fixture takes the same components=[...]."""
+    await infraboot_lifespan(subset_app(), components=["other"])
+    assert (ComponentState.PENDING, "other") == (infraboot.state("thing"), infraboot.get("other"))
+
+
+async def test_lifespan_without_components_starts_the_apps_list() -> None:
+    """Without components, the app's own list is started."""
+    async with infraboot.testing.lifespan(subset_app()):
+        assert ComponentState.READY == infraboot.state("other")
+
+
+async def test_lifespan_components_must_be_a_list() -> None:
+    """A bare string is a mistake, named with the fix."""
+    with pytest.raises(infraboot.ConfigError, match=r"components=\['redis'\]"):
+        async with infraboot.testing.lifespan(object(), components="redis"):
+            pass
+
+
+def test_testing_mode_set_in_a_test_is_switched_back_after_it() -> None:
+    """A test may leave set_testing() on; the reset switches it back (checked by the next test)."""
+    infraboot.set_testing(attempts=7)
+
+
+def test_testing_mode_is_off_again() -> None:
+    """The previous test's set_testing() ended with it."""
+    from infraboot._retry import is_testing
+
+    assert not is_testing()
+
+
+LEFT_OPEN: list[object] = []
+
+
+def test_an_override_left_open_is_undone_after_the_test() -> None:
+    """An override entered and never exited ends with the test."""
+    infraboot.register(infraboot.Component("kept"))
+    block = infraboot.testing.override("kept", "fake")
+    block.__enter__()
+    assert "<infraboot.testing.override 'kept' -> 'fake' (open)>" == repr(block)
+    LEFT_OPEN.append(block)
+
+
+def test_the_override_of_the_previous_test_is_closed() -> None:
+    """Closed by the reset, so it holds no system of a finished test."""
+    block = LEFT_OPEN.pop()
+    assert "<infraboot.testing.override 'kept' -> 'fake' (closed)>" == repr(block)

@@ -7,7 +7,8 @@ the component is ready, a precise error when it is not.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Iterator, Mapping
+from contextvars import ContextVar
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Unpack
 
@@ -32,8 +33,12 @@ __all__ = [
     "init_database",
     "init_redis",
     "pool_stats",
+    "use_session",
     "validate_config",
 ]
+
+# (sync engine, session) pairs lent by use_session(), innermost first: a test kit's seam into session_scope().
+_lent: ContextVar[tuple[tuple[Any, AsyncSession], ...]] = ContextVar("infraboot_lent_sessions", default=())
 
 
 async def init_redis(name: str = "redis") -> Redis:
@@ -86,11 +91,52 @@ def session_options(system: SystemInitializer, name: str) -> dict[str, Any]:
     return found
 
 
+@contextlib.contextmanager
+def use_session(session: AsyncSession) -> Iterator[AsyncSession]:
+    """Inside the block, every unit of work on *session*'s engine hands out *session* itself.
+
+    ``get_session()`` and the framework dependencies (``DatabaseSession``,
+    ``database_session_for(...)``) yield *session* instead of opening their own; they still
+    ``commit()`` it on success and ``rollback()`` it on an exception, but never close it, and
+    the options given to them are ignored. Only this context (and tasks started from it)
+    sees the loan. The test kit builds its transactional session on this: bound to a
+    connection in an outer transaction with ``join_transaction_mode="create_savepoint"``,
+    a commit only releases a savepoint::
+
+        with use_session(session):
+            await handler()   # its get_session() blocks write through `session`
+    """
+    bind = session.bind
+    if bind is None:
+        msg = "use_session() needs a session bound to an engine or a connection: AsyncSession(bind=connection)"
+        raise ValueError(msg)
+    engine = getattr(bind, "engine", bind)  # a connection's engine, or the engine itself
+    token = _lent.set(((getattr(engine, "sync_engine", engine), session), *_lent.get()))
+    try:
+        yield session
+    finally:
+        _lent.reset(token)
+
+
 @contextlib.asynccontextmanager
 async def session_scope(engine: AsyncEngine, **session_kwargs: Any) -> AsyncIterator[AsyncSession]:
-    """A unit of work on *engine*: commit on success, roll back on an exception, always close."""
+    """A unit of work on *engine*: commit on success, roll back on an exception, always close.
+
+    Inside :func:`use_session` on the same engine, the lent session is the unit of work
+    (committed or rolled back, never closed) and *session_kwargs* are ignored.
+    """
     from sqlalchemy.ext.asyncio import AsyncSession
 
+    key = getattr(engine, "sync_engine", engine)
+    lent = next((s for k, s in _lent.get() if k is key), None)
+    if lent is not None:
+        try:
+            yield lent
+            await lent.commit()
+        except BaseException:
+            await lent.rollback()
+            raise
+        return
     session_kwargs.setdefault("expire_on_commit", False)
     session = AsyncSession(engine, **session_kwargs)
     try:

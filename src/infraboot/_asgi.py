@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import importlib.util
 import json
 import logging
@@ -43,6 +44,10 @@ DEFAULT_PATHS: Mapping[str, str] = {
 }
 
 STATE_KEY = "infraboot"
+#: Set by ``infraboot.testing.lifespan(app, components=[...])``: what the lifespan starts instead of its own list.
+components_override: contextvars.ContextVar[list[str] | None] = contextvars.ContextVar(
+    "infraboot_lifespan_components", default=None
+)
 #: What /metrics answers (501) when prometheus_client is not installed.
 NO_METRICS = 'metrics need prometheus_client: pip install "infraboot[metrics]"\n'
 
@@ -91,7 +96,8 @@ def lifespan(
         if app_state is not None:  # for transports that do not pass lifespan state (httpx's ASGITransport)
             setattr(app_state, STATE_KEY, target)
         try:
-            report = await target.ensure_initialized(wanted)
+            chosen = components_override.get()
+            report = await target.ensure_initialized(wanted if chosen is None else chosen)
         except (StartupError, ConfigError) as exc:
             event(logging.CRITICAL, "startup_failed", error=str(exc).replace("\n", " "))
             raise

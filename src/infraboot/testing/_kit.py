@@ -5,13 +5,14 @@ from __future__ import annotations
 import contextlib
 import os
 import uuid
-from collections.abc import AsyncIterator, Iterator, Mapping
+from collections.abc import AsyncIterator, Iterable, Iterator, Mapping
 from typing import Any
 
+from infraboot import _asgi
 from infraboot._default import default_system
 from infraboot._state import ComponentState
 from infraboot._system import SystemInitializer
-from infraboot.exceptions import ComponentUnavailableError
+from infraboot.exceptions import ComponentUnavailableError, ConfigError
 
 __all__ = ["fake_env", "lifespan", "memory_server", "outage"]
 
@@ -106,7 +107,7 @@ def _fake_server(system: SystemInitializer, name: str) -> Any:
 
 
 @contextlib.asynccontextmanager
-async def lifespan(app: Any) -> AsyncIterator[Mapping[str, Any]]:
+async def lifespan(app: Any, *, components: Iterable[str] | None = None) -> AsyncIterator[Mapping[str, Any]]:
     """Run an ASGI app's lifespan around the block (any ASGI framework); yields the lifespan state.
 
     A failed startup raises ``RuntimeError`` with the server's message; shutdown runs on
@@ -115,9 +116,21 @@ async def lifespan(app: Any) -> AsyncIterator[Mapping[str, Any]]:
         async with infraboot.testing.lifespan(app):
             async with httpx.AsyncClient(transport=httpx.ASGITransport(app)) as client:
                 ...
+
+    *components* starts only those (and what they require) instead of the list the app's
+    infraboot lifespan was given, so a test of the Redis paths never needs a database::
+
+        async with infraboot.testing.lifespan(app, components=["redis"]):
+            ...
+
+    It applies to the infraboot lifespan of the app (``infraboot.fastapi.lifespan(...)``,
+    ``infraboot.starlette.lifespan(...)``), not to components your own lifespan starts.
     """
     import asyncio
 
+    if isinstance(components, str):
+        msg = f"lifespan(app, components={components!r}): pass a list of names, e.g. components=[{components!r}]"
+        raise ConfigError(msg)
     state: dict[str, Any] = {}
     to_app: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
     from_app: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
@@ -129,7 +142,12 @@ async def lifespan(app: Any) -> AsyncIterator[Mapping[str, Any]]:
     async def send(message: Mapping[str, Any]) -> None:
         await from_app.put(dict(message))
 
-    task = asyncio.get_running_loop().create_task(app(scope, receive, send), name="infraboot-test-lifespan")
+    # The app's task copies this context when it is created: the restriction is seen there only.
+    restriction = _asgi.components_override.set(None if components is None else list(components))
+    try:
+        task = asyncio.get_running_loop().create_task(app(scope, receive, send), name="infraboot-test-lifespan")
+    finally:
+        _asgi.components_override.reset(restriction)
 
     async def exchange(kind: str) -> None:
         await to_app.put({"type": f"lifespan.{kind}"})
