@@ -5,20 +5,19 @@ Everything listens on 127.0.0.1 and free ports; every process is stopped by its 
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import os
 import shutil
 import socket
-import struct
 import subprocess
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Literal
 
 import pytest
+
+from infraboot.testing import TcpProxy as ProductProxy
 
 Mode = Literal["forward", "refuse", "blackhole", "reset", "delay"]
 
@@ -40,105 +39,28 @@ def wait_for_port(port: int, timeout: float = 10.0) -> None:
     raise TimeoutError(msg)
 
 
-class TcpProxy:
-    """A TCP proxy in its own thread whose behaviour can be switched at any time.
-
-    - ``forward``: pass bytes both ways (with ``delay`` seconds added when mode is ``delay``)
-    - ``refuse``: stop listening, so connections are refused
-    - ``blackhole``: accept connections and never answer
-    - ``reset``: accept, then reset the connection (RST) at once
-    """
+class TcpProxy(ProductProxy):
+    """The product's :class:`infraboot.testing.TcpProxy`, started at once, with the suite's older spelling."""
 
     def __init__(self, target_port: int, *, target_host: str = "127.0.0.1") -> None:
-        self.target = (target_host, target_port)
-        self.port = free_port()
-        self.mode: Mode = "forward"
-        self.delay = 0.0
-        self.accepted = 0
-        self._loop = asyncio.new_event_loop()
-        self._server: asyncio.Server | None = None
-        self._conns: set[asyncio.StreamWriter] = set()
-        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True, name="tcp-proxy")
-        self._thread.start()
-        self._call(self._listen())
+        super().__init__((target_host, target_port))
+        self.start()
 
     @property
     def url_host(self) -> str:
-        return f"127.0.0.1:{self.port}"
-
-    def _call(self, coro: object) -> None:
-        asyncio.run_coroutine_threadsafe(coro, self._loop).result(timeout=10)  # type: ignore[arg-type]
-
-    async def _listen(self) -> None:
-        if self._server is None:
-            self._server = await asyncio.start_server(self._handle, "127.0.0.1", self.port, reuse_address=True)
-
-    async def _unlisten(self) -> None:
-        if self._server is not None:
-            self._server.close()
-            await self._server.wait_closed()
-            self._server = None
-
-    async def _drop_all(self) -> None:
-        for w in list(self._conns):
-            _abort(w)
-        self._conns.clear()
+        return f"{self.host}:{self.port}"
 
     def set_mode(self, mode: Mode, *, delay: float = 0.0, drop_existing: bool = True) -> None:
-        self.mode, self.delay = mode, delay
-        if drop_existing:
-            self._call(self._drop_all())
-        self._call(self._unlisten() if mode == "refuse" else self._listen())
-
-    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self.accepted += 1
-        self._conns.add(writer)
-        mode = self.mode
-        if mode == "reset":
-            _abort(writer)
-            return
-        if mode == "blackhole":
-            with contextlib.suppress(Exception):
-                await reader.read()  # hold the connection, say nothing
-            _abort(writer)
-            self._conns.discard(writer)
-            return
-        try:
-            up_reader, up_writer = await asyncio.open_connection(*self.target)
-        except OSError:
-            _abort(writer)
-            return
-        self._conns.add(up_writer)
-        await asyncio.gather(self._pipe(reader, up_writer), self._pipe(up_reader, writer), return_exceptions=True)
-
-    async def _pipe(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            while data := await reader.read(65536):
-                if self.mode == "delay" and self.delay:
-                    await asyncio.sleep(self.delay)
-                if self.mode in ("blackhole",):
-                    continue
-                writer.write(data)
-                await writer.drain()
-        finally:
-            with contextlib.suppress(Exception):
-                writer.close()
-
-    def close(self) -> None:
-        self._call(self._drop_all())
-        self._call(self._unlisten())
-        self._call(self._drop_all())  # a connection accepted while the listener closed
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join(timeout=5)
-        self._loop.close()
-
-
-def _abort(writer: asyncio.StreamWriter) -> None:
-    sock = writer.get_extra_info("socket")
-    if sock is not None:
-        with contextlib.suppress(OSError):
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-    writer.transport.abort()
+        if mode == "delay":
+            self.delay(delay, drop_existing=drop_existing)
+        elif mode == "refuse":
+            self.refuse(drop_existing=drop_existing)
+        elif mode == "blackhole":
+            self.blackhole(drop_existing=drop_existing)
+        elif mode == "reset":
+            self.reset(drop_existing=drop_existing)
+        else:
+            self.restore(drop_existing=drop_existing)
 
 
 class RedisServer:

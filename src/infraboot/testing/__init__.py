@@ -4,6 +4,7 @@
 - :func:`outage` -- take a component down inside a block, to test your degraded paths.
 - :func:`fake_env` -- point ``REDIS_URL`` / ``DATABASE_URL`` at fresh fakes.
 - :func:`lifespan` -- run an ASGI app's lifespan around a block (``components=[...]``: only those).
+- :class:`TcpProxy` -- a fault-injecting TCP proxy (refuse, blackhole, reset, delay) for real servers.
 - :func:`use_session` -- hand one session to ``get_session()`` and the framework dependencies.
 - :func:`infraboot.set_testing` -- no backoff waits.
 
@@ -22,8 +23,10 @@ from infraboot._retry import set_testing
 
 from ._kit import fake_env, lifespan, memory_server, outage
 from ._override import override, reset_default_system
+from ._proxy import TcpProxy
 
 __all__ = [
+    "TcpProxy",
     "fake_env",
     "lifespan",
     "memory_server",

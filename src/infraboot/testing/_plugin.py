@@ -25,12 +25,14 @@ from infraboot._system import SystemInitializer
 
 from ._kit import fake_env, lifespan
 from ._override import Baseline, close_open_overrides, iter_held, open_overrides, override
+from ._proxy import TcpProxy, proxy_factory
 
 __all__ = [
     "fake_database",
     "fake_redis",
     "infraboot_lifespan",
     "infraboot_override",
+    "infraboot_proxy",
     "infraboot_reset",
     "infraboot_system",
 ]
@@ -285,6 +287,13 @@ def _hint_started(session: SystemInitializer) -> None:
 
 
 # -- fixtures ---------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def infraboot_proxy() -> Iterator[Callable[[str | tuple[str, int]], TcpProxy]]:
+    """``proxy = infraboot_proxy(url)``: a started :class:`~infraboot.testing.TcpProxy` in front of *url*,
+    closed at the end of the test (``proxy.url_for(url)``, ``blackhole()``, ``refuse()``, ``restore()``)."""
+    yield from proxy_factory()
 
 
 @pytest.fixture
