@@ -10,10 +10,10 @@ class ComponentState(enum.StrEnum):
 
     ``pending`` → ``starting`` → ``ready`` → ``stopping`` → ``stopped``; a start that
     gives up ends in ``failed``; ``blocked`` means a requirement is not available;
-    ``disabled`` means configuration switched the component off (an unset URL, say);
-    ``unhealthy`` is an optional component that was ready, then failed its health
-    checks: its resource is kept, ``get()`` raises at once, and a background probe
-    brings it back to ``ready`` when it answers again.
+    ``disabled`` means configuration switched the component off (``REDIS_ENABLED=false``);
+    ``unhealthy`` is a component that was ready, then failed its health checks: its
+    resource is kept, ``get()`` raises at once, nothing reports it ready, and a background
+    probe brings it back to ``ready`` when it answers again.
     """
 
     PENDING = "pending"
