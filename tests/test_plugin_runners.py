@@ -158,7 +158,7 @@ def test_strict_mode_runs_marked_tests_in_their_own_loops(tmp_path: Path) -> Non
 def test_without_a_runner_the_fixtures_name_both_plugins(tmp_path: Path) -> None:
     """With neither pytest-asyncio nor anyio's plugin, a test using an async fixture errors with one clear message."""
     root = project(tmp_path, "runnerless", "[pytest]\npython_files = check_*.py\n")
-    out = run_pytest(root, "-p", "no:asyncio", "-p", "no:anyio")
+    out = run_pytest(root, "-p", "no:asyncio", "-p", "no:anyio", "-rN")  # no summary: its width varies
     assert 1 == out.returncode, out.stdout + out.stderr
     assert 2 == out.stdout.count("infraboot's async fixtures need an async test runner: install pytest-asyncio"), (
         out.stdout
