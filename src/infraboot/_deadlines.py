@@ -56,13 +56,16 @@ class DeadlineExceeded(Exception):
         self.abandoned = abandoned
 
 
+_EMPTY: set[Any] = set()  # shared by every empty TaskSet, never added to
+
+
 class TaskSet:
     """Tasks of one owner; each forgets itself when it finishes, its outcome marked as seen."""
 
     __slots__ = ("_tasks",)
 
     def __init__(self) -> None:
-        self._tasks: set[asyncio.Task[Any]] = set()
+        self._tasks: set[asyncio.Task[Any]] = _EMPTY  # made on first use: most sets stay empty
 
     def spawn(self, work: Awaitable[T], *, name: str) -> asyncio.Task[T]:
         task = _task(work, name)
@@ -73,6 +76,8 @@ class TaskSet:
         if task.done():
             retrieve(task)
             return
+        if self._tasks is _EMPTY:
+            self._tasks = set()
         self._tasks.add(task)
         task.add_done_callback(self._finished)
 
@@ -88,7 +93,7 @@ class TaskSet:
         """Forget every task without touching it (their loop is gone)."""
         for task in self._tasks:
             task.remove_done_callback(self._finished)
-        self._tasks = set()
+        self._tasks = _EMPTY
 
     def __iter__(self) -> Iterator[asyncio.Task[Any]]:
         return iter(set(self._tasks))
