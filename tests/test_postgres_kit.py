@@ -231,15 +231,35 @@ async def test_records_its_database_and_sees_the_other_one(infraboot_db_session)
 
 WORKERS = ("gw0", "gw1")
 
+STRICT_TEST = """\
+import pytest
+from sqlalchemy import text
+import infraboot
+
+async def notes():
+    async with infraboot.get_session() as session:
+        return (await session.execute(text("SELECT count(*) FROM seen"))).scalar_one()
+
+@pytest.mark.asyncio
+async def test_writes_in_strict_mode(infraboot_db_session):
+    async with infraboot.get_session() as session:
+        await session.execute(text("INSERT INTO seen VALUES ('strict')"))
+    assert 1 == await notes()
+
+@pytest.mark.asyncio
+async def test_and_they_are_gone(infraboot_db_session):
+    assert 0 == await notes()
+"""
+
 
 def start_run(
-    project: Path, server: str, worker: str, other: str, *, tests: str = "test_project.py"
+    project: Path, server: str, worker: str, other: str, *, tests: str = "test_project.py", mode: str = "auto"
 ) -> subprocess.Popen[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("DATABASE_", "INFRABOOT_", "PYTEST_"))}
     env.update(INFRABOOT_TEST_DATABASE_URL=server, PYTEST_XDIST_WORKER=worker, OTHER_WORKER=other)
     # Without hypothesis's plugin, which takes a second to import and is no part of this.
     plugins = ["-p", "no:cacheprovider", "-p", "no:hypothesispytest"]
-    options = ["-o", "asyncio_mode=auto", "-o", "asyncio_default_fixture_loop_scope=function"]
+    options = ["-o", f"asyncio_mode={mode}", "-o", "asyncio_default_fixture_loop_scope=function"]
     args = [sys.executable, "-m", "pytest", "-q", *plugins, *options, tests]
     return subprocess.Popen(args, cwd=project, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
@@ -256,12 +276,14 @@ def runs(tmp_path_factory: pytest.TempPathFactory, infraboot_postgres_server: st
     (project / "pytest.ini").write_text(PROJECT_INI)
     (project / "schema.py").write_text(SCHEMA)
     (project / "test_project.py").write_text(TEST_FILE)
+    (project / "test_strict.py").write_text(STRICT_TEST)
     example = tmp_path_factory.mktemp("example")
     write_titled_files(ROOT / "docs" / "testing-postgres.md", example)
     started = {
         "gw0": start_run(project, infraboot_postgres_server, "gw0", "gw1"),
         "gw1": start_run(project, infraboot_postgres_server, "gw1", "gw0"),
         "docs": start_run(example, infraboot_postgres_server, "main", "", tests="test_notes.py"),
+        "strict": start_run(project, infraboot_postgres_server, "strict", "", tests="test_strict.py", mode="strict"),
     }
     finished = {key: (run.communicate(timeout=60)[0], run.returncode) for key, run in started.items()}
     return {
@@ -288,4 +310,10 @@ def test_the_database_is_dropped_at_the_end_of_the_run(
 def test_the_documented_example_passes_on_postgresql(runs: dict[str, tuple[int, str]]) -> None:
     """docs/testing-postgres.md's example, which tests/test_docs.py can only see skip, passes on the real server."""
     code, output = runs["docs"]
+    assert (0, True) == (code, "2 passed" in output), output
+
+
+def test_the_transactional_session_works_under_strict_mode(runs: dict[str, tuple[int, str]]) -> None:
+    """Under pytest-asyncio's strict mode (tests marked one by one) the session is handed out and rolled back."""
+    code, output = runs["strict"]
     assert (0, True) == (code, "2 passed" in output), output

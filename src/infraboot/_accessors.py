@@ -111,11 +111,13 @@ def use_session(session: AsyncSession) -> Iterator[AsyncSession]:
         msg = "use_session() needs a session bound to an engine or a connection: AsyncSession(bind=connection)"
         raise ValueError(msg)
     engine = getattr(bind, "engine", bind)  # a connection's engine, or the engine itself
-    token = _lent.set(((getattr(engine, "sync_engine", engine), session), *_lent.get()))
+    previous = _lent.get()
+    _lent.set(((getattr(engine, "sync_engine", engine), session), *previous))
     try:
         yield session
     finally:
-        _lent.reset(token)
+        # Set back, not reset by token: a test runner may end the block in another context than it began.
+        _lent.set(tuple(pair for pair in _lent.get() if pair[1] is not session))
 
 
 @contextlib.asynccontextmanager

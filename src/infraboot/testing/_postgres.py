@@ -156,7 +156,7 @@ def infraboot_postgres_url(infraboot_postgres_server: str | None, infraboot_sche
 
 
 @pytest.fixture
-async def infraboot_db_session(infraboot_postgres_url: str) -> AsyncIterator[AsyncSession]:
+def infraboot_db_session(request: pytest.FixtureRequest, infraboot_postgres_url: str) -> Iterator[AsyncSession]:
     """An ``AsyncSession`` in a transaction that is rolled back at the end of the test.
 
     The default system's ``database`` component is started on the throwaway database
@@ -166,32 +166,47 @@ async def infraboot_db_session(infraboot_postgres_url: str) -> AsyncIterator[Asy
     ``commit()`` only releases a savepoint (``join_transaction_mode="create_savepoint"``),
     its ``rollback()`` goes back to the last one. Code that opens its own connection
     (``get_engine().connect()``) is outside the transaction: what it commits stays.
+    It runs in the test's own event loop, under pytest-asyncio (auto or strict) or anyio.
     """
-    from sqlalchemy.ext.asyncio import AsyncSession
+    from ._plugin import _drive
 
-    system = default_system()
-    configure(database={"url": str(infraboot_postgres_url)})
-    try:
-        with set_testing(attempts=1):
-            await system.ensure_initialized(["database"])
-        engine: AsyncEngine = system.get("database")
-        options = {"expire_on_commit": False, **session_options(system, "database")}
-        options["join_transaction_mode"] = "create_savepoint"  # commit() releases a savepoint, no more
-        async with engine.connect() as connection:
-            outer = await connection.begin()
-            session = AsyncSession(bind=connection, **options)
-            try:
-                with use_session(session):
-                    yield session
-            finally:
+    @contextlib.asynccontextmanager
+    async def block() -> AsyncIterator[AsyncSession]:
+        from sqlalchemy.ext.asyncio import AsyncSession
+
+        system = default_system()
+        configure(database={"url": str(infraboot_postgres_url)})
+        try:
+            with set_testing(attempts=1):
+                await system.ensure_initialized(["database"])
+            engine: AsyncEngine = system.get("database")
+            options = {"expire_on_commit": False, **session_options(system, "database")}
+            options["join_transaction_mode"] = "create_savepoint"  # commit() releases a savepoint, no more
+            async with engine.connect() as connection:
+                outer = await connection.begin()
+                session = AsyncSession(bind=connection, **options)
                 try:
-                    await session.close()
-                    await outer.rollback()
+                    with use_session(session):  # seen by the test where the runner runs it in this context (anyio)
+                        yield session
                 finally:
-                    # Closed, not put back: a lifespan in the test may have disposed the pool already.
-                    await connection.invalidate()
+                    try:
+                        await session.close()
+                        await outer.rollback()
+                    finally:
+                        # Closed, not put back: a lifespan in the test may have disposed the pool already.
+                        await connection.invalidate()
+        finally:
+            await system.stop(["database"])
+
+    driven = _drive(request, block)
+    session = next(driven)
+    try:
+        # And here, for runners that start the test's task from this thread's context (pytest-asyncio).
+        with use_session(session):
+            yield session
     finally:
-        await system.stop(["database"])
+        with contextlib.suppress(StopIteration):
+            next(driven)
 
 
 # -- the server side ------------------------------------------------------------------------------
