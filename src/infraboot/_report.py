@@ -96,13 +96,12 @@ class StartupReport:
     duration: float
 
     @classmethod
-    def of(cls, results: Mapping[str, ComponentResult], base: float, now: float) -> StartupReport:
-        """The report of *results* measured from the monotonic time *base* up to *now*."""
+    def of(cls, results: Mapping[str, ComponentResult], base: float) -> StartupReport:
+        """The report of *results*, whose times are measured from the monotonic time *base*."""
         end = base
         for r in results.values():
             if r.start_offset is not None:
                 end = max(end, base + r.start_offset + (r.duration or 0.0))
-        del now  # a start still running is measured up to now by its result already
         return cls(startup_status(results), MappingProxyType(dict(results)), duration=max(0.0, end - base))
 
     @property

@@ -36,8 +36,6 @@ __all__ = ["Phase", "SystemInitializer"]
 
 _S = ComponentState
 Phase = Literal["not started", "starting", "running", "startup failed", "stopping", "stopped"]
-# At most this long goes to cancelling starts and background work before the stops begin.
-_CANCEL_PHASE = 0.5
 
 
 class SystemInitializer:
@@ -330,9 +328,8 @@ class SystemInitializer:
     # -- reports ---------------------------------------------------------------------------------
 
     def _build_report(self, names: Iterable[str], base: float | None) -> StartupReport:
-        now = time.monotonic()
-        base = base if base is not None else now
-        return StartupReport.of({n: self._slots[n].result(base) for n in names}, base, now)
+        base = base if base is not None else time.monotonic()
+        return StartupReport.of({n: self._slots[n].result(base) for n in names}, base)
 
     @property
     def report(self) -> StartupReport:
