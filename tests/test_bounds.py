@@ -655,3 +655,16 @@ async def test_recovery_does_not_pile_up_attempts_behind_an_abandoned_one() -> N
         await system.shutdown(timeout=2)
 
     assert 1 == observed
+
+
+async def test_a_deadline_that_passes_during_the_wait_reports_the_last_real_error() -> None:
+    """The wait before a retry may end a hair past the deadline: the error is still the one that happened."""
+    from infraboot._retry import OutOfTime, RetryPolicy, retry
+
+    async def attempt(n: int) -> None:
+        if n == 1:
+            raise ConnectionRefusedError("refused on attempt 1")
+        raise OutOfTime("the startup deadline passed before this attempt could begin")
+
+    with infraboot.set_testing(attempts=3), pytest.raises(ConnectionRefusedError, match="attempt 1"):
+        await retry(attempt, policy=RetryPolicy(retries=2), retryable=lambda exc: True)

@@ -139,6 +139,7 @@ async def retry(
     except Exception as exc:
         if not may_retry(exc) or (attempts <= 1 and not forever):
             raise
+        last: list[Exception] = [exc]
         import random
 
         if testing:
@@ -184,7 +185,14 @@ async def retry(
 
     async def next_attempt() -> T:
         counter[0] += 1
-        return await attempt(counter[0])
+        try:
+            return await attempt(counter[0])
+        except OutOfTime:
+            # The wait ended a hair past the deadline: the last real error is the news, not the clock.
+            raise last[0] from None
+        except Exception as error:
+            last[0] = error
+            raise
 
     result: T = await retrying(next_attempt)
     return result
