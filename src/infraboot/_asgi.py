@@ -1,6 +1,7 @@
 """ASGI pieces shared by the FastAPI and Starlette adapters; no framework imported here.
 
-- :func:`lifespan`: start components when the server starts, shut down when it stops.
+- :func:`lifespan`: start components when the server starts (or behind it, ``background=True``),
+  shut down when it stops.
 - :class:`ProbeMiddleware`: answer the probe paths before the application's own
   middleware stack runs (auth, logging, CORS), so probes stay cheap and keep working
   when that stack is slow.
@@ -8,22 +9,40 @@
 
 from __future__ import annotations
 
+import asyncio
+import atexit
 import contextlib
 import contextvars
 import importlib.util
 import json
 import logging
+import os
+import signal
+import sys
 import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, MutableMapping
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal, cast
 
 from . import _default
 from ._health import CONTENT_TYPE, HealthReport
 from ._log import event
+from ._report import StartupReport
+from ._retry import RetryPolicy, retry
 from ._system import SystemInitializer
-from .exceptions import ConfigError, StartupError
+from .exceptions import ConfigError, DependencyError, NotInitializedError, StartupError
 
-__all__ = ["DEFAULT_PATHS", "NO_METRICS", "ProbeMiddleware", "lifespan", "probe", "render", "resolve_system"]
+__all__ = [
+    "DEFAULT_PATHS",
+    "EXIT_FAILED",
+    "NO_METRICS",
+    "OnFailure",
+    "ProbeMiddleware",
+    "answer_drain",
+    "lifespan",
+    "probe",
+    "render",
+    "resolve_system",
+]
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -38,6 +57,7 @@ DEFAULT_PATHS: Mapping[str, str] = {
     "/livez": "liveness",
     "/readyz": "readiness",
     "/startupz": "startup",
+    "/drainz": "drain",
     "/health": "readiness",
     "/ready": "readiness",
     "/metrics": "metrics",
@@ -48,6 +68,12 @@ STATE_KEY = "infraboot"
 components_override: contextvars.ContextVar[list[str] | None] = contextvars.ContextVar(
     "infraboot_lifespan_components", default=None
 )
+#: The process exit status after a required component failed in a background startup (as ``run()``, ``check``).
+EXIT_FAILED = 2
+#: What a background startup does when a required component fails: see :func:`lifespan`.
+OnFailure = Literal["exit", "retry"] | Callable[[BaseException], Awaitable[None]]
+#: Backoff between whole startups with ``on_failure="retry"``: full jitter, 1 s growing to 30 s.
+RESTART_POLICY = RetryPolicy(retries=0, backoff_initial=1.0, backoff_max=30.0)
 #: What /metrics answers (501) when prometheus_client is not installed.
 NO_METRICS = 'metrics need prometheus_client: pip install "infraboot[metrics]"\n'
 
@@ -73,6 +99,8 @@ def lifespan(
     *,
     system: SystemInitializer | None = None,
     inner: Lifespan | None = None,
+    background: bool = False,
+    on_failure: OnFailure = "exit",
 ) -> StateLifespan:
     """A lifespan for ``FastAPI(lifespan=...)`` / ``Starlette(lifespan=...)``.
 
@@ -81,12 +109,29 @@ def lifespan(
     required failure is logged as one clear line and fails the startup: the server
     reports ``lifespan.startup.failed`` and exits non-zero instead of serving errors.
 
-    *inner* is your own lifespan, run inside ours (components are up for all of it);
-    the state it yields is merged with ours, which holds the system under ``"infraboot"``.
+    ``background=True`` serves while starting: the lifespan returns at once, so the server
+    listens immediately, and the components start behind it with the same policy.
+    ``/livez`` answers 200 at once, ``/startupz`` and ``/readyz`` 503 until the startup is
+    done, and a handler needing a component that is not ready yet gets 503 with
+    ``Retry-After``. Invalid configuration still fails the server's own startup. When a
+    required component fails, *on_failure* decides:
+
+    - ``"exit"`` (the default): log it as one line and stop the process the way SIGTERM
+      does -- the server shuts down, this lifespan's shutdown runs -- then exit with
+      status 2, a clean exit the supervisor sees and restarts;
+    - ``"retry"``: stay up and unready, and start again with jittered backoff (1 s up to 30 s);
+    - an ``async def on_failure(exc)`` of yours, called with the ``StartupError``.
+
+    *inner* is your own lifespan, run inside ours (with ``background=True`` it runs at once,
+    while the components are still starting); the state it yields is merged with ours,
+    which holds the system under ``"infraboot"``.
     """
     wanted = None if components is None else list(components)
     if isinstance(components, str):
         msg = f"lifespan({components!r}): pass a list of names, e.g. lifespan([{components!r}])"
+        raise ConfigError(msg)
+    if on_failure not in ("exit", "retry") and not callable(on_failure):
+        msg = f'lifespan(on_failure={on_failure!r}): use "exit", "retry" or an async function taking the error'
         raise ConfigError(msg)
 
     @contextlib.asynccontextmanager
@@ -95,13 +140,18 @@ def lifespan(
         app_state = getattr(app, "state", None)
         if app_state is not None:  # for transports that do not pass lifespan state (httpx's ASGITransport)
             setattr(app_state, STATE_KEY, target)
-        try:
-            chosen = components_override.get()
-            report = await target.ensure_initialized(wanted if chosen is None else chosen)
-        except (StartupError, ConfigError) as exc:
-            event(logging.CRITICAL, "startup_failed", error=str(exc).replace("\n", " "))
-            raise
-        event(logging.INFO, "lifespan_started", status=report.status)
+        chosen = components_override.get()
+        names = wanted if chosen is None else chosen
+        behind: asyncio.Task[None] | None = None
+        if background:
+            behind = await _start_behind(target, names, on_failure)
+        else:
+            try:
+                report = await target.ensure_initialized(names)
+            except (StartupError, ConfigError) as exc:
+                event(logging.CRITICAL, "startup_failed", error=str(exc).replace("\n", " "))
+                raise
+            event(logging.INFO, "lifespan_started", status=report.status)
         state: dict[str, Any] = {STATE_KEY: target}
         try:
             if inner is None:
@@ -110,9 +160,89 @@ def lifespan(
                 async with inner(app) as inner_state:
                     yield {**dict(inner_state or {}), **state}
         finally:
+            if behind is not None:
+                behind.cancel()  # no new attempt; shutdown() cancels the one in flight
             await target.shutdown()
+            if behind is not None:
+                await asyncio.wait({behind}, timeout=1.0)
 
     return _lifespan
+
+
+async def _start_behind(
+    target: SystemInitializer, names: list[str] | None, on_failure: OnFailure
+) -> asyncio.Task[None]:
+    """Begin the startup in a task and return it once its first step has run.
+
+    That first step checks the graph and every setting before any I/O: a bad setting
+    fails the server's startup here, as it does without ``background``.
+    """
+    first = asyncio.ensure_future(target.ensure_initialized(names))
+    await asyncio.sleep(0)  # one loop turn: the task runs up to its first wait on the network
+    if first.done() and not first.cancelled() and isinstance(first.exception(), ConfigError | DependencyError):
+        exc = first.exception()
+        event(logging.CRITICAL, "startup_failed", error=str(exc).replace("\n", " "))
+        raise cast(BaseException, exc)
+    event(logging.INFO, "lifespan_started", status="starting", background=True)
+    return asyncio.get_running_loop().create_task(
+        _supervise(target, names, first, on_failure), name="infraboot-background-startup"
+    )
+
+
+async def _supervise(
+    target: SystemInitializer, names: list[str] | None, first: asyncio.Future[StartupReport], on_failure: OnFailure
+) -> None:
+    """See a background startup to its end; when a required component fails, do what *on_failure* says."""
+
+    async def start(n: int) -> StartupReport:
+        return await (first if n == 1 else target.ensure_initialized(names))
+
+    def restarting(exc: Exception, attempt: int, wait: float) -> None:
+        event(logging.ERROR, "startup_failed", error=str(exc).replace("\n", " "), attempt=attempt, retry_in=wait)
+
+    try:
+        if on_failure == "retry":
+            report = await retry(
+                start,
+                policy=RESTART_POLICY,
+                retryable=lambda exc: isinstance(exc, StartupError),
+                on_retry=restarting,
+                forever=True,
+            )
+        else:
+            report = await start(1)
+    except NotInitializedError:
+        return  # the server is stopping: shutdown() began while we were starting
+    except (StartupError, ConfigError) as exc:
+        event(logging.CRITICAL, "startup_failed", error=str(exc).replace("\n", " "), background=True)
+        if callable(on_failure):
+            await on_failure(exc)
+        else:
+            exit_process(EXIT_FAILED)
+        return
+    level = logging.INFO if report.status == "ok" else logging.WARNING
+    event(level, "startup_complete", status=report.status, background=True)
+
+
+def exit_process(status: int) -> None:
+    """Stop this process the way SIGTERM does (the server shuts down, lifespans run), then exit with *status*.
+
+    Where nothing handles SIGTERM (no server in this process), the process is left running
+    and says so: readiness and the startup probe keep failing.
+    """
+    if signal.getsignal(signal.SIGTERM) in (signal.SIG_DFL, signal.SIG_IGN, None):
+        event(logging.CRITICAL, "exit_not_possible", hint="nothing handles SIGTERM here; readiness stays failed")
+        return
+    atexit.register(_exit_with, status)
+    os.kill(os.getpid(), signal.SIGTERM)
+
+
+def _exit_with(status: int) -> None:
+    """At interpreter exit, after the server returned: the status the supervisor should see."""
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(status)
 
 
 async def probe(kind: str, system: SystemInitializer) -> HealthReport:
@@ -122,6 +252,12 @@ async def probe(kind: str, system: SystemInitializer) -> HealthReport:
     if kind == "startup":
         return system.startup()
     return await system.readiness()
+
+
+async def answer_drain(system: SystemInitializer) -> bytes:
+    """Run (or join) the system's drain and return the JSON body that ``/drainz`` answers with 200."""
+    report = await system.drain()
+    return json.dumps(report.to_dict(), separators=(",", ":")).encode()
 
 
 def render(report: HealthReport, *, details: bool = False) -> bytes:
@@ -167,6 +303,8 @@ class MetricsEndpoint:
         return payload
 
 
+_PROBE_METHODS = ("GET", "HEAD")
+_DRAIN_METHODS = ("GET", "POST")  # a Kubernetes preStop httpGet sends GET
 _DEFAULT = object()  # the collector that follows whatever the default system is at scrape time
 
 
@@ -189,9 +327,11 @@ class ProbeMiddleware:
         app = ProbeMiddleware(app)                    # outermost: probes skip your stack
 
     ``GET``/``HEAD`` on ``/livez``, ``/readyz``, ``/startupz``, ``/health``, ``/ready`` (and
-    ``/metrics`` when ``prometheus_client`` is installed) are answered here; everything else
-    goes to *app*. ``paths`` replaces the map (``{"/k8s/ready": "readiness"}``), ``prefix``
-    is put before every path; ``details=True`` adds latency and error codes to the body.
+    ``/metrics`` when ``prometheus_client`` is installed) are answered here, and ``GET``/``POST``
+    on ``/drainz`` runs the system's drain (a Kubernetes ``preStop`` hook); everything else
+    goes to *app*, counted as work in flight for the drain (``drain=False`` leaves ``/drainz`` out).
+    ``paths`` replaces the map (``{"/k8s/ready": "readiness"}``), ``prefix`` is put before
+    every path; ``details=True`` adds latency and error codes to the body.
     """
 
     def __init__(
@@ -204,31 +344,37 @@ class ProbeMiddleware:
         paths: Mapping[str, str] | None = None,
         metrics: bool = True,
         registry: Any = None,
+        drain: bool = True,
     ) -> None:
         self.app = app
         self.system = system
         self.details = details
         chosen = dict(DEFAULT_PATHS if paths is None else paths)
-        bad = sorted(set(chosen.values()) - {"liveness", "readiness", "startup", "metrics"})
+        bad = sorted(set(chosen.values()) - {"liveness", "readiness", "startup", "metrics", "drain"})
         if bad:
-            msg = f"ProbeMiddleware paths: unknown probe kind(s) {bad}; use liveness, readiness, startup or metrics"
+            msg = f"ProbeMiddleware paths: unknown kind(s) {bad}; use liveness, readiness, startup, metrics or drain"
             raise ConfigError(msg)
-        if not metrics:
-            chosen = {p: k for p, k in chosen.items() if k != "metrics"}
+        chosen = {p: k for p, k in chosen.items() if (metrics or k != "metrics") and (drain or k != "drain")}
         self.paths = {prefix.rstrip("/") + p: k for p, k in chosen.items()}
         wants = "metrics" in self.paths.values()
         self._metrics = MetricsEndpoint(registry, system) if wants and has_metrics() else None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and scope["method"] in ("GET", "HEAD"):
-            kind = self.paths.get(scope["path"])
-            if kind is not None:
-                await self._answer(kind, scope, send)
-                return
-        await self.app(scope, receive, send)
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        kind = self.paths.get(scope["path"])
+        if kind is not None and scope["method"] in (_DRAIN_METHODS if kind == "drain" else _PROBE_METHODS):
+            await self._answer(kind, scope, send)
+            return
+        with resolve_system(self.system, scope.get("state")).drainer.track():
+            await self.app(scope, receive, send)
 
     async def _answer(self, kind: str, scope: Scope, send: Send) -> None:
-        if kind == "metrics":
+        if kind == "drain":
+            status, ctype = 200, "application/json"
+            body = await answer_drain(resolve_system(self.system, scope.get("state")))
+        elif kind == "metrics":
             if self._metrics is None:  # the extra is missing: say so instead of a silent 404
                 status, body, ctype = 501, NO_METRICS.encode(), "text/plain; charset=utf-8"
             else:

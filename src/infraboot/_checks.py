@@ -19,6 +19,7 @@ class SystemSettings(TypedDict, total=False):
     failure_threshold: int
     success_threshold: int
     recovery: bool
+    drain_delay: float
 
 
 def seconds_problem(
@@ -58,6 +59,8 @@ def system_settings_problems(given: dict[str, object]) -> list[str]:
             problem = seconds_problem(key, value, allow_none=True)
         elif key in ("failure_threshold", "success_threshold"):
             problem = count_problem(key, value, minimum=1, example=f"{key}=1")
+        elif key == "drain_delay":
+            problem = seconds_problem(key, value, allow_zero=True, example="drain_delay=5")
         elif key == "recovery":
             problem = None if isinstance(value, bool) else f"recovery={value!r} must be True or False"
         else:

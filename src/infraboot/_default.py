@@ -75,6 +75,7 @@ _ENV_SETTINGS: dict[str, tuple[str, type, str]] = {
     "INFRABOOT_HEALTH_TIMEOUT": ("health_timeout", float, "1"),
     "INFRABOOT_FAILURE_THRESHOLD": ("failure_threshold", int, "3"),
     "INFRABOOT_SUCCESS_THRESHOLD": ("success_threshold", int, "1"),
+    "INFRABOOT_DRAIN_DELAY": ("drain_delay", float, "5"),
 }
 _OFF = ("off", "none", "0")
 _TITLE = "invalid INFRABOOT_* environment variables"
@@ -119,7 +120,7 @@ def _read_env(env: Mapping[str, str]) -> tuple[dict[str, Any], list[str]]:
         if kind is int:
             problem = count_problem(var, value, minimum=1, example=hint)
         else:
-            problem = seconds_problem(var, value, example=hint)
+            problem = seconds_problem(var, value, allow_zero=key == "drain_delay", example=hint)
         if problem is None:
             settings[key] = value
         else:  # name the value as it was written, not as it was parsed

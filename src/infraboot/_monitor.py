@@ -16,6 +16,7 @@ from collections.abc import Callable, Mapping
 from typing import Any, Protocol
 
 from ._deadlines import DeadlineExceeded, TaskSet, raise_if_cancelled, run_within, wait_until
+from ._drain import Drain
 from ._errors import describe
 from ._health import HealthReport, readiness_report
 from ._log import event
@@ -37,6 +38,7 @@ class Settings(Protocol):
     failure_threshold: int
     success_threshold: int
     recovery: bool
+    drainer: Drain
 
     @property
     def phase(self) -> str: ...
@@ -99,8 +101,10 @@ class Monitor:
 
     async def readiness(self, *, fresh: bool) -> HealthReport:
         settings = self._settings
-        if settings.phase != "running":
-            return HealthReport("readiness", "fail", output=settings.phase)
+        if settings.phase != "running" or settings.drainer.active:
+            return HealthReport(
+                "readiness", "fail", output="draining" if settings.phase == "running" else settings.phase
+            )
         now = time.monotonic()
         probes: list[asyncio.Task[None]] = []
         for n in self._wanted:

@@ -21,6 +21,7 @@ from . import _fork, _graph
 from ._checks import SystemSettings, seconds_problem, system_settings_problems
 from ._component import Component
 from ._deadlines import ABANDON_GRACE, CANCEL_GRACE, TaskSet, shielded, wait_until
+from ._drain import Drain, DrainReport
 from ._fork import LoopBinding
 from ._health import HealthReport
 from ._log import event
@@ -62,6 +63,7 @@ class SystemInitializer:
       to unhealthy / back to healthy (default 1 / 1).
     - ``recovery``: bring optional components that failed or went down back in the
       background, with jittered backoff (default ``True``).
+    - ``drain_delay``: seconds :meth:`drain` holds readiness off while still serving (default 5).
 
     Every method is safe to call concurrently: concurrent ``ensure_initialized`` calls start
     each component once and share its outcome; concurrent ``shutdown``/``stop`` calls run
@@ -76,6 +78,7 @@ class SystemInitializer:
     failure_threshold: int = 1
     success_threshold: int = 1
     recovery: bool = True
+    drain_delay: float = 5.0
 
     def __init__(self, components: Iterable[Component[Any]] = (), **settings: Unpack[SystemSettings]) -> None:
         self.configure(**settings)
@@ -93,9 +96,15 @@ class SystemInitializer:
         self._wanted: dict[str, None] = {}  # every component an ensure_initialized asked for, in order
         self._tasks = TaskSet()  # probes, monitor, recovery, spawn()
         self._shutdown_task: asyncio.Task[ShutdownReport] | None = None
+        self.drainer = Drain()  # readiness off while serving; counts work in flight (drainer.track())
         self._shutdowns = 0  # bumped by every shutdown: a startup that saw one begin does not claim "running"
         self._monitor = Monitor(
-            self, self._slots, self._wanted, self._tasks, on_recovered=self._unblock_dependents, lookup=self.get
+            self,
+            self._slots,
+            self._wanted,
+            self._tasks,
+            on_recovered=lambda slot: _unblock_dependents(self, slot),
+            lookup=self.get,
         )
         self._teardown = Teardown(self._slots, self._graph, self._tasks, lambda slot: self._pinned.discard(slot.name))
         _fork.watch(self, _reset_in_child)
@@ -374,6 +383,7 @@ class SystemInitializer:
             self._base_time = None
             self._loop.release()
             self._phase = "stopped"
+            self.drainer.reset()
         level = logging.INFO if report.ok else logging.WARNING
         event(level, "shutdown_complete", duration=time.monotonic() - t0, errors=len(report.errors))
         return ShutdownReport(stopped=report.stopped, duration=time.monotonic() - t0, errors=report.errors)
@@ -395,6 +405,11 @@ class SystemInitializer:
         deadline = time.monotonic() + self.shutdown_timeout
         report: ShutdownReport = await shielded(self._teardown.stop_many(victims, deadline), owner=self._tasks)
         return report
+
+    async def drain(self, *, delay: float | None = None) -> DrainReport:
+        """Readiness off at once, still serving, until *delay* (``drain_delay``) passed and no work tracked
+        by ``drainer.track()`` is in flight (at most twice that): ``/drainz``, SIGTERM. Calls share one."""
+        return await self.drainer.run(self.drain_delay if delay is None else delay)
 
     # -- health (the monitor room does the work) ------------------------------------------------------
 
@@ -426,12 +441,6 @@ class SystemInitializer:
         for fresh results. ``fresh=True`` ignores the cache and waits (the CLI, tests; not endpoints)."""
         return await self._monitor.readiness(fresh=fresh)
 
-    def _unblock_dependents(self, slot: Slot) -> None:
-        """A component came back in the background: start what was blocked waiting for it."""
-        blocked = [n for n, s in self._slots.items() if s.state is _S.BLOCKED and slot.name in s.component.requires]
-        if blocked:  # its outcome is in the report and the logs
-            self.spawn(self.ensure_initialized(blocked), name=f"infraboot-unblock-{slot.name}")
-
     # -- loops and background work ----------------------------------------------------------------
 
     def spawn(self, coro: Coroutine[Any, Any, Any], name: str) -> asyncio.Task[Any]:
@@ -459,6 +468,7 @@ class SystemInitializer:
         self._shutdown_task = None
         self._loop.release()
         self._phase = "not started"
+        self.drainer.reset()
         for slot in self._slots.values():
             slot.forget()
 
@@ -478,14 +488,25 @@ class SystemInitializer:
         return f"<SystemInitializer [{states}]>"
 
     def __del__(self) -> None:
-        running = sorted(n for n, s in getattr(self, "_slots", {}).items() if s.state in HOLDING)
-        if running:
-            warnings.warn(
-                f"infraboot: {self!r} was garbage-collected with components still running "
-                f"({running}); call await system.shutdown()",
-                ResourceWarning,
-                stacklevel=1,
-            )
+        _warn_if_running(self)
+
+
+def _warn_if_running(system: SystemInitializer) -> None:
+    running = sorted(n for n, s in getattr(system, "_slots", {}).items() if s.state in HOLDING)
+    if running:
+        warnings.warn(
+            f"infraboot: {system!r} was garbage-collected with components still running "
+            f"({running}); call await system.shutdown()",
+            ResourceWarning,
+            stacklevel=1,
+        )
+
+
+def _unblock_dependents(system: SystemInitializer, slot: Slot) -> None:
+    """A component came back in the background: start what was blocked waiting for it (logged, reported)."""
+    slots = system._slots
+    if blocked := [n for n, s in slots.items() if s.state is _S.BLOCKED and slot.name in s.component.requires]:
+        system.spawn(system.ensure_initialized(blocked), name=f"infraboot-unblock-{slot.name}")
 
 
 def _reset_in_child(system: SystemInitializer) -> None:
@@ -495,6 +516,7 @@ def _reset_in_child(system: SystemInitializer) -> None:
     system._monitor.forget()
     system._demand.clear()
     system._shutdown_task = None
+    system.drainer = Drain()
     for name, slot in system._slots.items():
         if not slot.after_fork(_fork.orphans):
             system._pinned.discard(name)

@@ -157,13 +157,16 @@ def health_router(
     metrics: bool = True,
     registry: Any = None,
     prefix: str = "",
+    drain: bool = True,
 ) -> APIRouter:
-    """``GET /livez``, ``/readyz``, ``/startupz``, ``/health``, ``/ready`` and ``/metrics``.
+    """``GET /livez``, ``/readyz``, ``/startupz``, ``/health``, ``/ready``, ``/metrics`` and ``/drainz``.
 
     Bodies are ``application/health+json`` with 200 (pass, warn) or 503 (fail);
     ``details=True`` adds latency and error codes (never secrets). ``/metrics`` is served
     when ``prometheus_client`` is installed and *metrics* is true; pass your *registry*
-    to serve your own metrics beside ours. The routes stay out of the OpenAPI schema.
+    to serve your own metrics beside ours. ``/drainz`` (``GET``/``POST``, a ``preStop`` hook;
+    ``drain=False`` leaves it out) turns readiness off, keeps serving and answers after
+    ``drain_delay``. The routes stay out of the OpenAPI schema.
     """
-    routes: list[BaseRoute] = [*health_routes(system, details=details, metrics=metrics, registry=registry)]
+    routes: list[BaseRoute] = [*health_routes(system, details=details, metrics=metrics, registry=registry, drain=drain)]
     return APIRouter(prefix=prefix, routes=routes)

@@ -27,6 +27,7 @@ from ._asgi import (
     NO_METRICS,
     MetricsEndpoint,
     ProbeMiddleware,
+    answer_drain,
     has_metrics,
     lifespan,
     probe,
@@ -88,17 +89,25 @@ def health_routes(
     details: bool = False,
     metrics: bool = True,
     registry: Any = None,
+    drain: bool = True,
 ) -> list[Route]:
-    """``GET /livez``, ``/readyz``, ``/startupz``, ``/health``, ``/ready`` and ``/metrics`` as Starlette routes.
+    """``GET /livez``, ``/readyz``, ``/startupz``, ``/health``, ``/ready``, ``/metrics`` and ``/drainz`` as routes.
 
     Bodies are ``application/health+json`` with status 200 (pass, warn) or 503 (fail);
     ``details=True`` adds latency and error codes. ``/metrics`` is served when
     ``prometheus_client`` is installed and *metrics* is true (*registry*: yours, so
-    your own metrics are served beside ours).
+    your own metrics are served beside ours). ``/drainz`` (``GET`` or ``POST``, for a
+    Kubernetes ``preStop`` hook; ``drain=False`` leaves it out) runs the system's drain:
+    readiness fails at once, requests keep being served, and it answers after
+    ``drain_delay``. Requests in flight are counted by :class:`ProbeMiddleware` only.
     """
     routes: list[Route] = []
     endpoint_metrics = MetricsEndpoint(registry, system) if metrics and has_metrics() else None
     for path, kind in DEFAULT_PATHS.items():
+        if kind == "drain":
+            if drain:
+                routes.append(Route(path, _drain_endpoint(system), methods=["GET", "POST"], include_in_schema=False))
+            continue
         if kind == "metrics":
             if endpoint_metrics is not None:
                 routes.append(
@@ -123,6 +132,17 @@ def _probe_endpoint(kind: str, system: SystemInitializer | None, details: bool) 
         )
 
     endpoint.__name__ = f"infraboot_{kind}"
+    return endpoint
+
+
+def _drain_endpoint(system: SystemInitializer | None) -> Any:
+    async def endpoint(request: Request) -> Response:
+        target = system if system is not None else system_of(request)
+        return Response(
+            await answer_drain(target), media_type="application/json", headers={"cache-control": "no-store"}
+        )
+
+    endpoint.__name__ = "infraboot_drain"
     return endpoint
 
 

@@ -1,0 +1,102 @@
+"""Drain: readiness off while traffic is still served, the step between "stop routing here" and SIGTERM.
+
+A load balancer (a Kubernetes Service, say) keeps sending requests to a pod for a few
+seconds after it is told the pod is going away. A drain turns readiness off at once,
+keeps serving, counts the requests still in flight, and returns once ``delay`` seconds
+have passed and nothing is in flight (or, at the latest, after ``2 * delay``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+__all__ = ["Drain", "DrainReport"]
+
+
+@dataclass(frozen=True, slots=True)
+class DrainReport:
+    """The outcome of a drain: how long it held, and what was still in flight when it returned."""
+
+    delay: float
+    waited: float
+    in_flight: int
+
+    @property
+    def idle(self) -> bool:
+        """Nothing was in flight when the drain returned."""
+        return self.in_flight == 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "status": "draining",
+            "delay": round(self.delay, 6),
+            "waited": round(self.waited, 6),
+            "in_flight": self.in_flight,
+        }
+
+
+class Drain:
+    """A system's drain state and its count of work in flight (requests, jobs).
+
+    ``with drain.track(): ...`` counts one unit of work; the probe middleware does it
+    for every HTTP request, a worker can do it per job. Counting costs two integer
+    updates; nothing here touches a loop until someone waits.
+    """
+
+    __slots__ = ("_idle", "in_flight", "since")
+
+    def __init__(self) -> None:
+        self.since: float | None = None  # monotonic time the drain began; None: not draining
+        self.in_flight = 0
+        self._idle: list[asyncio.Future[None]] = []
+
+    @property
+    def active(self) -> bool:
+        """A drain began: readiness fails from that moment (until the system stops)."""
+        return self.since is not None
+
+    def begin(self) -> None:
+        """Turn readiness off now; a drain already under way keeps its start time."""
+        if self.since is None:
+            self.since = time.monotonic()
+
+    @contextlib.contextmanager
+    def track(self) -> Iterator[None]:
+        """Count one unit of work in flight for the length of the block."""
+        self.in_flight += 1
+        try:
+            yield
+        finally:
+            self.in_flight -= 1
+            if self.in_flight == 0 and self._idle:
+                waiters, self._idle = self._idle, []
+                for f in waiters:
+                    if not f.done():
+                        f.set_result(None)
+
+    async def run(self, delay: float) -> DrainReport:
+        """Begin (or join) the drain; return once *delay* has passed since it began and nothing is
+        in flight, and at the latest ``2 * delay`` after it began."""
+        self.begin()
+        since = self.since
+        assert since is not None
+        now = time.monotonic()
+        if since + delay > now:
+            await asyncio.sleep(since + delay - now)
+        latest = since + 2 * delay
+        while self.in_flight and (left := latest - time.monotonic()) > 0:
+            waiter = asyncio.get_running_loop().create_future()
+            self._idle.append(waiter)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.shield(waiter), left)
+        return DrainReport(delay=delay, waited=time.monotonic() - since, in_flight=self.in_flight)
+
+    def reset(self) -> None:
+        """Serving again from scratch (a new startup after a shutdown, a forked child)."""
+        self.since = None
+        self._idle = []
