@@ -90,9 +90,13 @@ def run(
     """Run ``main`` in a new event loop between startup and a graceful shutdown.
 
     - *main* may take the system as its one argument, or nothing.
-    - SIGINT and SIGTERM cancel *main*; shutdown then runs in reverse dependency order
-      within ``shutdown_timeout`` and ``run`` returns ``None``. A second signal is ignored
-      while shutdown runs, so an impatient Ctrl-C cannot leave connections open.
+    - SIGTERM first drains: readiness fails at once while *main* keeps running for the
+      system's ``drain_delay`` (``INFRABOOT_DRAIN_DELAY``, default 5 s; work wrapped in
+      ``system.drainer.track()`` is waited for, up to twice that), then *main* is cancelled.
+      SIGINT (Ctrl-C) cancels *main* at once, and so does a second signal during the drain.
+      Shutdown then runs in reverse dependency order within ``shutdown_timeout`` and ``run``
+      returns ``None``. Signals are ignored while shutdown runs, so an impatient Ctrl-C
+      cannot leave connections open.
     - A required component that fails, invalid configuration (bad ``INFRABOOT_*`` values
       included) or a missing extra prints one line per problem to stderr (``infraboot: ...``,
       no traceback; a missing extra names its ``pip install`` command) and exits with
@@ -111,13 +115,29 @@ def run(
         loop = asyncio.get_running_loop()
         task = asyncio.current_task()
         received: list[str] = []
+        draining: list[asyncio.Task[None]] = []
+
+        async def drain_then_stop() -> None:
+            report = await target.drain()
+            event(logging.INFO, "drain_complete", waited=report.waited, in_flight=report.in_flight)
+            if task is not None:
+                task.cancel()
 
         def on_signal(sig: signal.Signals) -> None:
-            if received or task is None:
+            if task is None:
+                return
+            if received:  # a second signal cuts a drain short; during shutdown it is ignored
+                if draining and not draining[0].done():
+                    draining[0].cancel()
+                    event(logging.INFO, "drain_cut_short", signal=sig.name)
+                    task.cancel()
                 return
             received.append(sig.name)
             event(logging.INFO, "signal_received", signal=sig.name)
-            task.cancel()
+            if sig == signal.SIGTERM and started and target.drain_delay > 0:
+                draining.append(loop.create_task(drain_then_stop(), name="infraboot-drain"))
+            else:
+                task.cancel()
 
         installed = []
         for sig in signals:
@@ -136,6 +156,8 @@ def run(
         finally:
             for sig in installed:
                 loop.remove_signal_handler(sig)
+            for drain in draining:
+                drain.cancel()
 
     try:
         return asyncio.run(runner())
