@@ -10,7 +10,6 @@
 from __future__ import annotations
 
 import asyncio
-import atexit
 import contextlib
 import contextvars
 import importlib.util
@@ -68,6 +67,8 @@ STATE_KEY = "infraboot"
 components_override: contextvars.ContextVar[list[str] | None] = contextvars.ContextVar(
     "infraboot_lifespan_components", default=None
 )
+#: Set by the test kit's lifespan: a failed background startup never ends the test run's process.
+in_test_kit: contextvars.ContextVar[bool] = contextvars.ContextVar("infraboot_in_test_kit", default=False)
 #: The process exit status after a required component failed in a background startup (as ``run()``, ``check``).
 EXIT_FAILED = 2
 #: What a background startup does when a required component fails: see :func:`lifespan`.
@@ -116,9 +117,9 @@ def lifespan(
     ``Retry-After``. Invalid configuration still fails the server's own startup. When a
     required component fails, *on_failure* decides:
 
-    - ``"exit"`` (the default): log it as one line and stop the process the way SIGTERM
-      does -- the server shuts down, this lifespan's shutdown runs -- then exit with
-      status 2, a clean exit the supervisor sees and restarts;
+    - ``"exit"`` (the default): log it as one line, shut the components down, and end the
+      process with status 2 (``EXIT_FAILED``), a clean exit the supervisor sees and restarts
+      (under a server only; never under the test kit's lifespan);
     - ``"retry"``: stay up and unready, and start again with jittered backoff (1 s up to 30 s);
     - an ``async def on_failure(exc)`` of yours, called with the ``StartupError``.
 
@@ -218,6 +219,7 @@ async def _supervise(
         if callable(on_failure):
             await on_failure(exc)
         else:
+            await target.shutdown()  # whatever optional components did start: closed before the exit
             exit_process(EXIT_FAILED)
         return
     level = logging.INFO if report.status == "ok" else logging.WARNING
@@ -225,21 +227,16 @@ async def _supervise(
 
 
 def exit_process(status: int) -> None:
-    """Stop this process the way SIGTERM does (the server shuts down, lifespans run), then exit with *status*.
+    """End this process now with *status*, its components already shut down: a failed startup, said once.
 
-    Where nothing handles SIGTERM (no server in this process), the process is left running
-    and says so: readiness and the startup probe keep failing.
+    Only under a server (something in the process handles SIGTERM) and never under the
+    test kit's lifespan: elsewhere the process is left running and says so, with
+    readiness and the startup probe failing.
     """
-    if signal.getsignal(signal.SIGTERM) in (signal.SIG_DFL, signal.SIG_IGN, None):
-        event(logging.CRITICAL, "exit_not_possible", hint="nothing handles SIGTERM here; readiness stays failed")
+    if in_test_kit.get() or signal.getsignal(signal.SIGTERM) in (signal.SIG_DFL, signal.SIG_IGN, None):
+        event(logging.CRITICAL, "exit_skipped", hint="no server runs this app; readiness stays failed")
         return
-    atexit.register(_exit_with, status)
-    os.kill(os.getpid(), signal.SIGTERM)
-
-
-def _exit_with(status: int) -> None:
-    """At interpreter exit, after the server returned: the status the supervisor should see."""
-    logging.shutdown()
+    logging.shutdown()  # flush every handler: the failure line must reach the logs
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(status)

@@ -144,9 +144,11 @@ async def lifespan(app: Any, *, components: Iterable[str] | None = None) -> Asyn
 
     # The app's task copies this context when it is created: the restriction is seen there only.
     restriction = _asgi.components_override.set(None if components is None else list(components))
+    kit = _asgi.in_test_kit.set(True)  # a failed background startup must not end the test run
     try:
         task = asyncio.get_running_loop().create_task(app(scope, receive, send), name="infraboot-test-lifespan")
     finally:
+        _asgi.in_test_kit.reset(kit)
         _asgi.components_override.reset(restriction)
 
     async def exchange(kind: str) -> None:

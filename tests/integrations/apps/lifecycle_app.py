@@ -1,0 +1,48 @@
+"""A FastAPI app for the lifecycle tests: one component that starts when a file appears.
+
+- GATE_FILE: the component's start waits until this file exists (unset: starts at once).
+- FAIL_FILE: while this file exists, the start fails with a refused connection.
+- ON_FAILURE: "exit" (default) or "retry".
+- INFRABOOT_DRAIN_DELAY: the drain's delay, as in production.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+from fastapi import FastAPI
+
+import infraboot
+import infraboot.fastapi as ib
+
+GATE = os.environ.get("GATE_FILE")
+FAIL = os.environ.get("FAIL_FILE")
+
+
+@infraboot.component("backend", retries=0, timeout=120)
+async def backend(ctx: infraboot.Context) -> AsyncIterator[str]:
+    while GATE and not Path(GATE).exists():  # noqa: ASYNC240 - a test app polling a file
+        await asyncio.sleep(0.02)
+    if FAIL and Path(FAIL).exists():  # noqa: ASYNC240
+        raise ConnectionRefusedError("backend refused the connection")
+    yield "backend"
+
+
+infraboot.register(backend)
+api = FastAPI(
+    lifespan=ib.lifespan(["backend"], background=True, on_failure=os.environ.get("ON_FAILURE", "exit")),  # type: ignore[arg-type]
+    exception_handlers=ib.exception_handlers,
+)
+
+
+@api.get("/work")
+async def work(ms: int = 20) -> dict[str, str]:
+    resource = infraboot.get("backend")
+    await asyncio.sleep(ms / 1000)  # the request's own work
+    return {"resource": resource}
+
+
+app = ib.ProbeMiddleware(api)

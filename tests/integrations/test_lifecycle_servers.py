@@ -1,0 +1,185 @@
+"""Serve while starting and drain before stopping, under a real uvicorn and a real worker process."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+httpx = pytest.importorskip("httpx")
+
+from tests.integrations.conftest import Serve
+from tests.servers import AppProcess
+
+pytestmark = pytest.mark.real
+
+# uvicorn re-raises the SIGTERM it handled once it has shut down gracefully.
+GRACEFUL = (0, -signal.SIGTERM)
+
+
+def uvicorn(port: int) -> list[str]:
+    return [
+        sys.executable,
+        "-m",
+        "uvicorn",
+        "--app-dir",
+        "tests/integrations/apps",
+        "lifecycle_app:app",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--timeout-graceful-shutdown",
+        "10",
+    ]
+
+
+async def statuses(client: httpx.AsyncClient, *paths: str) -> list[int]:
+    return [(await client.get(p)).status_code for p in paths]
+
+
+async def until(condition_status: int, client: httpx.AsyncClient, path: str, timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while (await client.get(path)).status_code != condition_status:
+        assert time.monotonic() < deadline, f"{path} never answered {condition_status}"
+        await asyncio.sleep(0.02)
+
+
+async def test_uvicorn_listens_and_answers_liveness_while_a_component_is_still_starting(
+    serve: Serve, port: int, tmp_path: Path
+) -> None:
+    """With background=True the server listens at once: /livez 200, /startupz, /readyz and handlers 503, then 200."""
+    gate = tmp_path / "gate"
+    app = serve(uvicorn(port), port=port, GATE_FILE=str(gate))
+    app.wait_listening()
+    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=10) as client:
+        while_starting = await statuses(client, "/livez", "/startupz", "/readyz", "/work")
+        retry_after = (await client.get("/work")).headers.get("retry-after")
+        gate.touch()
+        await until(200, client, "/startupz")
+        once_started = await statuses(client, "/livez", "/startupz", "/readyz", "/work")
+    app.terminate()
+
+    assert [200, 503, 503, 503] == while_starting
+    assert "5" == retry_after
+    assert [200, 200, 200, 200] == once_started
+    assert app.wait(timeout=20) in GRACEFUL
+
+
+async def test_a_required_failure_in_the_background_ends_the_process_with_status_2_and_one_line(
+    serve: Serve, port: int, tmp_path: Path
+) -> None:
+    """on_failure="exit": the failure is one CRITICAL line, the process exits by itself with status 2."""
+    fail = tmp_path / "fail"
+    fail.touch()
+    app = serve(uvicorn(port), port=port, FAIL_FILE=str(fail))
+
+    status = app.wait(timeout=30)
+
+    assert 2 == status, app.output[-3000:]
+    failures = [line for line in app.output.splitlines() if "startup_failed" in line and "background=True" in line]
+    assert 1 == len(failures), app.output[-3000:]
+    assert "backend refused the connection" in failures[0]
+    assert "Traceback" not in app.output
+
+
+async def test_on_failure_retry_keeps_the_process_up_and_unready_until_the_component_works(
+    serve: Serve, port: int, tmp_path: Path
+) -> None:
+    """on_failure="retry": liveness passes, readiness fails while it keeps starting again; then it is ready."""
+    fail = tmp_path / "fail"
+    fail.touch()
+    app = serve(uvicorn(port), port=port, FAIL_FILE=str(fail), ON_FAILURE="retry")
+    app.wait_listening()
+    app.wait_for_output("attempt=2", timeout=30)
+    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=10) as client:
+        failing = await statuses(client, "/livez", "/readyz", "/startupz")
+        fail.unlink()
+        await until(200, client, "/readyz", timeout=60)
+    app.terminate()
+
+    assert [200, 503, 503] == failing
+    assert app.wait(timeout=20) in GRACEFUL
+
+
+async def test_drain_then_sigterm_under_load_fails_no_request_and_exits_cleanly(serve: Serve, port: int) -> None:
+    """/drainz: readiness fails within one request; load keeps being served; then SIGTERM exits with none failed."""
+    app = serve(uvicorn(port), port=port, INFRABOOT_DRAIN_DELAY="1")
+    app.wait_listening()
+    failures: list[str] = []
+    served = 0
+    stop_load = asyncio.Event()
+    limits = httpx.Limits(max_connections=16)
+    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=10, limits=limits) as client:
+        await until(200, client, "/readyz")
+
+        async def load() -> None:
+            nonlocal served
+            while not stop_load.is_set():
+                try:
+                    answer = await client.get("/work", params={"ms": 30})
+                except httpx.HTTPError as exc:
+                    failures.append(repr(exc))
+                    continue
+                if answer.status_code != 200:
+                    failures.append(f"{answer.status_code} {answer.text[:200]}")
+                served += 1
+
+        workers = [asyncio.ensure_future(load()) for _ in range(8)]
+        deadline = time.monotonic() + 20
+        while served < 20:  # the load is up before the drain begins
+            assert time.monotonic() < deadline, f"the load never got going: {failures[:3]}"
+            await asyncio.sleep(0.01)
+        drain = asyncio.ensure_future(client.get("/drainz"))
+        ready_seen_after_drain = 0
+        while (await client.get("/readyz")).status_code == 200:
+            ready_seen_after_drain += 1
+            assert ready_seen_after_drain < 50, "readiness never turned to fail after /drainz"
+        served_at_drain = served
+        # The load balancer notices within the delay: new traffic stops, what is in flight finishes.
+        await asyncio.sleep(0.5)
+        stop_load.set()
+        await asyncio.gather(*workers)
+        drained = await drain
+    app.terminate()
+    status = app.wait(timeout=20)
+
+    assert [] == failures
+    assert served > served_at_drain >= 20, "no request was served during the drain"
+    assert ready_seen_after_drain <= 1
+    assert 200 == drained.status_code
+    assert 0 == drained.json()["in_flight"]
+    assert status in GRACEFUL
+
+
+def worker(serve: Serve, **env: str) -> AppProcess:
+    return serve([sys.executable, "tests/integrations/apps/draining_worker.py"], **env)
+
+
+@pytest.mark.parametrize("second_signal", [False, True])
+def test_sigterm_drains_a_worker_and_a_second_signal_cuts_it_short(serve: Serve, second_signal: bool) -> None:
+    """SIGTERM: main keeps running while draining for INFRABOOT_DRAIN_DELAY; a second signal stops it at once."""
+    app = worker(serve, INFRABOOT_DRAIN_DELAY="30" if second_signal else "1")
+    app.wait_for_output("tick draining=False")
+    t0 = time.monotonic()
+    app.proc.send_signal(signal.SIGTERM)
+    app.wait_for_output("tick draining=True")
+    if second_signal:
+        app.proc.send_signal(signal.SIGTERM)
+    status = app.wait(timeout=20)
+    elapsed = time.monotonic() - t0
+
+    assert 0 == status, app.output[-3000:]
+    assert "worker stopped" in app.output
+    ticks_while_draining = app.output.count("tick draining=True")
+    assert ticks_while_draining >= 1
+    if second_signal:
+        assert "drain_cut_short" in app.output
+        assert elapsed < 10
+    else:
+        assert "drain_complete" in app.output
+        assert 1.0 <= elapsed < 1.0 + 8
