@@ -63,6 +63,7 @@ DEFAULT_PATHS: Mapping[str, str] = {
 }
 
 STATE_KEY = "infraboot"
+STARTUP_KEY = "infraboot_startup"  # the task seeing a background startup through (the test kit waits on it)
 #: Set by ``infraboot.testing.lifespan(app, components=[...])``: what the lifespan starts instead of its own list.
 components_override: contextvars.ContextVar[list[str] | None] = contextvars.ContextVar(
     "infraboot_lifespan_components", default=None
@@ -154,6 +155,8 @@ def lifespan(
                 raise
             event(logging.INFO, "lifespan_started", status=report.status)
         state: dict[str, Any] = {STATE_KEY: target}
+        if behind is not None:
+            state[STARTUP_KEY] = behind
         try:
             if inner is None:
                 yield state

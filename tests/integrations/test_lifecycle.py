@@ -78,7 +78,7 @@ async def test_background_lifespan_serves_probes_while_a_component_is_still_star
     gate = Gate()
     system = SystemInitializer([gate.component], check_interval=None)
     app = fastapi_app(system)
-    async with infraboot.testing.lifespan(app), client_for(app) as client:
+    async with infraboot.testing.lifespan(app, started=False), client_for(app) as client:
         live, startup, ready, work = [await client.get(p) for p in ("/livez", "/startupz", "/readyz", "/work")]
         gate.opened.set()
         await started(system)
@@ -97,7 +97,7 @@ async def test_stopping_during_a_background_startup_cancels_it_and_leaves_nothin
     gate = Gate()
     system = SystemInitializer([gate.component], check_interval=None)
     app = fastapi_app(system)
-    async with infraboot.testing.lifespan(app):
+    async with infraboot.testing.lifespan(app, started=False):
         assert ComponentState.STARTING == system.state("gated")
     assert ComponentState.STARTING != system.state("gated")
     assert "stopped" == system.phase
@@ -125,7 +125,7 @@ async def test_a_required_failure_in_the_background_calls_on_failure_with_the_st
     gate = Gate(fail=True)
     system = SystemInitializer([gate.component], check_interval=None)
     app = fastapi_app(system, on_failure=on_failure)
-    async with infraboot.testing.lifespan(app), client_for(app) as client:
+    async with infraboot.testing.lifespan(app, started=False), client_for(app) as client:
         gate.opened.set()
         await asyncio.wait_for(told.wait(), 5)
         ready, live, startup = [await client.get(p) for p in ("/readyz", "/livez", "/startupz")]
@@ -143,7 +143,7 @@ async def test_on_failure_retry_starts_again_until_the_component_comes_up() -> N
     system = SystemInitializer([gate.component], check_interval=None)
     app = fastapi_app(system, on_failure="retry")
     with infraboot.set_testing():
-        async with infraboot.testing.lifespan(app), client_for(app) as client:
+        async with infraboot.testing.lifespan(app, started=False), client_for(app) as client:
             deadline = time.monotonic() + 5
             while gate.starts < 2:
                 assert time.monotonic() < deadline, "no second startup"
@@ -170,12 +170,24 @@ async def test_starlette_lifespan_serves_while_starting_too() -> None:
     app = Starlette(
         lifespan=ibs.lifespan(["gated"], system=system, background=True), routes=[*ibs.health_routes(system)]
     )
-    async with infraboot.testing.lifespan(app), client_for(app) as client:
+    async with infraboot.testing.lifespan(app, started=False), client_for(app) as client:
         before = await client.get("/readyz")
         gate.opened.set()
         await started(system)
         after = await client.get("/readyz")
     assert (503, 200) == (before.status_code, after.status_code)
+
+
+async def test_the_test_kit_lifespan_waits_for_a_background_startup_by_default() -> None:
+    """infraboot.testing.lifespan(app) begins the block once the background startup has finished."""
+    gate = Gate()
+    gate.opened.set()
+    system = SystemInitializer([gate.component], check_interval=None)
+    app = fastapi_app(system)
+    async with infraboot.testing.lifespan(app), client_for(app) as client:
+        phase = system.phase
+        work = await client.get("/work")
+    assert ("running", 200) == (phase, work.status_code)
 
 
 # -- drain --------------------------------------------------------------------------------------------

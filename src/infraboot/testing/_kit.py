@@ -107,7 +107,9 @@ def _fake_server(system: SystemInitializer, name: str) -> Any:
 
 
 @contextlib.asynccontextmanager
-async def lifespan(app: Any, *, components: Iterable[str] | None = None) -> AsyncIterator[Mapping[str, Any]]:
+async def lifespan(
+    app: Any, *, components: Iterable[str] | None = None, started: bool = True
+) -> AsyncIterator[Mapping[str, Any]]:
     """Run an ASGI app's lifespan around the block (any ASGI framework); yields the lifespan state.
 
     A failed startup raises ``RuntimeError`` with the server's message; shutdown runs on
@@ -125,6 +127,11 @@ async def lifespan(app: Any, *, components: Iterable[str] | None = None) -> Asyn
 
     It applies to the infraboot lifespan of the app (``infraboot.fastapi.lifespan(...)``,
     ``infraboot.starlette.lifespan(...)``), not to components your own lifespan starts.
+
+    With ``lifespan(..., background=True)`` in the app, the block begins once that startup
+    has finished (ok, degraded or failed: ask ``infraboot.startup()``), at most
+    ``startup_timeout`` (else 60 s) later; ``started=False`` begins at once, to test the
+    app while it is still starting.
     """
     import asyncio
 
@@ -167,6 +174,10 @@ async def lifespan(app: Any, *, components: Iterable[str] | None = None) -> Asyn
 
     try:
         await exchange("startup")
+        behind = state.get(_asgi.STARTUP_KEY)
+        if started and behind is not None:  # a background startup: wait for its outcome
+            limit = state[_asgi.STATE_KEY].startup_timeout
+            await asyncio.wait({behind}, timeout=60.0 if limit is None else limit)
     except BaseException:
         task.cancel()
         with contextlib.suppress(BaseException):

@@ -379,8 +379,10 @@ def infraboot_lifespan(request: pytest.FixtureRequest) -> Iterator[Callable[...,
     async def block() -> AsyncIterator[Callable[..., Awaitable[Mapping[str, Any]]]]:
         async with contextlib.AsyncExitStack() as stack:
 
-            async def run(app: Any, *, components: Iterable[str] | None = None) -> Mapping[str, Any]:
-                return await stack.enter_async_context(lifespan(app, components=components))
+            async def run(
+                app: Any, *, components: Iterable[str] | None = None, started: bool = True
+            ) -> Mapping[str, Any]:
+                return await stack.enter_async_context(lifespan(app, components=components, started=started))
 
             yield run
 
