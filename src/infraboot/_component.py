@@ -221,8 +221,25 @@ class Component(Generic[T]):
         """Release the resource. Called once, in reverse dependency order, under ``stop_timeout``."""
         return
 
+    async def warm(self, resource: T) -> None:
+        """Refill the resource's pool after a recovery; the default does nothing.
+
+        The monitor calls it when an unhealthy component answers again (its pool may have
+        lost every connection in the outage), under ``check_timeout``. A failure is logged
+        and changes nothing: the component stays ready.
+        """
+        return
+
     def pool_stats(self, resource: T) -> dict[str, int] | None:
         """Connection-pool figures for metrics (``{"in_use": 3, "idle": 7}``), or ``None`` when there is no pool."""
+        return None
+
+    def health_details(self, resource: T) -> Mapping[str, Any] | None:
+        """Extra facts for health output with ``details=True`` (the current master, slot counts).
+
+        Called on every readiness answer: read what the last :meth:`check` saw, do no I/O.
+        JSON-able values only, never a secret. ``None`` (the default): nothing to add.
+        """
         return None
 
     @property

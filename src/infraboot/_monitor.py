@@ -169,7 +169,22 @@ class Monitor:
             probe.healthy = True
             if slot.state is _S.UNHEALTHY:
                 slot.transition(_S.READY, error=None, error_code=None)
+                # Recovered with the same resource: its pool may have lost every connection in the outage.
+                self._tasks.spawn(self._warm(slot, slot.resource), name=f"infraboot-warm-{slot.name}")
             event(logging.INFO, "component_healthy", slot.name, latency=latency)
+
+    async def _warm(self, slot: Slot, resource: Any) -> None:
+        """Refill a recovered component's pool under ``check_timeout``; a failure is logged, never a state."""
+        comp = slot.component
+        try:
+            await run_within(
+                comp.warm(resource), comp.check_timeout, name=f"infraboot-warming-{slot.name}", abandoned=slot.strays
+            )
+        except DeadlineExceeded:
+            event(logging.WARNING, "component_warm_failed", slot.name, error_code="timeout")
+        except Exception as exc:  # the component answers probes: a cold pool is no reason to call it down
+            raise_if_cancelled()
+            event(logging.WARNING, "component_warm_failed", slot.name, error_code=comp.classify(exc))
 
     # -- the monitor ----------------------------------------------------------------------------
 
