@@ -47,7 +47,9 @@ if TYPE_CHECKING:
         startup,
         state,
     )
+    from ._drain import DrainReport
     from ._health import ComponentHealth, HealthReport
+    from ._once import once
     from ._redact import SecretURL
     from ._redis import RedisComponent
     from ._report import ComponentResult, ComponentSnapshot, ShutdownReport, StartupReport, StopResult
@@ -80,6 +82,7 @@ __all__ = [
     "DatabaseComponent",
     "DatabaseSettings",
     "DependencyError",
+    "DrainReport",
     "HealthReport",
     "InfrabootError",
     "NotConfigured",
@@ -108,6 +111,7 @@ __all__ = [
     "init_database",
     "init_redis",
     "liveness",
+    "once",
     "pool_stats",
     "readiness",
     "register",
@@ -150,10 +154,12 @@ _LAZY = {
     "state": "._default",
     "ComponentHealth": "._health",
     "HealthReport": "._health",
+    "once": "._once",
     "SecretURL": "._redact",
     "ComponentResult": "._report",
     "ComponentSnapshot": "._report",
     "ShutdownReport": "._report",
+    "DrainReport": "._drain",
     "StartupReport": "._report",
     "StopResult": "._report",
     "set_testing": "._retry",

@@ -5,20 +5,22 @@ Nothing here imports SQLAlchemy at module level: it loads when the component sta
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import uuid
 from typing import TYPE_CHECKING, Any, cast
 
 from ._component import Context
 from ._configured import ConfiguredComponent
+from ._deadlines import shielded
 from ._errors import classify_error, error_chain
 from ._log import event
+from ._pg_failover import NotPrimaryError, follow_primary, read_only_server_settings
 from ._urls import database_driver_url
+from ._warmup import open_group
 from .exceptions import ConfigError
 
 if TYPE_CHECKING:
-    from sqlalchemy.ext.asyncio import AsyncEngine
+    from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
     from ._redact import SecretURL
     from ._settings import DatabaseSettings
@@ -28,6 +30,9 @@ __all__ = ["DatabaseComponent", "pgbouncer_connect_args"]
 _AUTH_ERRORS = ("InvalidPasswordError", "InvalidAuthorizationSpecificationError")
 _NOT_FOUND_ERRORS = ("InvalidCatalogNameError",)
 _LOADING_ERRORS = ("CannotConnectNowError", "TooManyConnectionsError")
+# A writable database reached a standby: a failover is under way or the URL lists no primary.
+_NOT_PRIMARY_ERRORS = ("NotPrimaryError", "TargetServerAttributeNotMatched", "ReadOnlySQLTransactionError")
+_SHUTDOWN_ERRORS = ("AdminShutdownError", "CrashShutdownError")
 
 
 def pgbouncer_connect_args() -> dict[str, Any]:
@@ -107,6 +112,8 @@ class DatabaseComponent(ConfiguredComponent["AsyncEngine", "DatabaseSettings"]):
         connect_args: dict[str, Any] = {"timeout": s.connect_timeout}
         if s.application_name:
             connect_args["server_settings"] = {"application_name": s.application_name}
+        if s.effective_role == "replica":  # read-only sessions, even where prefer-standby lands on the primary
+            connect_args["server_settings"] = {**connect_args.get("server_settings", {}), **read_only_server_settings()}
         if s.pgbouncer:
             connect_args.update(pgbouncer_connect_args())
         kwargs["connect_args"] = connect_args
@@ -130,23 +137,60 @@ class DatabaseComponent(ConfiguredComponent["AsyncEngine", "DatabaseSettings"]):
             extra = "postgres" if driver == "asyncpg" else "sqlite"
             msg = f'the database URL needs the {driver} driver: pip install "infraboot[{extra}]"'
             raise ConfigError(msg) from None
+        follow_primary(engine, self.name, role=settings.effective_role)  # 25006, admin shutdown: reconnect
         try:
             await self.check(engine)
-            warmup = settings.warmup_connections
-            if warmup > 1 and not settings.is_sqlite:
-                conns = await asyncio.gather(*(engine.connect() for _ in range(warmup)))
-                for conn in conns:
-                    await conn.close()
+            await self.warm(engine)
         except BaseException:
-            await asyncio.shield(_dispose_quietly(engine))
+            await shielded(_dispose_quietly(engine))
             raise
         return engine
 
+    async def warm(self, resource: AsyncEngine) -> None:
+        """Open ``warmup_connections`` pooled connections together and check them back in.
+
+        They are opened as a group: when one fails (``too many clients``) or the start is
+        cancelled, every one opened is closed before the error goes on, so no retry piles
+        connections on a server that is already full. Called at start and after a recovery.
+        """
+        settings = self.settings
+        if settings is None or settings.is_sqlite or settings.warmup_connections <= 1:
+            return
+
+        async def check_in(conn: AsyncConnection) -> None:
+            await conn.close()
+
+        count, budget = settings.warmup_connections, settings.connect_timeout
+        conns = await open_group(resource.connect, check_in, count, budget=budget, component=self.name)
+        for conn in conns:
+            await conn.close()
+
     async def check(self, resource: AsyncEngine) -> None:
+        """``SELECT 1``; for a database meant to be writable (``DATABASE_ROLE=primary``) also ``pg_is_in_recovery()``.
+
+        ``SELECT 1`` passes on a standby too, so a pool left on a demoted primary would look
+        healthy for ever: on a standby the pool is dropped (the next connection goes through
+        the URL's hosts and ``target_session_attrs`` again) and the probe fails.
+        """
         from sqlalchemy import text
 
+        s = self.settings
+        if s is None or s.effective_role != "primary":
+            async with resource.connect() as conn:
+                await conn.execute(text("SELECT 1"))
+            return
+        query = "SELECT pg_is_in_recovery(), current_setting('transaction_read_only') = 'on'"
         async with resource.connect() as conn:
-            await conn.execute(text("SELECT 1"))
+            in_recovery, read_only = (await conn.execute(text(query))).one()
+        if in_recovery or read_only:
+            await resource.dispose()  # the next connection goes through the URL's hosts again
+            role, url = s.env("role"), s.env("url")
+            what = "a standby (pg_is_in_recovery() is true)" if in_recovery else "read-only (transaction_read_only)"
+            msg = (
+                f"database {self.name!r} is meant to be writable ({role}=primary) but the server is {what}; "
+                f"list the primary in {url} with target_session_attrs=read-write, or set {role}=replica for a replica"
+            )
+            raise NotPrimaryError(msg)
 
     async def stop(self, resource: AsyncEngine) -> None:
         await resource.dispose()
@@ -163,6 +207,10 @@ class DatabaseComponent(ConfiguredComponent["AsyncEngine", "DatabaseSettings"]):
                 return "not_found"
             if kind in _LOADING_ERRORS:
                 return "loading"
+            if kind in _NOT_PRIMARY_ERRORS:
+                return "not_primary"
+            if kind in _SHUTDOWN_ERRORS:
+                return "shutdown"
         return classify_error(exc)
 
     def pool_stats(self, resource: AsyncEngine) -> dict[str, int]:
@@ -181,7 +229,15 @@ class DatabaseComponent(ConfiguredComponent["AsyncEngine", "DatabaseSettings"]):
         return stats
 
     def after_fork(self, resource: AsyncEngine) -> AsyncEngine | None:
-        """In a forked child: a fresh pool on first use, the parent's connections left open."""
+        """In a forked child: a fresh pool on first use, the parent's connections left open.
+
+        ``dispose(close=False)`` only drops the old pool; its connections would then be
+        finalised by the child's garbage collector (asyncpg terminates a collected
+        connection), so the old pool is kept in the fork orphans for the child's whole life.
+        """
+        from ._fork import orphans
+
+        orphans.append(resource.sync_engine.pool)
         resource.sync_engine.dispose(close=False)
         return resource
 

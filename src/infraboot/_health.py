@@ -48,6 +48,8 @@ class ComponentHealth:
     - ``consecutive_failures``: failed probes in a row (reset by a success).
     - ``error_code``: a short code such as ``refused``, ``timeout``, ``auth`` -- never
       a driver's message, which may carry a host name or worse.
+    - ``details``: what the component adds (``Component.health_details``: the current
+      Sentinel master, a cluster's slot counts); JSON-able, never a secret.
     """
 
     name: str
@@ -59,6 +61,7 @@ class ComponentHealth:
     latency: float | None = None
     consecutive_failures: int = 0
     error_code: str | None = None
+    details: Mapping[str, Any] | None = None
 
     def to_dict(self, *, details: bool = False) -> dict[str, Any]:
         """One IETF ``checks`` entry. Without *details*: component id, type and status only."""
@@ -74,6 +77,8 @@ class ComponentHealth:
             out["state"] = self.state.value
             out["required"] = self.required
             out["consecutiveFailures"] = self.consecutive_failures
+            if self.details:
+                out["details"] = dict(self.details)
         return out
 
 

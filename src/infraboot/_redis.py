@@ -5,18 +5,21 @@ Nothing here imports redis at module level: the driver loads when the component 
 
 from __future__ import annotations
 
-import asyncio
 import logging
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from ._component import Context
 from ._configured import ConfiguredComponent
+from ._deadlines import shielded
 from ._errors import classify_error
 from ._log import event
+from ._warmup import open_group
 from .exceptions import ConfigError
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis
+    from redis.asyncio.retry import Retry
 
     from ._settings import RedisSettings  # noqa: F401 - named as a string in the generic base
 
@@ -27,6 +30,8 @@ _INSTALL = 'the redis component needs redis-py: pip install "infraboot[redis]"'
 _AUTH_MARKERS = ("WRONGPASS", "NOAUTH", "invalid password", "invalid username-password")
 # Named in-process servers for memory://NAME, shared by every client of this process.
 _memory_servers: dict[str, Any] = {}
+# Retries of a command after a connection error (a stale pooled connection is reconnected once or twice).
+_COMMAND_RETRIES = 2
 
 
 class RedisComponent(ConfiguredComponent["Redis", "RedisSettings"]):
@@ -51,6 +56,10 @@ class RedisComponent(ConfiguredComponent["Redis", "RedisSettings"]):
         if settings is None or settings.url is None:  # pragma: no cover - configure() runs first
             msg = "redis component started before it was configured"
             raise ConfigError(msg)
+        if settings.topology != "single":  # redis+sentinel:// or redis+cluster://
+            from ._redis_topology import build_topology_client
+
+            return build_topology_client(self.name, settings)
         url = settings.url
         if url.scheme == "memory":
             try:
@@ -97,20 +106,71 @@ class RedisComponent(ConfiguredComponent["Redis", "RedisSettings"]):
         client = self._client()
         try:
             await client.ping()
-            warmup = self.settings.warmup_connections if self.settings else 0
-            if warmup > 1 and not _is_fake(client):
-                pool = client.connection_pool
-                conns = await asyncio.gather(*(pool.get_connection() for _ in range(warmup)))  # type: ignore[no-untyped-call]
-                for conn in conns:
-                    await pool.release(conn)
+            await self.warm(client)
         except BaseException:
             # Cancelled at the deadline or failed: close what this attempt opened.
-            await asyncio.shield(_close_quietly(client))
+            await shielded(_close_quietly(client))
             raise
+        return self._retrying(client)
+
+    def _retrying(self, client: Redis) -> Redis:
+        """*client*, its commands retried after a connection error (a stale pooled connection).
+
+        Armed only once started: a start attempt fails fast and infraboot's own retry loop
+        decides. ``client_options={"retry": ...}`` (a redis-py ``Retry``) replaces it; Sentinel
+        and Cluster clients keep the retries their topology gives them.
+        """
+        s = self.settings
+        if not _is_fake(client) and s is not None and s.topology == "single" and "retry" not in s.client_options:
+            client.set_retry(_command_retry())
         return client
 
+    async def warm(self, resource: Redis) -> None:
+        """Have ``warmup_connections`` connections open in the pool (at start, and after a recovery).
+
+        They are opened as a group: when one fails (``max number of clients reached``) or the
+        start is cancelled, every one opened is disconnected before the error goes on.
+        """
+        settings = self.settings
+        warmup = settings.warmup_connections if settings else 0
+        pool = getattr(resource, "connection_pool", None)  # a cluster client has one pool per node: not warmed
+        if settings is None or warmup <= 1 or _is_fake(resource) or pool is None:
+            return
+
+        async def discard(conn: Any) -> None:
+            try:
+                await conn.disconnect()
+            finally:
+                await pool.release(conn)
+
+        async def open_one() -> Any:
+            conn = await pool.get_connection()
+            try:
+                await _ping(conn)  # a pooled connection may be stale: the server restarted since
+            except BaseException:
+                await discard(conn)
+                raise
+            return conn
+
+        conns = await open_group(open_one, discard, warmup, budget=settings.connect_timeout, component=self.name)
+        for conn in conns:
+            await pool.release(conn)
+
     async def check(self, resource: Redis) -> None:
+        if self.settings is not None and self.settings.topology != "single":
+            from ._redis_topology import check_topology
+
+            await check_topology(resource)  # the master's role, or cluster_state:ok and the slots
+            return
         await resource.ping()
+
+    def health_details(self, resource: Redis) -> Mapping[str, Any] | None:
+        """Sentinel: the service, its current master and the sentinels; Cluster: state, slots and nodes."""
+        if self.settings is None or self.settings.topology == "single":
+            return None
+        from ._redis_topology import topology_details
+
+        return topology_details(resource)
 
     async def stop(self, resource: Redis) -> None:
         await resource.aclose()
@@ -123,6 +183,10 @@ class RedisComponent(ConfiguredComponent["Redis", "RedisSettings"]):
             from redis import exceptions as rex
         except ImportError:  # pragma: no cover - fakeredis depends on redis
             return classify_error(exc)
+        if type(exc).__name__ == "MasterNotFoundError":  # no sentinel knows a master right now
+            return "no_master"
+        if isinstance(exc, rex.ClusterDownError):
+            return "cluster_down"
         if isinstance(exc, rex.AuthenticationError | rex.AuthorizationError | rex.NoPermissionError):
             return "auth"
         if isinstance(exc, rex.ResponseError) and any(m in str(exc) for m in _AUTH_MARKERS):
@@ -150,7 +214,34 @@ class RedisComponent(ConfiguredComponent["Redis", "RedisSettings"]):
 
     def after_fork(self, resource: Redis) -> Redis | None:
         """In a forked child the parent's sockets are not ours: a fresh client, the old one untouched."""
-        return self._client()
+        return self._retrying(self._client())
+
+
+def _command_retry() -> Retry:
+    """Two retries of a command that met a connection error, after a full-jitter wait of up to 0.1 s, then 0.2 s.
+
+    Timeouts are not retried (a slow server is not made slower). A retried command may
+    have run once already: a non-idempotent one (``INCR``, ``LPUSH``) can apply twice.
+    """
+    from redis.asyncio.retry import Retry
+    from redis.backoff import ExponentialWithJitterBackoff
+    from redis.exceptions import ConnectionError as RedisConnectionError
+
+    backoff = ExponentialWithJitterBackoff(cap=0.5, base=0.05)
+    return Retry(backoff, _COMMAND_RETRIES, supported_errors=(RedisConnectionError,))
+
+
+async def _ping(conn: Any) -> None:
+    """PING on *conn* itself; once more on a fresh socket when the pooled one turns out dead."""
+    from redis.exceptions import ConnectionError as RedisConnectionError
+
+    try:
+        await conn.send_command("PING")
+        await conn.read_response()
+    except (RedisConnectionError, OSError):
+        await conn.disconnect()
+        await conn.send_command("PING")  # reconnects first
+        await conn.read_response()
 
 
 def _is_fake(client: Any) -> bool:

@@ -16,12 +16,12 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, ClassVar
 
-from pydantic import BeforeValidator, PrivateAttr, ValidationError
+from pydantic import AfterValidator, BeforeValidator, PrivateAttr, SecretStr, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from ._checks import count_problem, seconds_problem
 from ._component import NotConfigured
-from ._redact import SecretURL, scrub
+from ._redact import SecretURL, register_secret, scrub
 from ._urls import database_url_problems, redis_url_problems
 from .exceptions import ConfigError
 
@@ -162,6 +162,15 @@ class SettingsBase(BaseSettings):
 _PREFIXED: dict[tuple[type[SettingsBase], str], type[SettingsBase]] = {}
 
 
+def _remember_secret(value: SecretStr | None) -> SecretStr | None:
+    if value is not None and value.get_secret_value():
+        register_secret(value.get_secret_value())  # scrubbed from any driver message too
+    return value
+
+
+Secret = Annotated[SecretStr | None, AfterValidator(_remember_secret)]
+
+
 class RedisSettings(SettingsBase):
     """Settings of the built-in ``redis`` component, from ``REDIS_*`` variables (or given in code).
 
@@ -172,6 +181,15 @@ class RedisSettings(SettingsBase):
     ``REDIS_SOCKET_TIMEOUT`` is the driver's per-command timeout. ``client_options``
     (``REDIS_CLIENT_OPTIONS`` as JSON) go to the client as they are, ``memory://`` too:
     ``client_options={"decode_responses": True}``.
+
+    Redis Sentinel: ``REDIS_URL=redis+sentinel://[:PASSWORD@]H1:26379,H2:26379/SERVICE[/DB]``
+    (the password is the master's); ``REDIS_SENTINEL_USERNAME`` / ``REDIS_SENTINEL_PASSWORD``
+    authenticate to the sentinels themselves (unset: the sentinels need no password).
+    Redis Cluster: ``REDIS_URL=redis+cluster://[:PASSWORD@]H1:6379,H2:6379``;
+    ``REDIS_CLUSTER_REQUIRE_FULL_COVERAGE`` (default true) makes a start fail unless all
+    16384 slots are served; ``REDIS_CLUSTER_DYNAMIC_STARTUP_NODES`` says whether the nodes
+    the cluster reports replace the URL's hosts when the client re-reads the topology --
+    unset, they do only when every URL host is an IP address, so DNS names are kept.
     """
 
     model_config = SettingsConfigDict(env_prefix="REDIS_")
@@ -185,10 +203,21 @@ class RedisSettings(SettingsBase):
     tls_verify: bool = True
     ssl_ca_certs: str | None = None
     client_options: dict[str, Any] = {}
+    sentinel_username: str | None = None
+    sentinel_password: Secret = None
+    cluster_require_full_coverage: bool = True
+    cluster_dynamic_startup_nodes: bool | None = None
+
+    @property
+    def topology(self) -> str:
+        """``sentinel``, ``cluster`` or ``single``: what the URL points at."""
+        scheme = self.url.scheme if self.url is not None else ""
+        return {"redis+sentinel": "sentinel", "redis+cluster": "cluster"}.get(scheme, "single")
 
     def problems(self) -> list[str]:
         out: list[str] = []
         self._url_problems(out, redis_url_problems)
+        self._topology_problems(out)
         self._seconds(out, "connect_timeout", example="5")
         self._seconds(out, "check_timeout", example="2")
         self._seconds(out, "socket_timeout", example="5")
@@ -209,6 +238,28 @@ class RedisSettings(SettingsBase):
         self._owned(out, "client_options", self.client_options, _OWNED_CLIENT_OPTIONS)
         return out
 
+    def _topology_problems(self, out: list[str]) -> None:
+        if self.url is None:
+            return
+        topology, url = self.topology, self.env("url")
+        if topology != "sentinel":
+            for field in ("sentinel_username", "sentinel_password"):
+                if getattr(self, field) is not None:
+                    out.append(f"{self.env(field)} only applies to redis+sentinel:// URLs; remove it or use one")
+        if topology != "cluster":
+            if not self.cluster_require_full_coverage:
+                label = self.env("cluster_require_full_coverage")
+                out.append(f"{label}=false only applies to redis+cluster:// URLs; remove it or use one")
+            if self.cluster_dynamic_startup_nodes is not None:
+                label = self.env("cluster_dynamic_startup_nodes")
+                out.append(f"{label} only applies to redis+cluster:// URLs; remove it or use one")
+        elif self.warmup_connections > 1:
+            label = self.env("warmup_connections")
+            out.append(
+                f"{label}={self.warmup_connections} does not apply to {url}=redis+cluster://... "
+                f"(a cluster client opens connections per node on first use); set {label}=1"
+            )
+
 
 class DatabaseSettings(SettingsBase):
     """Settings of the built-in ``database`` component, from ``DATABASE_*`` variables (or given in code).
@@ -220,6 +271,12 @@ class DatabaseSettings(SettingsBase):
     is merged with infraboot's); ``session_options`` to every ``AsyncSession`` that
     ``get_session()`` and the framework dependencies open (per-call arguments win), e.g.
     ``session_options={"expire_on_commit": False, "autoflush": False}``.
+
+    ``DATABASE_ROLE`` says what the database is for: ``primary`` (writable: readiness fails
+    while it is connected to a standby, ``pg_is_in_recovery()``), ``replica`` (read-only
+    sessions, ``default_transaction_read_only=on``) or ``any``. Unset, it follows the URL's
+    ``target_session_attrs``: ``standby``, ``prefer-standby`` and ``read-only`` mean
+    ``replica``, anything else ``primary`` (``any`` for SQLite).
     """
 
     model_config = SettingsConfigDict(env_prefix="DATABASE_")
@@ -235,12 +292,23 @@ class DatabaseSettings(SettingsBase):
     pgbouncer: bool = False
     echo: bool = False
     application_name: str | None = None
+    role: str | None = None
     engine_options: dict[str, Any] = {}
     session_options: dict[str, Any] = {}
 
     @property
     def is_sqlite(self) -> bool:
         return self.url is not None and self.url.scheme.startswith("sqlite")
+
+    @property
+    def effective_role(self) -> str:
+        """``primary``, ``replica`` or ``any``: :attr:`role`, else what the URL's ``target_session_attrs`` implies."""
+        if self.role is not None:
+            return self.role
+        if self.url is None or self.is_sqlite:
+            return "any"
+        attrs = self.url.query_params.get("target_session_attrs", "")
+        return "replica" if attrs in _REPLICA_ATTRS else "primary"
 
     def problems(self) -> list[str]:
         out: list[str] = []
@@ -266,12 +334,43 @@ class DatabaseSettings(SettingsBase):
                 out.append(f"{self.env('pgbouncer')}=true needs a PostgreSQL URL; remove it for SQLite")
             if self.is_sqlite and self.application_name:
                 out.append(f"{self.env('application_name')} does not apply to SQLite; remove it")
+        self._role_problems(out)
         self._owned(out, "engine_options", self.engine_options, _OWNED_ENGINE_OPTIONS)
         connect_args = self.engine_options.get("connect_args", {})
         if isinstance(connect_args, Mapping):
             self._owned(out, "engine_options", connect_args, _OWNED_CONNECT_ARGS)
         self._owned(out, "session_options", self.session_options, _OWNED_SESSION_OPTIONS)
         return out
+
+    def _role_problems(self, out: list[str]) -> None:
+        label = self.env("role")
+        if self.role is None:
+            return
+        if self.role not in _ROLES:
+            out.append(f"{label}={self.role!r}: must be one of {', '.join(_ROLES)}, e.g. {label}=primary")
+            return
+        if self.url is None:
+            return
+        if self.is_sqlite and self.role != "any":
+            out.append(f"{label}={self.role} needs a PostgreSQL URL; remove it for SQLite")
+            return
+        attrs = self.url.query_params.get("target_session_attrs")
+        if attrs is None:
+            return
+        if self.role == "primary" and attrs in _REPLICA_ATTRS:
+            out.append(
+                f"{label}=primary but {self.env('url')} asks for target_session_attrs={attrs}; "
+                "use target_session_attrs=read-write for a writable database, or set the role to replica"
+            )
+        elif self.role == "replica" and attrs in ("read-write", "primary"):
+            out.append(
+                f"{label}=replica but {self.env('url')} asks for target_session_attrs={attrs}; "
+                "use target_session_attrs=prefer-standby for a read replica, or set the role to primary"
+            )
+
+
+_ROLES = ("primary", "replica", "any")
+_REPLICA_ATTRS = frozenset({"standby", "prefer-standby", "read-only"})
 
 
 def load_settings(

@@ -323,6 +323,12 @@ class Slot:
         status: HealthStatus = "pass" if up else ("fail" if comp.required else "warn")
         # A running component reports its last probe's code; any other one why it is not running.
         code = probe.error_code if state in HOLDING else (None if up else self.error_code or state.value)
+        extra = None
+        if state in HOLDING:
+            try:
+                extra = comp.health_details(self.resource)
+            except Exception:  # details are a courtesy: they never break a probe answer
+                extra = None
         return ComponentHealth(
             name=self.name,
             status=status,
@@ -333,6 +339,7 @@ class Slot:
             latency=probe.latency,
             consecutive_failures=probe.failures,
             error_code=code,
+            details=extra,
         )
 
     def result(self, base: float) -> ComponentResult:

@@ -25,9 +25,19 @@ if TYPE_CHECKING:
 
     from ._redact import SecretURL
 
-__all__ = ["database_driver_url", "database_url_problems", "redis_db", "redis_url_problems"]
+__all__ = [
+    "REDIS_TOPOLOGY_SCHEMES",
+    "database_driver_url",
+    "database_hosts",
+    "database_url_problems",
+    "redis_db",
+    "redis_nodes",
+    "redis_service_name",
+    "redis_url_problems",
+]
 
-REDIS_SCHEMES = ("redis", "rediss", "unix", "memory")
+REDIS_TOPOLOGY_SCHEMES = ("redis+sentinel", "redis+cluster")
+REDIS_SCHEMES = ("redis", "rediss", "unix", "memory", *REDIS_TOPOLOGY_SCHEMES)
 DATABASE_SCHEMES = ("postgresql+asyncpg", "postgresql", "postgres", "sqlite+aiosqlite")
 _POSTGRES_SCHEMES = frozenset({"postgresql+asyncpg", "postgresql", "postgres"})
 ASYNC_POSTGRES = "postgresql+asyncpg"
@@ -107,7 +117,9 @@ def redis_url_problems(url: SecretURL, var: str) -> list[str]:
     """Every problem of a Redis URL in *var*: scheme, host, port, db, query parameters.
 
     Accepts ``redis://`` and ``rediss://`` (``HOST[:PORT][/DB]``, IPv6 in brackets),
-    ``unix:///path/redis.sock?db=1`` and ``memory://`` / ``memory://NAME``.
+    ``unix:///path/redis.sock?db=1``, ``memory://`` / ``memory://NAME``, and the
+    topologies ``redis+sentinel://[:PASSWORD@]H1:26379,H2:26379/SERVICE[/DB]`` and
+    ``redis+cluster://[:PASSWORD@]H1:6379,H2:6379`` (ports default to 26379 / 6379).
     """
     where = f"{var}={url}"
     prefix = _prefix(var)
@@ -128,6 +140,8 @@ def redis_url_problems(url: SecretURL, var: str) -> list[str]:
             out.append(f"{where}: a unix:// URL names no host; write it as unix:///run/redis/redis.sock?db=0")
         if not url.path.startswith("/") or url.path == "/":
             out.append(f"{where}: missing socket path; write it as unix:///run/redis/redis.sock?db=0")
+    elif scheme in REDIS_TOPOLOGY_SCHEMES:
+        _topology_problems(out, where, url)
     else:
         _host_problems(out, where, url, f"{scheme}://HOST:6379/0")
         if _REDIS_PATH.fullmatch(url.path) is None:
@@ -137,7 +151,9 @@ def redis_url_problems(url: SecretURL, var: str) -> list[str]:
             )
     pairs = url.query_pairs
     for key, value in _first_values(pairs).items():
-        if key == "db" and not _WHOLE.fullmatch(value):
+        if key == "db" and scheme in REDIS_TOPOLOGY_SCHEMES:
+            out.append(f"{where}: ?db= does not apply here; remove it ({_TOPOLOGY_DB[scheme]})")
+        elif key == "db" and not _WHOLE.fullmatch(value):
             out.append(f"{where}: bad db {value!r}; use a whole number >= 0, e.g. ?db=0")
         elif key == "db" and scheme != "unix" and url.path.strip("/") and url.path.strip("/") != value:
             out.append(f"{where}: the db is given twice (path and ?db=); keep one, e.g. {scheme}://HOST:6379/{value}")
@@ -165,11 +181,115 @@ def redis_url_problems(url: SecretURL, var: str) -> list[str]:
 
 
 def redis_db(url: SecretURL) -> int:
-    """The db index a Redis URL selects: ``?db=`` first (as redis-py reads it), then the path, else 0."""
-    value = _first_values(url.query_pairs).get("db")
+    """The db index a Redis URL selects: ``?db=`` first (as redis-py reads it), then the path, else 0.
+
+    A Sentinel URL's db is the segment after the service name; a Cluster has only db 0.
+    """
+    if url.scheme == "redis+sentinel":
+        parts = url.path.strip("/").split("/")
+        value: str | None = parts[1] if len(parts) > 1 else None
+    elif url.scheme == "redis+cluster":
+        return 0
+    else:
+        value = _first_values(url.query_pairs).get("db")
     if value is None and url.scheme in ("redis", "rediss"):
         value = url.path.strip("/")
     return int(value) if value and _WHOLE.fullmatch(value) else 0
+
+
+# -- Redis Sentinel and Cluster: redis+sentinel://[:PASSWORD@]H1:26379,H2:26379/SERVICE[/DB], redis+cluster://...
+
+_TOPOLOGY_PORT = {"redis+sentinel": 26379, "redis+cluster": 6379}
+_TOPOLOGY_EXAMPLE = {
+    "redis+sentinel": "redis+sentinel://:PASSWORD@HOST1:26379,HOST2:26379,HOST3:26379/mymaster/0",
+    "redis+cluster": "redis+cluster://:PASSWORD@HOST1:6379,HOST2:6379,HOST3:6379",
+}
+_TOPOLOGY_DB = {
+    "redis+sentinel": "the db is the path segment after the service name, e.g. /mymaster/0",
+    "redis+cluster": "a Redis Cluster has only db 0",
+}
+_SERVICE_NAME = re.compile(r"[A-Za-z0-9_.:-]+")
+
+
+def redis_nodes(url: SecretURL) -> list[tuple[str, int]]:
+    """The (host, port) pairs a ``redis+sentinel://`` or ``redis+cluster://`` URL lists, in order.
+
+    A host without a port gets the default (26379 for Sentinel, 6379 for Cluster); an
+    IPv6 literal comes back without its brackets. Unparseable entries are left out (the
+    URL checks name them).
+    """
+    default = _TOPOLOGY_PORT.get(url.scheme, 6379)
+    out: list[tuple[str, int]] = []
+    for host, port in _listed_nodes(url):
+        if not host or (port is not None and not _WHOLE.fullmatch(port)):
+            continue
+        out.append((host.strip("[]"), int(port) if port is not None else default))
+    return out
+
+
+def redis_service_name(url: SecretURL) -> str:
+    """The Sentinel service (master group) name of a ``redis+sentinel://`` URL: its first path segment."""
+    return url.path.strip("/").split("/")[0]
+
+
+def _listed_nodes(url: SecretURL) -> list[tuple[str, str | None]]:
+    """The authority ``h1:26379,[::1]:26380,h3`` as (host, port text) entries; brackets kept on IPv6."""
+    host = url.host or ""
+    if ":" in host and "," not in host and not host.startswith("["):
+        host = f"[{host}]"  # one IPv6 literal, whose brackets SecretURL took off
+    text = host if url.port_text is None else f"{host}:{url.port_text}"
+    if not text:
+        return []
+    out: list[tuple[str, str | None]] = []
+    for entry in text.split(","):
+        if entry.startswith("["):
+            close = entry.find("]")
+            rest = entry[close + 1 :] if close != -1 else ""
+            name = entry[: close + 1] if close != -1 else entry
+            out.append((name, rest[1:] if rest.startswith(":") else (rest or None)))
+            continue
+        name, colon, port = entry.rpartition(":")
+        out.append((name, port) if colon else (entry, None))
+    return out
+
+
+def _topology_problems(out: list[str], where: str, url: SecretURL) -> None:
+    scheme = url.scheme
+    example = _TOPOLOGY_EXAMPLE[scheme]
+    nodes = _listed_nodes(url)
+    what = "sentinel" if scheme == "redis+sentinel" else "cluster node"
+    if not nodes:
+        out.append(f"{where}: missing host; list one or more {what}s, e.g. {example}")
+    for host, port in nodes:
+        bare = host.strip("[]")
+        if not host:
+            out.append(f"{where}: an empty host in the host list; write it as {example}")
+        elif host.startswith("["):
+            if not host.endswith("]") or not _is_ipv6(bare):
+                out.append(f"{where}: malformed IPv6 host {host!r}; use an IPv6 address in brackets, e.g. [::1]:26379")
+        elif ":" in host:
+            out.append(f"{where}: an IPv6 host must be in brackets, e.g. [::1]:26379; or the port is not a number")
+        elif _HOSTNAME.fullmatch(host) is None:
+            out.append(f"{where}: malformed host {host!r}; use host names or IP addresses, e.g. {example}")
+        if port is not None and (not _WHOLE.fullmatch(port) or not 0 < int(port) < 65536):
+            out.append(f"{where}: bad port {port!r} for host {host!r}; use a number from 1 to 65535")
+    parts = url.path.strip("/").split("/") if url.path.strip("/") else []
+    if scheme == "redis+sentinel":
+        if not parts:
+            out.append(f"{where}: missing service name; the path is /SERVICE_NAME[/DB], e.g. {example}")
+            return
+        if _SERVICE_NAME.fullmatch(parts[0]) is None:
+            out.append(
+                f"{where}: bad service name {parts[0]!r}; use the name the sentinels monitor "
+                f"(letters, digits, '_', '-', '.'), e.g. {example}"
+            )
+        if len(parts) > 2 or (len(parts) == 2 and not _WHOLE.fullmatch(parts[1])):
+            out.append(
+                f"{where}: bad path {url.path!r}; it is /SERVICE_NAME[/DB] with the db a whole number >= 0, "
+                f"e.g. {example}"
+            )
+    elif parts and parts != ["0"]:
+        out.append(f"{where}: bad path {url.path!r}; {_TOPOLOGY_DB[scheme]}: remove it, e.g. {example}")
 
 
 def database_url_problems(url: SecretURL, var: str) -> list[str]:
@@ -177,8 +297,9 @@ def database_url_problems(url: SecretURL, var: str) -> list[str]:
 
     Accepts ``postgresql+asyncpg://``, ``postgresql://`` and ``postgres://`` (the last
     two are connected with asyncpg, see :func:`database_driver_url`), including a
-    unix socket as ``postgresql://user@/db?host=/var/run/postgresql``, and
-    ``sqlite+aiosqlite://`` (``:memory:``, relative or absolute paths).
+    unix socket as ``postgresql://user@/db?host=/var/run/postgresql``, several hosts as
+    ``…@h1:5432,h2:5433/db`` or ``…@/db?host=h1:5432&host=h2:5433`` (with
+    ``target_session_attrs``), and ``sqlite+aiosqlite://`` (``:memory:``, relative or absolute paths).
     """
     where = f"{var}={url}"
     scheme = url.scheme
@@ -201,8 +322,9 @@ def database_driver_url(url: SecretURL, *, var: str = "DATABASE_URL") -> tuple[S
 
     ``postgresql://`` and ``postgres://`` -- what hosting providers hand out -- become
     ``postgresql+asyncpg://``; libpq's ``sslmode=`` becomes asyncpg's ``ssl=`` (same
-    values), which is the only name asyncpg accepts.  Other URLs come back unchanged
-    with ``None``.
+    values), which is the only name asyncpg accepts; a host list ``h1,h2:5433`` becomes
+    ``?host=h1:5432&host=h2:5433``, the only form SQLAlchemy reads (no note for that).
+    Other URLs come back unchanged with ``None``.
     """
     if url.scheme not in _POSTGRES_SCHEMES:
         return url, None
@@ -216,24 +338,43 @@ def database_driver_url(url: SecretURL, *, var: str = "DATABASE_URL") -> tuple[S
     if "sslmode" in keys and "ssl" not in keys:
         query = "&".join("ssl" + p[len("sslmode") :] if p.split("=", 1)[0] == "sslmode" else p for p in _raw_pairs(url))
         notes.append(f"{var} has sslmode=; passing it to asyncpg as ssl= (asyncpg's name for it)")
+    hosts = _netloc_hosts(url)
+    if hosts is not None:
+        # SQLAlchemy reads several hosts only from the query (?host=h1:p1&host=h2:p2), each with its port.
+        return _as_query_hosts(url.replace(scheme=scheme, query=query), hosts), "; ".join(notes) or None
     if not notes:
         return url, None
     return url.replace(scheme=scheme, query=query), "; ".join(notes)
+
+
+def _as_query_hosts(url: SecretURL, hosts: list[tuple[str, str | None]]) -> SecretURL:
+    from urllib.parse import quote
+
+    from ._redact import SecretURL
+
+    auth = ""
+    if url.username is not None or url.password is not None:
+        auth = quote(url.username or "", safe="")
+        if url.password is not None:
+            auth += ":" + quote(url.password, safe="")
+        auth += "@"
+    listed = "&".join(f"host={host}:{port or 5432}" for host, port in hosts)
+    query = f"{listed}&{url.query}" if url.query else listed
+    fragment = f"#{url.fragment}" if url.fragment is not None else ""
+    return SecretURL(f"{url.scheme}://{auth}{url.path}?{query}{fragment}")
 
 
 def _postgres_problems(out: list[str], where: str, url: SecretURL, prefix: str) -> None:
     pairs = url.query_pairs
     sockets = [v for k, v in pairs if k == "host"]
     example = f"{url.scheme}://USER:PASSWORD@HOST:5432/DBNAME"
-    if sockets:
+    hosts = _netloc_hosts(url)
+    if hosts is not None:
+        _multihost_problems(out, where, url, hosts, bool(sockets))
+    elif sockets:
         if url.host:
             out.append(f"{where}: the host is given twice (before the path and as ?host=); keep one, e.g. {example}")
-        for value in sockets:
-            if not value.startswith("/"):
-                out.append(
-                    f"{where}: ?host={value} is not a unix socket directory; give an absolute path, "
-                    f"e.g. {url.scheme}://USER@/DBNAME?host=/var/run/postgresql, or put the host before the path"
-                )
+        _query_host_problems(out, where, url, sockets)
         if url.port_text is not None:
             _port_problem(out, where, url)
     else:
@@ -278,6 +419,79 @@ def _postgres_problems(out: list[str], where: str, url: SecretURL, prefix: str) 
             out.append(f"{where}: asyncpg does not take channel_binding in the URL; remove it (sslmode=require stays)")
         elif key not in _PG_PARAMS:
             out.append(_unknown_param(where, key, _PG_PARAMS))
+
+
+def _netloc_hosts(url: SecretURL) -> list[tuple[str, str | None]] | None:
+    """The hosts of a multi-host authority (``h1:5432,h2:5433``) as (host, port text), or ``None`` for one host."""
+    host = url.host or ""
+    if "," not in host and "," not in (url.port_text or ""):
+        return None
+    hostport = host if url.port_text is None else f"{host}:{url.port_text}"
+    found: list[tuple[str, str | None]] = []
+    for entry in hostport.split(","):
+        name, colon, port = entry.rpartition(":")
+        found.append((name, port) if colon and "]" not in port else (entry, None))
+    return found
+
+
+def _multihost_problems(
+    out: list[str], where: str, url: SecretURL, hosts: list[tuple[str, str | None]], query_hosts: bool
+) -> None:
+    example = f"{url.scheme}://USER:PASSWORD@HOST1:5432,HOST2:5432/DBNAME?target_session_attrs=read-write"
+    if query_hosts:
+        out.append(f"{where}: the hosts are given twice (before the path and as ?host=); keep one list, e.g. {example}")
+    for host, port in hosts:
+        if not host:
+            out.append(f"{where}: an empty host in the host list; write it as {example}")
+        elif "[" in host or ":" in host:
+            out.append(
+                f"{where}: {host!r}: IPv6 addresses cannot be listed (SQLAlchemy splits hosts at ':'); "
+                f"use host names or IPv4 addresses, e.g. {example}"
+            )
+        elif _HOSTNAME.fullmatch(host) is None:
+            out.append(f"{where}: malformed host {host!r}; use host names or IP addresses, e.g. {example}")
+        if port is not None and (not _WHOLE.fullmatch(port) or not 0 < int(port) < 65536):
+            out.append(f"{where}: bad port {port!r} for host {host!r}; use a number from 1 to 65535")
+    if any(k == "port" for k, _ in url.query_pairs):
+        out.append(f"{where}: ?port= cannot go with a host list; give each host its port, e.g. {example}")
+
+
+def _query_host_problems(out: list[str], where: str, url: SecretURL, values: list[str]) -> None:
+    """``?host=`` is a unix socket directory, or -- repeated -- ``HOST:PORT`` entries of a multi-host URL."""
+    tcp = [v for v in values if not v.startswith("/")]
+    for value in tcp:
+        name, colon, port = value.rpartition(":")
+        if not colon or not name or _HOSTNAME.fullmatch(name) is None or not _WHOLE.fullmatch(port):
+            out.append(
+                f"{where}: ?host={value} is not a unix socket directory nor HOST:PORT; give an absolute path, "
+                f"e.g. {url.scheme}://USER@/DBNAME?host=/var/run/postgresql, list hosts with their ports "
+                f"(?host=h1:5432&host=h2:5432), or put the host before the path"
+            )
+        elif not 0 < int(port) < 65536:
+            out.append(f"{where}: bad port {port!r} in ?host={value}; use a number from 1 to 65535")
+    if tcp and len(tcp) != len(values):
+        out.append(f"{where}: ?host= mixes unix sockets and HOST:PORT entries; list one kind")
+    if tcp and any(k == "port" for k, _ in url.query_pairs):
+        out.append(f"{where}: ?port= cannot go with ?host=HOST:PORT entries; give each host its port")
+
+
+def database_hosts(url: SecretURL) -> list[tuple[str, int]]:
+    """Every (host, port) a PostgreSQL URL may connect to, in order (the port 5432 when none is given).
+
+    ``h1:5432,h2:5433`` and ``?host=h1:5432&host=h2:5433`` list several hosts; a unix
+    socket directory is given as (path, port). Nothing here ever holds the password.
+    """
+    listed = _netloc_hosts(url)
+    if listed is None:
+        listed = []
+        for key, value in url.query_pairs:
+            if key == "host":
+                name, colon, port = value.rpartition(":")
+                listed.append((name, port) if colon else (value, None))
+    if not listed:
+        listed = [(url.host or "", url.port_text)]
+    # As libpq reads h1,h2:5433: a port belongs to its own host; the others take 5432.
+    return [(host, int(port) if port and port.isdigit() else 5432) for host, port in listed]
 
 
 def _sqlite_problems(out: list[str], where: str, url: SecretURL) -> None:
