@@ -15,6 +15,7 @@ PUBLIC_MODULES = [
     "infraboot.starlette",
     "infraboot.asyncio",
     "infraboot.metrics",
+    "infraboot.cache",
 ]
 
 

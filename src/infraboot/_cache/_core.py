@@ -1,0 +1,557 @@
+"""The two-level cache: a local LRU in front of the Redis component, coalesced and outage-aware."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import time
+import uuid
+from collections import deque
+from collections.abc import Awaitable, Callable, Collection, Coroutine, Iterable
+from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar
+
+from infraboot._graph import is_name
+from infraboot._log import event
+from infraboot.exceptions import ConfigError
+
+from ._codec import Codec, DecodeError, JsonSerializer, Serializer, ValueTooLargeError
+from ._coherence import CHANNEL, hub_for
+from ._l1 import Entry, LocalLevel
+from ._l2 import BYPASS, TEXT_HINT, SharedLevel
+from ._metrics import track
+from ._stats import Counters
+
+if TYPE_CHECKING:
+    from infraboot._system import SystemInitializer
+
+__all__ = ["MISSING", "Cache", "Plan"]
+
+T = TypeVar("T")
+
+
+class Plan(NamedTuple):
+    """How one get_or_set stores its value: seconds fresh, seconds stale after that, tags, lock seconds."""
+
+    ttl: float | None
+    stale_ttl: float | None
+    tags: Collection[str]
+    lock: float | None
+
+
+class _Missing:
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "MISSING"
+
+
+MISSING: Any = _Missing()
+_RETRY: Any = _Missing()  # what waiters get when the call they shared was cancelled
+_PENDING_MAX = 1000  # invalidations held during an outage; beyond that, the whole namespace is dropped on recovery
+
+
+def _seconds(problems: list[str], field: str, value: object, *, none_ok: bool = False, zero_ok: bool = False) -> None:
+    if value is None and none_ok:
+        return
+    ok = isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+    if not ok or value < 0 or (value == 0 and not zero_ok):  # type: ignore[operator]
+        bound = ">= 0" if zero_ok else "> 0"
+        problems.append(f"{field}={value!r}: must be a finite number of seconds {bound}{' or None' if none_ok else ''}")
+
+
+def _count(problems: list[str], field: str, value: object, *, minimum: int, none_ok: bool = False) -> None:
+    if value is None and none_ok:
+        return
+    if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
+        problems.append(f"{field}={value!r}: must be a whole number >= {minimum}{' or None' if none_ok else ''}")
+
+
+def _problems(given: dict[str, Any]) -> list[str]:
+    """One line per bad Cache setting, naming the field and what it must be."""
+    problems: list[str] = []
+    namespace, redis, serializer = given["namespace"], given["redis"], given["serializer"]
+    if not isinstance(namespace, str) or not namespace or any(c in namespace for c in " \n*?[]{}"):
+        problems.append(f"namespace={namespace!r}: must be a non-empty string without spaces or glob characters")
+    _seconds(problems, "ttl", given["ttl"])
+    _seconds(problems, "stale_ttl", given["stale_ttl"], none_ok=True, zero_ok=True)
+    if not isinstance(redis, str) or not is_name(redis):
+        problems.append(f"redis={redis!r}: must be the name of a Redis component, e.g. redis='redis' or 'cache'")
+    _count(problems, "l1_size", given["l1_size"], minimum=0)
+    _seconds(problems, "l1_ttl", given["l1_ttl"], none_ok=True)
+    if serializer is not None and not isinstance(serializer, Serializer):
+        problems.append(f"serializer={serializer!r}: must have dumps(value) -> bytes and loads(bytes) -> value")
+    _count(problems, "compress_over", given["compress_over"], minimum=0, none_ok=True)
+    _count(problems, "max_value_size", given["max_value_size"], minimum=1, none_ok=True)
+    _seconds(problems, "op_timeout", given["op_timeout"])
+    _seconds(problems, "retry_interval", given["retry_interval"])
+    _count(problems, "version", given["version"], minimum=0)
+    for field in ("required", "coherence"):
+        if not isinstance(given[field], bool):
+            problems.append(f"{field}={given[field]!r}: must be True or False")
+    return problems
+
+
+class Cache:
+    """A two-level cache: an in-process LRU (L1) in front of a Redis component (L2).
+
+    ::
+
+        users = Cache("users", ttl=300)
+        user = await users.get_or_set(f"user:{uid}", lambda: load_user(uid))
+        await users.delete(f"user:{uid}")        # every process drops it from its L1 too
+
+    - ``namespace`` / ``version``: keys are ``namespace:vVERSION:key``; bump *version* to drop them all.
+    - ``redis``: the Redis component used as L2 (``"redis"``, or a named instance such as ``"cache"``),
+      with its pool and settings; ``system``: its system (default: the default system).
+    - ``ttl`` / ``stale_ttl``: seconds a value is fresh / then still served while one refresh runs.
+    - ``l1_size`` (entries), ``l1_ttl`` (caps an entry's lifetime in L1; ``None``: the value's TTL).
+    - ``serializer``: JSON by default (safe on bytes another process wrote); ``compress_over``: zlib
+      above this many bytes (``None``: never); ``max_value_size``: bytes, :class:`ValueTooLargeError` above.
+    - ``op_timeout``: seconds any one Redis call may take (default 0.25) before L2 is bypassed;
+      ``retry_interval``: seconds before one call tries a bypassed Redis again (default 1).
+    - ``required``: ``False`` (default) serves L1 and calls through while Redis is down, never raising a
+      Redis error; ``True`` raises :class:`CacheUnavailableError` instead.
+    - ``coherence``: publish invalidations so other processes drop them from their L1 (default ``True``).
+
+    Every setting is checked here, before any I/O: a :class:`~infraboot.ConfigError` names each bad one.
+    """
+
+    def __init__(
+        self,
+        namespace: str = "cache",
+        *,
+        ttl: float = 300.0,
+        stale_ttl: float | None = None,
+        redis: str = "redis",
+        system: SystemInitializer | None = None,
+        l1_size: int = 4096,
+        l1_ttl: float | None = None,
+        serializer: Serializer | None = None,
+        compress_over: int | None = 1024,
+        max_value_size: int | None = 1_000_000,
+        op_timeout: float = 0.25,
+        retry_interval: float = 1.0,
+        required: bool = False,
+        coherence: bool = True,
+        version: int = 1,
+    ) -> None:
+        settings = dict(locals())
+        del settings["self"], settings["system"]
+        problems = _problems(settings)
+        if problems:
+            raise ConfigError("Cache: " + "; ".join(problems), problems=tuple(problems))
+
+        self.namespace = namespace
+        self.version = version
+        self.prefix = f"{namespace}:v{version}:"
+        self.ttl = float(ttl)
+        self.stale_ttl = None if stale_ttl is None else float(stale_ttl)
+        self.l1_ttl = l1_ttl
+        self.redis = redis
+        self.required = required
+        self.coherence = coherence
+        self.codec = Codec(serializer or JsonSerializer(), compress_over, max_value_size)
+        self.l1 = LocalLevel(l1_size)
+        self.l2 = SharedLevel(
+            redis,
+            system,
+            op_timeout=op_timeout,
+            retry_interval=retry_interval,
+            required=required,
+            on_recovered=self._on_l2_recovered,
+        )
+        self.counters = Counters()
+        self._inflight: dict[str, asyncio.Future[Any]] = {}
+        self._background: set[asyncio.Task[Any]] = set()
+        self._epoch = 0  # bumped by every invalidation: a load that saw it change does not store its value
+        self._pending: deque[tuple[str, str]] = deque()
+        self._pending_overflow = False
+        self._warned_text = False
+        self._hub = hub_for(redis, system)
+        self._hub.retry_interval = min(self._hub.retry_interval, retry_interval)
+        self._hub.attach(self)
+        track(self)
+
+    # -- keys ------------------------------------------------------------------------------------
+
+    def full_key(self, key: str) -> str:
+        """The Redis key of *key*: ``namespace:vVERSION:key``."""
+        return self.prefix + key
+
+    def _tag_key(self, tag: str) -> str:
+        return f"{self.prefix}__tag__:{tag}"
+
+    # -- reading ---------------------------------------------------------------------------------
+
+    async def get(self, key: str, default: Any = None) -> Any:
+        """The value of *key* (L1, then Redis), or *default*. A stale value counts as present."""
+        value = await self._read(self.full_key(key))
+        return default if value is MISSING else value
+
+    async def _read(self, full: str) -> Any:
+        now = time.monotonic()
+        entry = self.l1.get(full, now)
+        if entry is not None:
+            if now < entry.fresh_until:
+                self.counters.l1_hits += 1
+            else:
+                self.counters.l1_stale += 1
+            return entry.value
+        self.counters.l1_misses += 1
+        value, _fresh = await self._read_l2(full, self.stale_ttl)
+        return value
+
+    async def _read_l2(self, full: str, stale_ttl: float | None) -> tuple[Any, bool]:
+        """``(value or MISSING, fresh)`` from Redis; a hit is copied into L1."""
+        data = await self.l2.get(full)
+        if data is BYPASS:
+            return MISSING, False
+        self.l2_used()
+        if data is None:
+            self.counters.l2_misses += 1
+            return MISSING, False
+        try:
+            value, fresh_until_wall = self.codec.decode(data)
+        except DecodeError:
+            self.counters.l2_misses += 1
+            if isinstance(data, str) and not self._warned_text:
+                self._warned_text = True
+                event(logging.WARNING, "cache_needs_bytes", self.redis, hint=TEXT_HINT)
+            return MISSING, False
+        left = fresh_until_wall - time.time()
+        now = time.monotonic()
+        stale = stale_ttl or 0.0
+        if left > 0:
+            self.counters.l2_hits += 1
+            self._keep(full, value, now + left, now + left + stale, ())
+            return value, True
+        if stale and -left < stale:
+            self.counters.l2_stale += 1
+            self._keep(full, value, now, now + stale + left, ())
+            return value, False
+        self.counters.l2_misses += 1
+        return MISSING, False
+
+    def _keep(self, full: str, value: Any, fresh_until: float, stale_until: float, tags: Collection[str]) -> None:
+        if self.l1.maxsize == 0:
+            return
+        if self.l1_ttl is not None:
+            cap = time.monotonic() + self.l1_ttl
+            fresh_until, stale_until = min(fresh_until, cap), min(stale_until, cap)
+        self.l1.set(full, Entry(value, fresh_until, stale_until, tags))
+
+    # -- get or compute -----------------------------------------------------------------------------
+
+    def get_or_set(
+        self,
+        key: str,
+        compute: Callable[[], Awaitable[T]],
+        *,
+        ttl: float | None = None,
+        stale_ttl: float | None = None,
+        tags: Collection[str] = (),
+        lock: float | None = None,
+    ) -> Coroutine[Any, Any, T]:
+        """``await cache.get_or_set(key, compute)``: the value of *key*, computing it with ``await compute()``
+        on a miss (and storing it).
+
+        Concurrent misses for one key in this process share one ``compute()``; with *lock* (seconds),
+        a short Redis lock makes other processes wait for the value instead of computing it too.
+        With *stale_ttl*, a stale value is returned at once while one refresh runs in the background.
+        An exception of *compute* reaches every waiting caller and nothing is stored.
+        """
+        return self.serve(self.prefix + key, compute, Plan(ttl, stale_ttl, tags, lock))
+
+    async def serve(self, full: str, compute: Callable[[], Awaitable[T]], plan: Plan) -> T:
+        """:meth:`get_or_set` by full key and :class:`Plan` (what ``@cached`` calls: no coroutine in between)."""
+        now = time.monotonic()
+        entry = self.l1.get(full, now)
+        if entry is not None:
+            if now < entry.fresh_until:
+                self.counters.l1_hits += 1
+                return entry.value  # type: ignore[no-any-return]
+            self.counters.l1_stale += 1
+            self._refresh(full, compute, plan)
+            return entry.value  # type: ignore[no-any-return]
+        self.counters.l1_misses += 1
+        shared = self._inflight.get(full)
+        if shared is None:  # this caller loads; the others wait for it (inlined _lead: one coroutine less)
+            shared = self._claim(full)
+            try:
+                value = await self._load(full, compute, plan, read_l2=True)
+            except asyncio.CancelledError:
+                shared.set_result(_RETRY)
+                raise
+            except BaseException as exc:
+                shared.set_exception(exc)
+                shared.exception()  # retrieved: with no waiter, nothing is logged at garbage collection
+                raise
+            else:
+                shared.set_result(value)
+                return value
+            finally:
+                if self._inflight.get(full) is shared:
+                    del self._inflight[full]
+        self.counters.coalesced += 1
+        # Shielded: a waiter that gives up (a cancelled request) leaves the shared result alone.
+        result = await asyncio.shield(shared)
+        if result is _RETRY:  # the leader was cancelled: go again (one of the waiters leads now)
+            return await self.serve(full, compute, plan)
+        return result  # type: ignore[no-any-return]
+
+    def _claim(self, full: str) -> asyncio.Future[Any]:
+        """Make this caller the one loading *full*: later callers wait for the returned future."""
+        shared: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._inflight[full] = shared
+        return shared
+
+    async def _lead(
+        self, full: str, compute: Callable[[], Awaitable[T]], plan: Plan, shared: asyncio.Future[Any], *, read_l2: bool
+    ) -> T:
+        """Load *full* (a background refresh); waiters share the outcome. get_or_set has this inlined."""
+        try:
+            value = await self._load(full, compute, plan, read_l2=read_l2)
+        except asyncio.CancelledError:
+            shared.set_result(_RETRY)
+            raise
+        except BaseException as exc:
+            shared.set_exception(exc)
+            shared.exception()  # retrieved: with no waiter, nothing is logged at garbage collection
+            raise
+        else:
+            shared.set_result(value)
+            return value
+        finally:
+            if self._inflight.get(full) is shared:
+                del self._inflight[full]
+
+    def _refresh(self, full: str, compute: Callable[[], Awaitable[Any]], plan: Plan) -> None:
+        if full in self._inflight:
+            return
+        coro = self._lead(full, compute, plan._replace(lock=None), self._claim(full), read_l2=False)
+        task = asyncio.get_running_loop().create_task(coro, name=f"infraboot-cache-refresh:{full}")
+        self._background.add(task)
+        self.counters.refreshes += 1
+        task.add_done_callback(self._refresh_done)
+
+    def _refresh_done(self, task: asyncio.Task[Any]) -> None:
+        self._background.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            self.counters.refresh_errors += 1
+            event(logging.WARNING, "cache_refresh_failed", self.redis, error=type(task.exception()).__name__)
+
+    async def _load(self, full: str, compute: Callable[[], Awaitable[T]], plan: Plan, *, read_l2: bool) -> T:
+        stale = self.stale_ttl if plan.stale_ttl is None else plan.stale_ttl
+        epoch = self._epoch
+        if read_l2:
+            value, fresh = await self._read_l2(full, stale)
+            if value is not MISSING:
+                if not fresh:  # stale in Redis: refresh once this load is done (it holds the key's slot now)
+                    asyncio.get_running_loop().call_soon(self._refresh, full, compute, plan)
+                return value  # type: ignore[no-any-return]
+        token = None
+        if plan.lock is not None:
+            token, found = await self._lock(full, plan.lock, stale)
+            if found is not MISSING:
+                return found  # type: ignore[no-any-return]
+        try:
+            result = await compute()
+            self.counters.calls += 1
+            if epoch == self._epoch:  # not invalidated while it ran: it may be kept
+                await self._store(full, result, plan.ttl, stale, plan.tags, raise_too_large=False)
+            return result
+        finally:
+            if token is not None:
+                await self.l2.run(lambda c: c.delete(f"{full}:__lock__"))
+
+    async def _lock(self, full: str, seconds: float, stale: float | None) -> tuple[str | None, Any]:
+        """Take the cross-process lock of *full*, or wait (up to *seconds*) for its holder's value."""
+        token = uuid.uuid4().hex
+        got = await self.l2.run(lambda c: c.set(f"{full}:__lock__", token, nx=True, px=max(1, int(seconds * 1000))))
+        if got is BYPASS or got:
+            return (None if got is BYPASS else token), MISSING
+        self.counters.lock_waits += 1
+        deadline = time.monotonic() + seconds
+        delay = 0.005
+        while time.monotonic() < deadline:
+            await asyncio.sleep(delay)  # polling Redis for another process' value: nothing here to await instead
+            delay = min(delay * 2, 0.05)
+            value, _fresh = await self._read_l2(full, stale)
+            if value is not MISSING:
+                return None, value
+        return None, MISSING
+
+    # -- writing ---------------------------------------------------------------------------------
+
+    async def set(
+        self,
+        key: str,
+        value: Any,
+        *,
+        ttl: float | None = None,
+        stale_ttl: float | None = None,
+        tags: Collection[str] = (),
+    ) -> None:
+        """Store *value* under *key* in L1 and Redis. :class:`ValueTooLargeError` over ``max_value_size``;
+        ``TypeError`` when the serializer cannot hold it. Redis being down is no error (L1 only)."""
+        self._epoch += 1  # a load in flight for this key must not overwrite a value set by hand
+        await self._store(self.full_key(key), value, ttl, self.stale_ttl if stale_ttl is None else stale_ttl, tags)
+
+    async def _store(
+        self,
+        full: str,
+        value: Any,
+        ttl: float | None,
+        stale_ttl: float | None,
+        tags: Collection[str],
+        *,
+        raise_too_large: bool = True,
+    ) -> None:
+        fresh = self.ttl if ttl is None else ttl
+        stale = stale_ttl or 0.0
+        try:
+            data = self.codec.encode(value, time.time() + fresh, key=full)
+        except (ValueTooLargeError, TypeError) as exc:
+            if raise_too_large:
+                raise
+            self.counters.not_stored += 1
+            event(logging.WARNING, "cache_value_not_stored", self.redis, key=full, error=str(exc))
+            return
+        now = time.monotonic()
+        full_tags = [self._tag_key(t) for t in tags]
+        self._keep(full, value, now + fresh, now + fresh + stale, full_tags)
+        px = max(1, int((fresh + stale) * 1000))
+
+        async def write(client: Any) -> Any:
+            if not full_tags:
+                return await client.set(full, data, px=px)
+            pipe = client.pipeline(transaction=False)
+            pipe.set(full, data, px=px)
+            for tag_key in full_tags:
+                pipe.sadd(tag_key, full)
+                pipe.pexpire(tag_key, px)
+            return await pipe.execute()
+
+        await self.l2.run(write)
+
+    # -- invalidation ------------------------------------------------------------------------------
+
+    async def delete(self, key: str) -> None:
+        """Drop *key* from L1 and Redis, and from every other process' L1."""
+        await self._invalidate("key", self.full_key(key))
+
+    async def delete_prefix(self, prefix: str) -> None:
+        """Drop every key starting with *prefix* (within this namespace), here, in Redis and elsewhere."""
+        await self._invalidate("prefix", self.full_key(prefix))
+
+    async def delete_tag(self, tag: str) -> None:
+        """Drop every key stored with ``tags=[tag]``, here, in Redis and elsewhere."""
+        await self._invalidate("tag", self._tag_key(tag))
+
+    async def clear(self) -> None:
+        """Drop every key of this namespace and version."""
+        await self._invalidate("prefix", self.prefix)
+
+    def _apply_local(self, op: str, arg: str) -> None:
+        self._epoch += 1
+        if op == "key":
+            self.l1.delete(arg)
+        elif op == "prefix":
+            self.l1.delete_prefix(arg)
+        elif op == "tag":
+            self.l1.delete_tag(arg)
+
+    async def _invalidate(self, op: str, arg: str) -> None:
+        self._apply_local(op, arg)
+        self._hub.apply_here(op, arg)  # other caches of this process on the same keys
+        self.counters.invalidations += 1
+        done = await self._invalidate_l2(op, arg)
+        if not done:
+            if len(self._pending) >= _PENDING_MAX:
+                self._pending_overflow = True
+            else:
+                self._pending.append((op, arg))
+
+    async def _invalidate_l2(self, op: str, arg: str) -> bool:
+        message = self._hub.message(op, arg) if self.coherence else None
+        return await self.l2.run(lambda client: _remove(client, op, arg, message), slow=op == "prefix") is not BYPASS
+
+    def _on_l2_recovered(self) -> None:
+        """Redis answers again: send the invalidations that could not reach it meanwhile."""
+        if not (self._pending or self._pending_overflow):
+            return
+        held, overflow = list(self._pending), self._pending_overflow
+        self._pending.clear()
+        self._pending_overflow = False
+        if overflow:
+            held = [("prefix", self.prefix)]
+        task = asyncio.get_running_loop().create_task(self._replay(held), name="infraboot-cache-replay")
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def _replay(self, held: Iterable[tuple[str, str]]) -> None:
+        for op, arg in held:
+            if not await self._invalidate_l2(op, arg):
+                self._pending.append((op, arg))
+
+    # -- coherence ------------------------------------------------------------------------------
+
+    def l2_used(self) -> None:
+        """Redis answered: make sure this process listens for other processes' invalidations."""
+        if self.coherence:
+            self._hub.ensure_listening()
+
+    def apply_invalidation(self, op: str, arg: str, *, remote: bool) -> None:
+        """An invalidation from another process, or another cache of this one (called by the hub)."""
+        if arg.startswith(self.prefix) or self.prefix.startswith(arg):
+            self._apply_local(op, arg)
+            if remote:
+                self.counters.remote_invalidations += 1
+
+    def remote_lost(self) -> None:
+        """The invalidation channel was down for a while: anything in L1 may have been invalidated."""
+        self._epoch += 1
+        self.l1.clear()
+
+    # -- observability ----------------------------------------------------------------------------
+
+    def stats(self) -> dict[str, Any]:
+        """Counters and state, for health details and dashboards (see :class:`Counters`)."""
+        return self.counters.as_dict(
+            namespace=self.namespace,
+            redis=self.redis,
+            l2_state=self.l2.state,
+            l2_bypasses=self.l2.bypasses,
+            l2_errors=self.l2.errors,
+            l1_size=len(self.l1),
+            l1_max=self.l1.maxsize,
+            l1_evictions=self.l1.evictions,
+            coherent=self._hub.subscribed,
+            pending_invalidations=len(self._pending),
+        )
+
+    def __repr__(self) -> str:
+        return (
+            f"<Cache {self.namespace!r} v{self.version} redis={self.redis!r} l2={self.l2.state} "
+            f"l1={len(self.l1)}/{self.l1.maxsize}>"
+        )
+
+
+async def _remove(client: Any, op: str, arg: str, message: str | None) -> None:
+    """Drop a key, a tag's keys or a prefix's keys in Redis, then tell the other processes."""
+    if op == "key":
+        await client.delete(arg)
+    elif op == "tag":
+        members = await client.smembers(arg)
+        await client.delete(arg, *members)
+    else:
+        batch = [k async for k in client.scan_iter(match=_glob_escape(arg) + "*", count=500)]
+        for i in range(0, len(batch), 500):
+            await client.unlink(*batch[i : i + 500])
+    if message is not None:
+        await client.publish(CHANNEL, message)
+
+
+def _glob_escape(text: str) -> str:
+    return "".join("\\" + c if c in "*?[]\\" else c for c in text)
