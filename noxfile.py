@@ -41,5 +41,13 @@ def docs(session: nox.Session) -> None:
 def bench(session: nox.Session) -> None:
     """The benchmark table (docs/performance.md); svcs and dishka are installed here only."""
     session.run("bash", "scripts/services.sh", external=True)
-    session.install("-e", ".[dev]", "svcs", "dishka")
+    session.install("-e", ".[dev]", "svcs", "dishka", "cashews", "aiocache")
     session.run("python", "benchmarks/run.py", *session.posargs)
+
+
+@nox.session
+def soak(session: nox.Session) -> None:
+    """The flapping soak for ten minutes (tests/soak/); writes its figures to docs/performance.md."""
+    session.run("bash", "scripts/services.sh", external=True)
+    session.install("-e", ".[dev]")
+    session.run("python", "benchmarks/soak.py", "--write", *session.posargs)

@@ -150,7 +150,8 @@ async def test_drain_then_sigterm_under_load_fails_no_request_and_exits_cleanly(
 
     assert [] == failures
     assert served > served_at_drain >= 20, "no request was served during the drain"
-    assert ready_seen_after_drain <= 1
+    # Counted from when /drainz was sent, not when it arrived: one more 200 may answer before it lands.
+    assert ready_seen_after_drain <= 2
     assert 200 == drained.status_code
     assert 0 == drained.json()["in_flight"]
     assert status in GRACEFUL
