@@ -5,13 +5,14 @@ Everything listens on 127.0.0.1 and free ports; every process is stopped by its 
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import shutil
 import socket
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Literal
 
@@ -20,6 +21,16 @@ import pytest
 from infraboot.testing import TcpProxy as ProductProxy
 
 Mode = Literal["forward", "refuse", "blackhole", "reset", "delay"]
+
+
+async def eventually(read: Callable[[], Awaitable[int]], expected: int, timeout: float = 10.0) -> int:
+    """Poll *read* until it returns *expected* or *timeout* passes; the last value read."""
+    end = time.monotonic() + timeout
+    value = await read()
+    while value != expected and time.monotonic() < end:
+        await asyncio.sleep(0.05)
+        value = await read()
+    return value
 
 
 def free_port() -> int:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable
 
 import pytest
 import redis.asyncio as aioredis
@@ -19,19 +19,9 @@ from infraboot import ComponentState, DatabaseSettings, RedisSettings, SystemIni
 from infraboot._database import DatabaseComponent
 from infraboot._redis import RedisComponent
 
-from .servers import RedisServer, TcpProxy
+from .servers import RedisServer, TcpProxy, eventually
 
 pytestmark = pytest.mark.real
-
-
-async def eventually(read: Callable[[], Awaitable[int]], expected: int, timeout: float = 10.0) -> int:
-    """Poll *read* until it returns *expected* or *timeout* passes; the last value read."""
-    end = time.monotonic() + timeout
-    value = await read()
-    while value != expected and time.monotonic() < end:
-        await asyncio.sleep(0.05)
-        value = await read()
-    return value
 
 
 async def until_state(system: SystemInitializer, name: str, state: ComponentState, timeout: float = 10.0) -> bool:

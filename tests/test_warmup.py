@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import gc
-import time
 import uuid
 import warnings
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -20,19 +19,9 @@ from infraboot import DatabaseSettings, RedisSettings, StartupError, SystemIniti
 from infraboot._database import DatabaseComponent
 from infraboot._redis import RedisComponent
 
-from .servers import RedisServer, TcpProxy
+from .servers import RedisServer, TcpProxy, eventually
 
 pytestmark = pytest.mark.real
-
-
-async def eventually(read: Callable[[], Awaitable[int]], expected: int, timeout: float = 10.0) -> int:
-    """Poll *read* until it returns *expected* or *timeout* passes; the last value read."""
-    end = time.monotonic() + timeout
-    value = await read()
-    while value != expected and time.monotonic() < end:
-        await asyncio.sleep(0.05)
-        value = await read()
-    return value
 
 
 def leftovers(caplog: pytest.LogCaptureFixture) -> list[str]:
