@@ -134,7 +134,7 @@ class Component(Generic[T]):
     timeout: float = 10.0
     retries: int = 3
     backoff_initial: float = 0.1
-    backoff_max: float = 5.0
+    backoff_max: float = 10.0
     deadline: float | None = None
     check_timeout: float = 5.0
     stop_timeout: float = 10.0

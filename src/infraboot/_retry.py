@@ -37,7 +37,7 @@ class RetryPolicy:
 
     retries: int = 3
     backoff_initial: float = 0.1
-    backoff_max: float = 5.0
+    backoff_max: float = 10.0
 
     @property
     def attempts(self) -> int:
