@@ -89,7 +89,7 @@ def table(record: SoakRecord, verdict: Verdict) -> list[Row]:
             _ok(not verdict.request_errors and not verdict.stale_redis_errors),
         ),
         (
-            "… of which: a pooled Redis connection that outlived a restart (known library issue)",
+            "… of which: a pooled Redis connection that outlived a restart",
             str(len(verdict.stale_redis_errors)),
             "0",
             _ok(not verdict.stale_redis_errors),
