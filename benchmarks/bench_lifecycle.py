@@ -134,7 +134,7 @@ def main() -> None:
         f"| {b * 1000:.0f} / {a * 1000:.0f} ms = {b / a:.2f} | ≤ 1.2 | {'met' if b / a <= 1.2 else '**missed**'} |",
         f"| requests failed during `/drainz` then SIGTERM, 8 clients, 3 runs ({served} requests, "
         f"{during} during the drains) | {failed} | 0 | {'met' if failed == 0 else '**missed**'} |",
-        f"| `/readyz` answers still 200 after `/drainz` was sent (an upper bound of "after it arrived") (worst of 3; {turned:.1f} ms) | {ready_after} "
+        f"| `/readyz` answers still 200 after `/drainz` was sent (an upper bound) (worst of 3; {turned:.1f} ms) | {ready_after} "
         f"| ≤ 1 | {'met' if ready_after <= 1 else '**missed**'} |",
         f"| exit status after the drain and SIGTERM | {', '.join(map(str, exits))} | 0 or -15 (uvicorn re-raises"
         " SIGTERM) | met |",
