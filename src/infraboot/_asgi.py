@@ -120,8 +120,11 @@ def lifespan(
 
     - ``"exit"`` (the default): log it as one line, shut the components down, and end the
       process with status 2 (``EXIT_FAILED``), a clean exit the supervisor sees and restarts
-      (under a server only; never under the test kit's lifespan);
-    - ``"retry"``: stay up and unready, and start again with jittered backoff (1 s up to 30 s);
+      (under a server only; never under the test kit's lifespan). With one server process per
+      container; under ``--workers N`` or gunicorn the parent would restart the worker in a loop:
+      use ``"retry"`` there;
+    - ``"retry"``: stay up and unready, and start again after a random wait below a cap that
+      starts at 1 s and doubles up to 30 s;
     - an ``async def on_failure(exc)`` of yours, called with the ``StartupError``.
 
     *inner* is your own lifespan, run inside ours (with ``background=True`` it runs at once,
