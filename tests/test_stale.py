@@ -19,6 +19,7 @@ from infraboot import ComponentState, DatabaseSettings, RedisSettings, SystemIni
 from infraboot._database import DatabaseComponent
 from infraboot._redis import RedisComponent
 
+from .integrations.conftest import redis_clients
 from .servers import RedisServer, TcpProxy, eventually
 
 pytestmark = pytest.mark.real
@@ -49,14 +50,6 @@ async def backends(database_url: str, tag: str, *, terminate: bool = False) -> i
             return int((await conn.execute(text(query), {"tag": tag})).scalar_one())
     finally:
         await probe.dispose()
-
-
-async def clients(port: int) -> int:
-    probe = aioredis.Redis(host="127.0.0.1", port=port)
-    try:
-        return int((await probe.info("clients"))["connected_clients"]) - 1  # not counting the probe
-    finally:
-        await probe.aclose()
 
 
 async def kill_normal_clients(port: int) -> int:
@@ -115,13 +108,13 @@ async def test_a_recovered_redis_has_its_warmup_connections_again(redis_server: 
     settings = RedisSettings(url=redis_server.url(), warmup_connections=3, connect_timeout=0.5, check_timeout=1)
     system = SystemInitializer([RedisComponent(settings)], check_interval=0.05)
     async with system:
-        assert 3 == await clients(redis_server.port)
+        assert 3 == await redis_clients(redis_server.port)
         redis_server.kill()
         assert await until_state(system, "redis", ComponentState.UNHEALTHY)
         redis_server.start()
         assert await until_state(system, "redis", ComponentState.READY)
-        assert 3 == await eventually(lambda: clients(redis_server.port), 3)
-    assert 0 == await eventually(lambda: clients(redis_server.port), 0)
+        assert 3 == await eventually(lambda: redis_clients(redis_server.port), 3)
+    assert 0 == await eventually(lambda: redis_clients(redis_server.port), 0)
 
 
 async def test_a_recovered_database_has_its_warmup_connections_again(

@@ -19,6 +19,7 @@ from infraboot import DatabaseSettings, RedisSettings, StartupError, SystemIniti
 from infraboot._database import DatabaseComponent
 from infraboot._redis import RedisComponent
 
+from .integrations.conftest import pg_connections, redis_clients
 from .servers import RedisServer, TcpProxy, eventually
 
 pytestmark = pytest.mark.real
@@ -62,16 +63,7 @@ async def limited_role(database_url: str) -> AsyncIterator[str]:
 
 
 def backend_counter(database_url: str, tag: str) -> Callable[[], Awaitable[int]]:
-    async def count() -> int:
-        probe = create_async_engine(database_url)
-        try:
-            async with probe.connect() as conn:
-                query = text("SELECT count(*) FROM pg_stat_activity WHERE application_name = :tag")
-                return int((await conn.execute(query, {"tag": tag})).scalar_one())
-        finally:
-            await probe.dispose()
-
-    return count
+    return lambda: pg_connections(database_url, tag)
 
 
 async def test_a_warmup_that_hits_the_connection_limit_leaves_no_connection_open(
@@ -132,14 +124,6 @@ async def count_at_least(count: Callable[[], Awaitable[int]], floor: int) -> int
 # -- Redis ----------------------------------------------------------------------------------------
 
 
-async def clients(port: int) -> int:
-    probe = aioredis.Redis(host="127.0.0.1", port=port)
-    try:
-        return int((await probe.info("clients"))["connected_clients"]) - 1  # not counting the probe
-    finally:
-        await probe.aclose()
-
-
 async def test_a_redis_warmup_past_maxclients_leaves_no_connection_open(
     redis_server: RedisServer, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -152,6 +136,6 @@ async def test_a_redis_warmup_past_maxclients_leaves_no_connection_open(
     with infraboot.set_testing(attempts=3), pytest.raises(StartupError) as info:
         await system.initialize_all()
     assert 3 == info.value.report.components["redis"].attempts
-    assert 0 == await eventually(lambda: clients(redis_server.port), 0)
+    assert 0 == await eventually(lambda: redis_clients(redis_server.port), 0)
     await system.shutdown()
     assert [] == leftovers(caplog)
