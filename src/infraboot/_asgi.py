@@ -370,8 +370,12 @@ class ProbeMiddleware:
         if kind is not None and scope["method"] in (_DRAIN_METHODS if kind == "drain" else _PROBE_METHODS):
             await self._answer(kind, scope, send)
             return
-        with resolve_system(self.system, scope.get("state")).drainer.track():
+        drainer = resolve_system(self.system, scope.get("state")).drainer
+        drainer.in_flight += 1  # track(), inlined: this runs for every request
+        try:
             await self.app(scope, receive, send)
+        finally:
+            drainer.leave()
 
     async def _answer(self, kind: str, scope: Scope, send: Send) -> None:
         if kind == "drain":

@@ -72,12 +72,16 @@ class Drain:
         try:
             yield
         finally:
-            self.in_flight -= 1
-            if self.in_flight == 0 and self._idle:
-                waiters, self._idle = self._idle, []
-                for f in waiters:
-                    if not f.done():
-                        f.set_result(None)
+            self.leave()
+
+    def leave(self) -> None:
+        """One unit of work ended (after ``in_flight += 1``: the per-request path skips the context manager)."""
+        self.in_flight -= 1
+        if self.in_flight == 0 and self._idle:
+            waiters, self._idle = self._idle, []
+            for f in waiters:
+                if not f.done():
+                    f.set_result(None)
 
     async def run(self, delay: float) -> DrainReport:
         """Begin (or join) the drain; return once *delay* has passed since it began and nothing is
