@@ -27,6 +27,7 @@ from ._health import CONTENT_TYPE, HealthReport
 from ._log import event
 from ._report import StartupReport
 from ._retry import RetryPolicy, retry
+from ._signals import start_unless_stopped
 from ._system import SystemInitializer
 from .exceptions import ConfigError, DependencyError, NotInitializedError, StartupError
 
@@ -152,7 +153,7 @@ def lifespan(
             behind = await _start_behind(target, names, on_failure)
         else:
             try:
-                report = await target.ensure_initialized(names)
+                report = await start_unless_stopped(target, names)  # SIGTERM/SIGINT: stop and roll back now
             except (StartupError, ConfigError) as exc:
                 event(logging.CRITICAL, "startup_failed", error=str(exc).replace("\n", " "))
                 raise
