@@ -27,7 +27,7 @@ from ._health import CONTENT_TYPE, HealthReport
 from ._log import event
 from ._report import StartupReport
 from ._retry import RetryPolicy, retry
-from ._signals import start_unless_stopped
+from ._signals import StoppedBySignal, start_unless_stopped
 from ._system import SystemInitializer
 from .exceptions import ConfigError, DependencyError, NotInitializedError, StartupError
 
@@ -154,6 +154,8 @@ def lifespan(
         else:
             try:
                 report = await start_unless_stopped(target, names)  # SIGTERM/SIGINT: stop and roll back now
+            except StoppedBySignal:
+                raise  # logged as a warning: a stop asked for is no failure
             except (StartupError, ConfigError) as exc:
                 event(logging.CRITICAL, "startup_failed", error=str(exc).replace("\n", " "))
                 raise

@@ -26,12 +26,16 @@ from ._state import ComponentState
 from ._system import SystemInitializer
 from .exceptions import StartupError
 
-__all__ = ["STOP_SIGNALS", "start_unless_stopped", "stop_signals"]
+__all__ = ["STOP_SIGNALS", "StoppedBySignal", "start_unless_stopped", "stop_signals"]
 
 #: The signals a server stops on: Ctrl-C and ``kill`` / Kubernetes / systemd.
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 Handler = Callable[[int, FrameType | None], Any]
+
+
+class StoppedBySignal(StartupError):
+    """The startup was stopped by SIGTERM or SIGINT and rolled back: logged once, as a warning, not a failure."""
 
 
 @contextlib.contextmanager
@@ -71,9 +75,9 @@ def stop_signals(
         yield
     finally:
         watching = False
-        for sig, handler in previous.items():
-            if signal.getsignal(sig) is ours[sig]:  # someone else's handler since: leave theirs (ours is inert)
-                signal.signal(sig, handler)
+        for number, handler in previous.items():
+            if signal.getsignal(number) is ours[number]:  # someone else's handler since: leave theirs (ours is inert)
+                signal.signal(number, handler)
 
 
 async def start_unless_stopped(system: SystemInitializer, names: list[str] | None) -> StartupReport:
@@ -81,7 +85,7 @@ async def start_unless_stopped(system: SystemInitializer, names: list[str] | Non
 
     A stop signal cancels the startup: the attempts stop, what had started is stopped again
     (rolled back, within ``shutdown_timeout``), and :class:`StartupError` says which signal
-    stopped it, so the server reports a failed startup and exits. A cancellation of the
+    stopped it (:class:`StoppedBySignal`), so the server reports a failed startup and exits. A cancellation of the
     caller itself goes on as a cancellation.
     """
     startup = asyncio.ensure_future(system.ensure_initialized(names))
@@ -104,7 +108,7 @@ async def start_unless_stopped(system: SystemInitializer, names: list[str] | Non
     raise _stopped_error(system, stopped_by[0]) from None
 
 
-def _stopped_error(system: SystemInitializer, sig: signal.Signals) -> StartupError:
+def _stopped_error(system: SystemInitializer, sig: signal.Signals) -> StoppedBySignal:
     report = system.report
     cancelled = [n for n, r in report.components.items() if r.error_code == "cancelled"]
     rolled = [n for n, r in report.components.items() if r.state is ComponentState.STOPPED]
@@ -115,4 +119,4 @@ def _stopped_error(system: SystemInitializer, sig: signal.Signals) -> StartupErr
         msg += f" while {', '.join(cancelled)} {'was' if len(cancelled) == 1 else 'were'} starting"
     msg += f"; rolled back: {', '.join(rolled)}" if rolled else "; nothing had started"
     event(logging.WARNING, "startup_stopped", signal=sig.name, rolled_back=",".join(rolled) or "-")
-    return StartupError(msg, component=name, attempts=attempts, report=report)
+    return StoppedBySignal(msg, component=name, attempts=attempts, report=report)
