@@ -19,7 +19,7 @@ component is unavailable, instead of a 500 from deep inside a handler.
 from __future__ import annotations
 
 import functools
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import TYPE_CHECKING, Annotated, Any
 
 from fastapi import APIRouter, Depends, HTTPException
@@ -76,14 +76,37 @@ def redis_client(system: System) -> Redis:
     return client
 
 
-async def database_session(system: System) -> AsyncIterator[AsyncSession]:
+def _unit_of_work(
+    name: str, options: tuple[tuple[str, Any], ...] = ()
+) -> Callable[[SystemInitializer], AsyncIterator[AsyncSession]]:
+    """The session of one request, as a dependency that must run with ``scope="function"``."""
+
+    async def unit_of_work(system: System) -> AsyncIterator[AsyncSession]:
+        engine = _resource(system, name)
+        async with session_scope(engine, **{**session_options(system, name), **dict(options)}) as session:
+            yield session
+
+    unit_of_work.__name__ = f"unit_of_work_{name}"
+    return unit_of_work
+
+
+_DatabaseUnit = Annotated[AsyncSession, Depends(_unit_of_work("database"), scope="function")]
+
+
+# Why two functions: FastAPI ends a dependency with yield after the response is sent (scope="request", the
+# default) unless the caller writes scope="function", and refuses a yield dependency of the app's own that
+# takes a function-scoped one (DependencyScopeError). The scope is fixed here, on a sub-dependency, and the
+# dependency apps name is a plain function: every spelling commits before the response.
+async def database_session(session: _DatabaseUnit) -> AsyncSession:
     """A per-request ``AsyncSession``: committed when the handler returns, rolled back when it raises, always closed.
 
+    The commit happens before the response is sent, however the dependency is spelled
+    (``DatabaseSession``, ``Depends(database_session)``, an app's own ``get_db`` taking either,
+    with or without ``yield``): a failed commit (a unique violation found at ``COMMIT``) is the
+    response -- your exception handler's status, or 500 -- never a 200 for a write that was lost.
     It takes the component's ``session_options``.
     """
-    engine = _resource(system, "database")
-    async with session_scope(engine, **session_options(system, "database")) as session:
-        yield session
+    return session
 
 
 @functools.cache
@@ -115,28 +138,26 @@ def redis_client_for(name: str, *, optional: bool = False) -> Callable[[SystemIn
     return dependency
 
 
-def database_session_for(name: str, **options: Any) -> Callable[[SystemInitializer], AsyncIterator[AsyncSession]]:
+def database_session_for(name: str, **options: Any) -> Callable[..., Awaitable[AsyncSession]]:
     """The dependency handing out a per-request session of the database component *name*.
 
-    *options* beat the component's ``session_options``. The same callable for the same
-    arguments (the ``app.dependency_overrides`` key)::
+    *options* beat the component's ``session_options``. Committed before the response, as
+    :func:`database_session`. The same callable for the same arguments (the
+    ``app.dependency_overrides`` key)::
 
-        ReplicaSession = Annotated[AsyncSession, Depends(ib.database_session_for("replica"), scope="function")]
+        ReplicaSession = Annotated[AsyncSession, Depends(ib.database_session_for("replica"))]
     """
     return _session_dependency(name, tuple(sorted(options.items())))
 
 
 @functools.cache
-def _session_dependency(
-    name: str, options: tuple[tuple[str, Any], ...]
-) -> Callable[[SystemInitializer], AsyncIterator[AsyncSession]]:
+def _session_dependency(name: str, options: tuple[tuple[str, Any], ...]) -> Callable[..., Awaitable[AsyncSession]]:
     if name == "database" and not options:
         return database_session
+    unit = Depends(_unit_of_work(name, options), scope="function")
 
-    async def dependency(system: System) -> AsyncIterator[AsyncSession]:
-        engine = _resource(system, name)
-        async with session_scope(engine, **{**session_options(system, name), **dict(options)}) as session:
-            yield session
+    async def dependency(session: AsyncSession = unit) -> AsyncSession:
+        return session
 
     dependency.__name__ = f"database_session_{name}"
     return dependency
@@ -145,8 +166,8 @@ def _session_dependency(
 RedisClient = Annotated[Redis, Depends(redis_client)]
 """``async def handler(redis: RedisClient)``: the ``redis.asyncio.Redis`` client."""
 
-# scope="function": commit (or roll back) before the response is sent, so a failed commit is a 500, not a lie.
-DatabaseSession = Annotated[AsyncSession, Depends(database_session, scope="function")]
+# No scope needed (database_session fixes its own), so an app's own yield dependency may take it.
+DatabaseSession = Annotated[AsyncSession, Depends(database_session)]
 """``async def handler(session: DatabaseSession)``: a unit of work per request."""
 
 
