@@ -5,8 +5,8 @@ before they look at the SIGTERM they caught: a startup retrying a refused Redis 
 keep the process up for every retry. While the startup runs, :func:`stop_signals` puts
 a watcher in front of the handler in place (the server's); it never replaces it: the
 server's own handler still runs for every signal, so the server still knows it must
-exit. No watcher where nobody handles the signal (``SIG_DFL``/``SIG_IGN``: the signal
-already ends or is meant to leave the process) or off the main thread.
+exit. No watcher where Python does not handle the signal (``SIG_DFL`` already ends the
+process, ``SIG_IGN`` means it is to be ignored) or off the main thread.
 """
 
 from __future__ import annotations
@@ -53,7 +53,6 @@ def stop_signals(
         yield
         return
     watching = True
-    ours: dict[int, Handler] = {}
     previous: dict[int, Handler] = {}
 
     def watcher(sig: int, frame: FrameType | None) -> None:
@@ -69,14 +68,13 @@ def stop_signals(
         if not callable(handler):  # SIG_DFL, SIG_IGN, or set outside Python: not ours to wrap
             continue
         previous[sig] = handler
-        ours[sig] = watcher
         signal.signal(sig, watcher)
     try:
         yield
     finally:
         watching = False
         for number, handler in previous.items():
-            if signal.getsignal(number) is ours[number]:  # someone else's handler since: leave theirs (ours is inert)
+            if signal.getsignal(number) is watcher:  # else someone else's handler came since: leave it (ours is inert)
                 signal.signal(number, handler)
 
 

@@ -102,7 +102,7 @@ async def name_of(database_url: str, table: str, user: int) -> str:
 
     conn = await asyncpg.connect(dsn(database_url))
     try:
-        found: str = await conn.fetchval(f"SELECT name FROM {table} WHERE id = $1", user)  # noqa: S608
+        found: str = await conn.fetchval(f"SELECT name FROM {table} WHERE id = $1", user)
         return found
     finally:
         await conn.close()

@@ -21,7 +21,7 @@ import infraboot
 import infraboot.fastapi as ib
 
 TABLE = os.environ["TABLE"]
-RENAME = text(f"UPDATE {TABLE} SET name = :name WHERE id = :id")  # noqa: S608 - a test table's name
+RENAME = text(f"UPDATE {TABLE} SET name = :name WHERE id = :id")
 
 
 async def conflict(request: Request, exc: Exception) -> JSONResponse:
