@@ -7,7 +7,7 @@ import os
 import signal
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from types import FrameType
 
 import pytest
@@ -146,3 +146,30 @@ async def test_a_startup_that_finishes_is_untouched_by_a_later_signal(journal: J
     assert [(signal.SIGTERM, True)] == server_handler
     assert [] == journal.names("stop")
     await system.shutdown()
+
+
+async def test_more_signals_during_the_rollback_do_not_cut_it_short(journal: Journal, server_handler: Seen) -> None:
+    """Three SIGTERMs in a row: the startup is cancelled once, the slow teardown runs to its end."""
+    released = asyncio.Event()
+
+    @infraboot.component("slow_stop")
+    async def slow_stop(ctx: infraboot.Context) -> AsyncIterator[str]:
+        journal.add("ready", "slow_stop")
+        yield "slow"
+        await asyncio.sleep(0.8)  # a teardown longer than CANCEL_GRACE (0.5 s)
+        journal.add("stop", "slow_stop")
+        released.set()
+
+    system = infraboot.SystemInitializer([slow_stop, sim(journal, "stuck", gate=asyncio.Event(), timeout=600)])
+    startup = asyncio.ensure_future(start_unless_stopped(system, None))
+    while "slow_stop" not in journal.names("ready"):
+        await asyncio.sleep(0.01)
+    for _ in range(3):
+        os.kill(os.getpid(), signal.SIGTERM)
+        await asyncio.sleep(0.05)
+    with pytest.raises(StartupError):
+        await asyncio.wait_for(startup, 10)
+
+    assert released.is_set()
+    assert ["slow_stop"] == journal.names("stop")
+    assert 3 == len(server_handler)

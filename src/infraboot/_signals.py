@@ -90,9 +90,9 @@ async def start_unless_stopped(system: SystemInitializer, names: list[str] | Non
     stopped_by: list[signal.Signals] = []
 
     def stop(sig: signal.Signals) -> None:
-        if not startup.done():
-            if not stopped_by:
-                event(logging.WARNING, "startup_stopping", signal=sig.name)
+        # Once only: a second cancel would cut the rollback's wait short (the server's handler sees every signal).
+        if not stopped_by and not startup.done():
+            event(logging.WARNING, "startup_stopping", signal=sig.name)
             stopped_by.append(sig)
             startup.cancel()
 
