@@ -111,6 +111,9 @@ def lifespan(
     requests and shuts them down, bounded by ``shutdown_timeout``, when it stops. A
     required failure is logged as one clear line and fails the startup: the server
     reports ``lifespan.startup.failed`` and exits non-zero instead of serving errors.
+    SIGTERM or SIGINT during that startup stops it within a loop turn (servers wait for the
+    lifespan before they act on a signal): the attempts stop, what had started is stopped
+    again, and the startup fails with a ``StartupError`` naming the signal.
 
     ``background=True`` serves while starting: the lifespan returns at once, so the server
     listens immediately, and the components start behind it with the same policy.
