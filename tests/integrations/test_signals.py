@@ -22,7 +22,7 @@ pytestmark = pytest.mark.real
 STARTUP_FAILED = 3
 # uvicorn re-raises the SIGTERM it handled once it has shut down gracefully.
 GRACEFUL = (0, -signal.SIGTERM)
-# From SIGTERM to the process gone, interpreter exit included, on a loaded 2-core machine (measured: 0.2-0.6 s).
+# From SIGTERM to the process gone, interpreter exit included, on a loaded 2-core machine (measured: 0.1-1.1 s).
 PROMPT = 4.0
 # Retries that would keep a startup busy for about 20 s if nothing stopped them.
 SLOW_RETRIES = {"REDIS_MAX_RETRIES": "12", "REDIS_CONNECT_TIMEOUT": "2"}
