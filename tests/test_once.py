@@ -19,7 +19,7 @@ import infraboot
 from infraboot import ConfigError, DatabaseComponent, DatabaseSettings, StartupError, SystemInitializer
 from infraboot._once import OnceOutcome, lock_id
 
-from .servers import AppProcess
+from .servers import AppProcess, PgBouncer
 
 pytestmark = pytest.mark.real
 
@@ -134,13 +134,30 @@ async def test_five_processes_starting_at_once_run_the_body_once_per_key(
     assert 2 == len([r for r in await rows(engine, journal) if r[1] == "done"])
 
 
-async def test_a_process_killed_mid_body_hands_the_task_to_the_next(
-    engine: AsyncEngine, journal: str, spawn: object
+async def test_behind_pgbouncer_in_transaction_pooling_five_processes_run_the_body_once(
+    engine: AsyncEngine, journal: str, spawn: object, pgbouncer: PgBouncer
 ) -> None:
-    """SIGKILL mid-body releases the lock with the session; the waiting process then runs the body itself."""
-    first = spawn(journal, "v1", journal, ONCE_HANG="1")  # type: ignore[operator]
+    """Through PgBouncer in transaction pooling (DATABASE_PGBOUNCER=true) the body still runs in one process of five."""
+    bounced = {"DATABASE_URL": pgbouncer.url(), "DATABASE_PGBOUNCER": "true"}
+    procs = [spawn(journal, "v1", journal, **bounced) for _ in range(5)]  # type: ignore[operator]
+    codes = [p.wait(60) for p in procs]
+    assert [0] * 5 == codes, [p.output[-1500:] for p in procs]
+    assert [False, False, False, False, True] == sorted("ran=True" in p.output for p in procs)
+    assert 1 == len([r for r in await rows(engine, journal) if r[1] == "done"])
+
+
+@pytest.mark.parametrize("via", ["direct", "pgbouncer"])
+async def test_a_process_killed_mid_body_hands_the_task_to_the_next(
+    engine: AsyncEngine, journal: str, spawn: object, via: str, request: pytest.FixtureRequest
+) -> None:
+    """SIGKILL mid-body releases the lock with the session (direct or through PgBouncer); the waiter then runs it."""
+    extra: dict[str, str] = {}
+    if via == "pgbouncer":
+        bouncer: PgBouncer = request.getfixturevalue("pgbouncer")
+        extra = {"DATABASE_URL": bouncer.url(), "DATABASE_PGBOUNCER": "true"}
+    first = spawn(journal, "v1", journal, ONCE_HANG="1", **extra)  # type: ignore[operator]
     first.wait_for_output("body hangs", timeout=30)
-    second = spawn(journal, "v1", journal)  # type: ignore[operator]
+    second = spawn(journal, "v1", journal, **extra)  # type: ignore[operator]
     second.wait_for_output("once_waiting", timeout=30)
     assert None is second.proc.poll()  # waiting, not done
     first.proc.send_signal(signal.SIGKILL)
@@ -202,6 +219,48 @@ async def test_a_waiter_gives_up_at_its_timeout_and_leaks_no_lock(database_url: 
         await system.shutdown()
     finally:
         await holder.dispose()
+
+
+async def test_the_documented_body_runs_with_a_pool_of_one_connection(database_url: str, journal: str) -> None:
+    """With pool_size=1 and max_overflow=0 the body's begin() gets the one pooled connection: the lock has its own."""
+
+    @infraboot.once(journal, key="k", timeout=20)
+    async def migrate(ctx: infraboot.Context) -> None:
+        async with ctx.get("database").begin() as conn:
+            await conn.execute(text(f"INSERT INTO {journal} VALUES (1, 'done')"))
+
+    settings = DatabaseSettings(url=database_url, pool_size=1, max_overflow=0, pool_timeout=20)
+    system = SystemInitializer([DatabaseComponent(settings), migrate])
+    t0 = time.monotonic()
+    try:
+        await system.ensure_initialized()
+        took = time.monotonic() - t0
+        assert True is system.get(journal).ran
+    finally:
+        await system.shutdown()
+    assert took < 10.0
+
+
+async def test_a_stuck_lock_holder_is_named_in_the_error(database_url: str, journal: str) -> None:
+    """A waiter that reaches its timeout says which session holds the lock: pid, application_name, since when."""
+    holder = create_async_engine(database_url, connect_args={"server_settings": {"application_name": "stuck-migrator"}})
+    try:
+        async with holder.connect() as conn:
+            pid = (await conn.execute(text("SELECT pg_backend_pid()"))).scalar()
+            await conn.execute(text("SELECT pg_advisory_lock(:id)"), {"id": lock_id(journal, "k")})
+            await conn.commit()
+            system = SystemInitializer([db_component(database_url), infraboot.once(journal, key="k", timeout=2)(_noop)])
+            with pytest.raises(StartupError) as caught:
+                await system.ensure_initialized()
+            await system.shutdown()
+            await conn.execute(text("SELECT pg_advisory_unlock_all()"))
+            await conn.commit()
+    finally:
+        await holder.dispose()
+    message = str(caught.value)
+    assert "timeout" == system.snapshot()[journal].error_code
+    assert f"held by pid {pid} application_name='stuck-migrator'" in message, message
+    assert "since " in message
 
 
 async def _noop(ctx: infraboot.Context) -> None:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 import uuid
+import weakref
 from typing import TYPE_CHECKING, Any, cast
 
 from ._component import Context
@@ -25,7 +26,7 @@ if TYPE_CHECKING:
     from ._redact import SecretURL
     from ._settings import DatabaseSettings
 
-__all__ = ["DatabaseComponent", "pgbouncer_connect_args"]
+__all__ = ["DatabaseComponent", "dedicated_engine", "pgbouncer_connect_args"]
 
 _AUTH_ERRORS = ("InvalidPasswordError", "InvalidAuthorizationSpecificationError")
 _NOT_FOUND_ERRORS = ("InvalidCatalogNameError",)
@@ -52,6 +53,29 @@ def pgbouncer_connect_args() -> dict[str, Any]:
 
 def _unique_statement_name() -> str:
     return f"__infraboot_{uuid.uuid4().hex}__"
+
+
+# What each engine this component built was made from: the URL and the connect arguments, for
+# dedicated_engine(). Keyed weakly by the sync engine, so a disposed and dropped engine leaves nothing.
+_MADE_FROM: weakref.WeakKeyDictionary[Any, tuple[str, dict[str, Any]]] = weakref.WeakKeyDictionary()
+
+
+def dedicated_engine(engine: AsyncEngine) -> AsyncEngine:
+    """An engine of unpooled connections to where *engine* connects, with the same connect arguments.
+
+    Its connections do not compete with *engine*'s pool (a lock held for the length of a
+    migration must not take one of ``pool_size`` connections from the migration itself), and
+    closing one ends its session. For an engine infraboot did not build (a test override),
+    the engine's URL alone. Dispose of it when done.
+    """
+    from sqlalchemy.ext.asyncio import create_async_engine
+    from sqlalchemy.pool import NullPool
+
+    made = _MADE_FROM.get(engine.sync_engine)
+    if made is None:
+        return create_async_engine(engine.url, poolclass=NullPool)
+    url, connect_args = made
+    return create_async_engine(url, poolclass=NullPool, connect_args=connect_args)
 
 
 class DatabaseComponent(ConfiguredComponent["AsyncEngine", "DatabaseSettings"]):
@@ -137,6 +161,7 @@ class DatabaseComponent(ConfiguredComponent["AsyncEngine", "DatabaseSettings"]):
             extra = "postgres" if driver == "asyncpg" else "sqlite"
             msg = f'the database URL needs the {driver} driver: pip install "infraboot[{extra}]"'
             raise ConfigError(msg) from None
+        _MADE_FROM[engine.sync_engine] = (url.get_secret_value(), dict(kwargs.get("connect_args", {})))
         follow_primary(engine, self.name, role=settings.effective_role)  # 25006, admin shutdown: reconnect
         try:
             await self.check(engine)

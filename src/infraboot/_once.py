@@ -1,10 +1,14 @@
 """Run-once startup tasks: ``@infraboot.once(name, requires=["database"], key=..., timeout=...)``.
 
 A migration, a seed, a cache warm-up that N replicas starting together must run exactly
-once per key. The body runs under a PostgreSQL advisory lock held by the session of a
-connection of its own; completion is recorded per (name, key) in ``infraboot_once``.
+once per key. The body runs under a PostgreSQL advisory lock held by a transaction on a
+connection of its own, outside the database's pool; the completion record is written in
+that transaction, so it commits as the lock is released (``infraboot_once``, per (name, key)).
 The others wait for the lock, see the record and go on; a process that dies mid-run
-ends its session, which releases the lock, and the next one runs the body.
+ends its session, whose transaction rolls back and releases the lock, and the next one
+runs the body. A transaction keeps one server session even behind PgBouncer in
+transaction pooling, where a session lock would be taken and kept on whichever server
+connection the statement happened to use.
 
 Nothing here imports SQLAlchemy at module level: it loads when the component starts.
 """
@@ -25,13 +29,16 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypedDict, Unpack
 
 from ._component import Component, ComponentOptions, Context
+from ._deadlines import shielded
+from ._errors import OwnMessage
 from ._log import event
+from ._redact import scrub
 from .exceptions import ConfigError
 
 if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-__all__ = ["TABLE", "OnceComponent", "OnceOptions", "OnceOutcome", "lock_id", "once"]
+__all__ = ["TABLE", "OnceComponent", "OnceLockTimeout", "OnceOptions", "OnceOutcome", "lock_id", "once"]
 
 TABLE = "infraboot_once"
 #: Seconds between two tries of the lock, drawn at random up to this (no lock-step among waiters).
@@ -46,6 +53,20 @@ _CREATE = f"""CREATE TABLE IF NOT EXISTS {TABLE} (
     PRIMARY KEY (name, key)
 )"""
 _DONE = "SELECT 1 FROM infraboot_once WHERE name = :name AND key = :key"
+# The lock, and -- while this transaction holds it -- who holds it in pg_stat_activity; no timeout
+# of the server's may end the transaction (and the lock) while the body runs.
+_TRY_LOCK = (
+    "SELECT pg_try_advisory_xact_lock(:id) AND set_config('application_name', :app, true) IS NOT NULL "
+    "AND (SELECT count(set_config(name, '0', true)) FROM pg_settings "
+    "WHERE name IN ('idle_in_transaction_session_timeout', 'transaction_timeout')) >= 0"
+)
+# A bigint advisory lock shows in pg_locks as classid (high 32 bits), objid (low 32 bits), objsubid 1.
+_HOLDER = """SELECT a.pid, a.application_name, host(a.client_addr),
+       coalesce(a.xact_start, a.backend_start),
+       extract(epoch FROM now() - coalesce(a.xact_start, a.backend_start)), a.state
+FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid
+WHERE l.locktype = 'advisory' AND l.granted AND l.classid = :hi AND l.objid = :lo AND l.objsubid = 1
+LIMIT 1"""
 _RECORD = (
     "INSERT INTO infraboot_once (name, key, duration_s, ran_by) VALUES (:name, :key, :took, :by) "
     "ON CONFLICT (name, key) DO NOTHING"
@@ -139,67 +160,132 @@ class OnceComponent(Component[OnceOutcome]):
                 f"{self.database!r} is {engine.dialect.name}: point it at PostgreSQL or run the task yourself"
             )
             raise ConfigError(msg)
+        from ._database import dedicated_engine
+
+        # The lock's connection is outside the database's pool: the body may need every pooled one.
+        locks = dedicated_engine(engine)
+        try:
+            conn = await locks.connect()
+        except BaseException:
+            await shielded(locks.dispose())
+            raise
+        try:
+            return await self._run(ctx, conn, key)
+        finally:
+            # Shielded: a cancelled attempt must still end the lock's session, which drops its lock.
+            await shielded(_close(conn, locks))
+
+    async def _run(self, ctx: Context, conn: AsyncConnection, key: str) -> OnceOutcome:
         from sqlalchemy import text
 
         params = {"name": self.name, "key": key}
-        conn = await engine.connect()
-        try:
-            conn = await conn.execution_options(isolation_level="AUTOCOMMIT")
-            await _ensure_table(conn)
-            if (await conn.execute(text(_DONE), params)).first() is not None:
-                event(logging.INFO, "once_already_done", self.name, key=key)
-                return OnceOutcome(self.name, key, ran=False, waited=0.0, took=0.0)
-            t0 = time.monotonic()
-            lock = lock_id(self.name, key)
-            told = False
-            while not (await conn.execute(text("SELECT pg_try_advisory_lock(:id)"), {"id": lock})).scalar():
-                if not told:
-                    event(logging.INFO, "once_waiting", self.name, key=key)
-                    told = True
-                await asyncio.sleep(random.uniform(0.02, POLL_MAX))
-            waited = time.monotonic() - t0
-            if (await conn.execute(text(_DONE), params)).first() is not None:
-                event(logging.INFO, "once_done_elsewhere", self.name, key=key, waited=waited)
-                return OnceOutcome(self.name, key, ran=False, waited=waited, took=0.0)
-            event(logging.INFO, "once_running", self.name, key=key)
-            t1 = time.monotonic()
-            await self._fn(ctx)
-            took = time.monotonic() - t1
-            await conn.execute(text(_RECORD), {**params, "took": took, "by": f"{socket.gethostname()}:{os.getpid()}"})
-            event(logging.INFO, "once_ran", self.name, key=key, took=took)
-            return OnceOutcome(self.name, key, ran=True, waited=waited, took=took)
-        finally:
-            # Shielded: a cancelled attempt must still let go of the lock (or end the session holding it).
-            await asyncio.shield(_release(conn))
+        lock = lock_id(self.name, key)
+        t0 = time.monotonic()
+        # Give up (naming who holds the lock) a little before the attempt's deadline cancels us.
+        give_up = t0 + self.timeout - min(2.0, 0.2 * self.timeout)
+        await _ensure_table(conn, self.name)
+        first = True
+        while True:
+            # The lock is a transaction's (pg_try_advisory_xact_lock), held on this one connection
+            # from before the body until the record commits: a transaction keeps its server session
+            # even behind PgBouncer in transaction pooling, which a session lock does not.
+            async with conn.begin():
+                if (await conn.execute(text(_DONE), params)).first() is not None:
+                    waited = time.monotonic() - t0
+                    if first:
+                        event(logging.INFO, "once_already_done", self.name, key=key)
+                        return OnceOutcome(self.name, key, ran=False, waited=0.0, took=0.0)
+                    event(logging.INFO, "once_done_elsewhere", self.name, key=key, waited=waited)
+                    return OnceOutcome(self.name, key, ran=False, waited=waited, took=0.0)
+                if (await conn.execute(text(_TRY_LOCK), {"id": lock, "app": _holder_name(self.name)})).scalar():
+                    waited = time.monotonic() - t0
+                    event(logging.INFO, "once_running", self.name, key=key)
+                    t1 = time.monotonic()
+                    await self._fn(ctx)
+                    took = time.monotonic() - t1
+                    by = f"{socket.gethostname()}:{os.getpid()}"
+                    await conn.execute(text(_RECORD), {**params, "took": took, "by": by})
+                    ran = OnceOutcome(self.name, key, ran=True, waited=waited, took=took)
+                else:
+                    ran = None
+            if ran is not None:  # committed: the record is visible and the lock released together
+                event(logging.INFO, "once_ran", self.name, key=key, took=ran.took)
+                return ran
+            if first:
+                holder = await _holder(conn, lock)
+                event(logging.INFO, "once_waiting", self.name, key=key, holder=holder)
+                first = False
+            if time.monotonic() >= give_up:
+                holder = await _holder(conn, lock)
+                msg = (
+                    f"@infraboot.once({self.name!r}, key={key!r}): gave up after {time.monotonic() - t0:.1f}s "
+                    f"(timeout={self.timeout:g}) waiting for the lock, held by {holder}; if that process is stuck, "
+                    "end it (pg_terminate_backend(pid)) and start again, or raise timeout= if the task is just long"
+                )
+                raise OnceLockTimeout(msg)
+            await asyncio.sleep(random.uniform(0.02, POLL_MAX))
 
     def __repr__(self) -> str:
         return super().__repr__()[:-1] + f" fn={self._fn.__qualname__}>"
 
 
-async def _ensure_table(conn: AsyncConnection) -> None:
-    from sqlalchemy import text
-
-    await conn.execute(text("SELECT pg_advisory_lock(:id)"), {"id": _TABLE_LOCK})
-    try:
-        await conn.execute(text(_CREATE))
-    finally:
-        await conn.execute(text("SELECT pg_advisory_unlock(:id)"), {"id": _TABLE_LOCK})
+class OnceLockTimeout(OwnMessage, TimeoutError):
+    """Another session held a run-once lock for longer than the task's ``timeout``; the message names it."""
 
 
-async def _release(conn: AsyncConnection) -> None:
-    """Unlock and give the connection back; on any doubt close it instead: its session's locks end with it."""
+def _holder_name(name: str) -> str:
+    # Shown in pg_stat_activity.application_name while the lock is held (PostgreSQL keeps 63 bytes).
+    return f"infraboot once {socket.gethostname()}:{os.getpid()} {name}"[:63]
+
+
+async def _ensure_table(conn: AsyncConnection, name: str) -> None:
     from sqlalchemy import text
 
     try:
-        # Every session lock of this connection: the task's, and the table's if a cancel came in between.
-        await conn.execute(text("SELECT pg_advisory_unlock_all()"))
+        async with conn.begin():
+            # CREATE TABLE IF NOT EXISTS races on the catalog: serialised by a transaction's lock.
+            await conn.execute(text("SELECT pg_advisory_xact_lock(:id)"), {"id": _TABLE_LOCK})
+            await conn.execute(text(_CREATE))
+    except Exception as exc:
+        if "statement pooling" not in str(exc):
+            raise
+        msg = (
+            f"@infraboot.once({name!r}) holds its lock in a transaction, which PgBouncer in statement pooling "
+            "does not allow: point the database at PostgreSQL itself or at a PgBouncer pool in transaction "
+            "or session pooling"
+        )
+        raise ConfigError(msg) from None
+
+
+async def _holder(conn: AsyncConnection, lock: int) -> str:
+    """Who holds the advisory lock *lock*: pid, application_name, client, since when -- or why it is unknown."""
+    from sqlalchemy import text
+
+    try:
+        async with conn.begin():
+            row = (
+                await conn.execute(text(_HOLDER), {"hi": (lock >> 32) & 0xFFFFFFFF, "lo": lock & 0xFFFFFFFF})
+            ).first()
+    except Exception as exc:
+        return f"an unknown session ({type(exc).__name__} reading pg_locks)"
+    if row is None:
+        return "a session that has just let go of it"
+    pid, app, client, since, seconds, state = row
+    who = f"pid {pid}" + (f" application_name={app!r}" if app else "") + (f" from {client}" if client else "")
+    when = f" since {since.isoformat(timespec='seconds')} ({seconds:.0f}s, {state or 'state unknown'})" if since else ""
+    return scrub(who + when)
+
+
+async def _close(conn: AsyncConnection, locks: AsyncEngine) -> None:
+    """Close the lock's connection (and its engine): the session ends, and every lock of it with it."""
+    try:
         await conn.close()
     except Exception as exc:
         event(logging.DEBUG, "once_release_failed", None, error=type(exc).__name__)
         with contextlib.suppress(Exception):
             await conn.invalidate()
-        with contextlib.suppress(Exception):
-            await conn.close()
+    with contextlib.suppress(Exception):
+        await locks.dispose()
 
 
 def once(
@@ -223,8 +309,10 @@ def once(
 
     *key* is a string (a migration revision, a release) or a function returning one;
     ``None`` means once ever. The component yields an ``OnceOutcome`` (``ran``,
-    ``waited``, ``took``). Not behind PgBouncer in transaction pooling: a session lock
-    needs a session. ::
+    ``waited``, ``took``). The lock is held by a transaction on a connection outside the
+    database's pool (so the body may use the whole pool), which works behind PgBouncer in
+    transaction pooling too; a waiter that reaches its timeout fails its start (``timeout``)
+    naming the session that holds the lock (pid, application_name, since when). ::
 
         @infraboot.once("migrate", requires=["database"], key=ALEMBIC_HEAD, timeout=120)
         async def migrate(ctx):
