@@ -61,9 +61,8 @@ _TRY_LOCK = (
     "WHERE name IN ('idle_in_transaction_session_timeout', 'transaction_timeout')) >= 0"
 )
 # A bigint advisory lock shows in pg_locks as classid (high 32 bits), objid (low 32 bits), objsubid 1.
-_HOLDER = """SELECT a.pid, a.application_name, host(a.client_addr),
-       coalesce(a.xact_start, a.backend_start),
-       extract(epoch FROM now() - coalesce(a.xact_start, a.backend_start)), a.state
+_HOLDER = """SELECT a.pid, a.application_name, host(a.client_addr), a.backend_start,
+       extract(epoch FROM now() - a.backend_start), extract(epoch FROM now() - a.xact_start), a.state
 FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid
 WHERE l.locktype = 'advisory' AND l.granted AND l.classid = :hi AND l.objid = :lo AND l.objsubid = 1
 LIMIT 1"""
@@ -270,9 +269,15 @@ async def _holder(conn: AsyncConnection, lock: int) -> str:
         return f"an unknown session ({type(exc).__name__} reading pg_locks)"
     if row is None:
         return "a session that has just let go of it"
-    pid, app, client, since, seconds, state = row
+    pid, app, client, connected, age, in_xact, state = row
     who = f"pid {pid}" + (f" application_name={app!r}" if app else "") + (f" from {client}" if client else "")
-    when = f" since {since.isoformat(timespec='seconds')} ({seconds:.0f}s, {state or 'state unknown'})" if since else ""
+    when = ""
+    if connected is not None:
+        when = f", connected since {connected.isoformat(timespec='seconds')} ({age:.0f}s)"
+    if in_xact is not None:
+        when += f", in a transaction for {in_xact:.0f}s"
+    if state:
+        when += f", {state}"
     return scrub(who + when)
 
 
