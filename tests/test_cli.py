@@ -187,6 +187,34 @@ def test_every_bad_infraboot_variable_is_reported_at_once() -> None:
     assert (2, expected) == (out.returncode, out.stderr.splitlines())
 
 
+BAD_JSON = (
+    "infraboot: REDIS_CLIENT_OPTIONS is not valid JSON (Expecting property name enclosed in double quotes "
+    """at character 2); give a JSON object, e.g. REDIS_CLIENT_OPTIONS='{"decode_responses": true}'"""
+)
+
+
+@pytest.mark.parametrize("command", [["check"], ["wait", "--timeout", "5"]])
+def test_invalid_json_in_an_options_variable_exits_2_with_one_line(command: list[str]) -> None:
+    """REDIS_CLIENT_OPTIONS='{bad' is one line naming the variable, exit 2, no SettingsError traceback."""
+    out = run(*command, REDIS_URL="memory://", REDIS_CLIENT_OPTIONS="{bad", DATABASE_ENABLED="false")
+    assert (2, [BAD_JSON]) == (out.returncode, out.stderr.splitlines())
+
+
+def test_a_worker_with_invalid_json_options_exits_2_with_one_line(tmp_path: Path) -> None:
+    """infraboot.asyncio.run() reports invalid JSON in REDIS_CLIENT_OPTIONS as the CLI does: one line, exit 2."""
+    script = tmp_path / "worker.py"
+    script.write_text(WORKER.replace('components=["jobs"]', 'components=["jobs", "redis"]').format(body=""))
+    out = python(str(script), REDIS_URL="memory://", REDIS_CLIENT_OPTIONS="{bad")
+    assert (2, [BAD_JSON], "") == (out.returncode, out.stderr.splitlines(), out.stdout)
+
+
+def test_check_warns_about_a_misspelt_variable_before_the_table() -> None:
+    """check prints a misspelt variable under our prefixes with the did-you-mean, and still checks."""
+    out = run("check", "redis", REDIS_URL="memory://", REDIS_REQUIRD="false")
+    warning = "infraboot: warning: REDIS_REQUIRD is not a setting infraboot reads (ignored); did you mean REDIS_REQUIRED?"
+    assert (0, [warning]) == (out.returncode, out.stderr.splitlines())
+
+
 def test_a_missing_extra_names_the_install_command() -> None:
     """A bare install (no pydantic) makes check exit 2 with the pip command, not a ModuleNotFoundError."""
     code = (

@@ -86,7 +86,91 @@ async def test_a_value_given_in_code_is_named_by_its_keyword() -> None:
     system = SystemInitializer([RedisComponent(settings={"url": "memory://", "connect_timeout": -1})])
     with pytest.raises(ConfigError) as info:
         await system.initialize_all()
-    assert info.value.problems[0].startswith("connect_timeout=-1.0: must be a finite number of seconds > 0")
+    assert info.value.problems[0].startswith("connect_timeout=-1: must be a finite number of seconds > 0")
+
+
+async def test_a_settings_object_names_its_keyword_not_a_variable_nobody_set() -> None:
+    """RedisSettings(connect_timeout=-1) is reported as connect_timeout=-1, the value as written, no REDIS_ name."""
+    system = SystemInitializer([RedisComponent(settings=infraboot.RedisSettings(url="memory://", connect_timeout=-1))])
+    with pytest.raises(ConfigError) as info:
+        await system.initialize_all()
+    expected = ("connect_timeout=-1: must be a finite number of seconds > 0, e.g. connect_timeout=5",)
+    assert expected == info.value.problems
+
+
+def test_a_settings_object_with_a_bad_type_is_a_config_error_naming_the_keyword() -> None:
+    """RedisSettings(connect_timeout="soon") raises a ConfigError naming the keyword, not a pydantic traceback."""
+    with pytest.raises(ConfigError) as info:
+        infraboot.RedisSettings(connect_timeout="soon")  # type: ignore[arg-type]
+    assert ("connect_timeout='soon': must be a number, e.g. connect_timeout=5",) == info.value.problems
+
+
+async def test_configure_applies_nothing_when_anything_is_wrong(clean_env: pytest.MonkeyPatch) -> None:
+    """configure(redis=..., check_ttl=-1) raises and keeps neither the redis settings nor the system's."""
+    clean_env.setenv("REDIS_URL", "memory://")
+    system = infraboot.default_system()
+    before = system.check_ttl
+    with pytest.raises(ConfigError) as info:
+        infraboot.configure(redis={"url": "memory://given"}, check_ttl=-1)
+    with pytest.raises(ConfigError) as bad_redis:
+        infraboot.configure(redis={"url": "memory://given", "max_retries": -1}, check_ttl=7)
+    infraboot.configure(database={"url": "sqlite+aiosqlite:///:memory:"})
+    await infraboot.ensure_initialized(["redis", "database"])
+    redis_url = str(system.component("redis").settings.url)  # type: ignore[attr-defined]
+    await infraboot.shutdown()
+    assert ("check_ttl=-1: must be a finite number of seconds > 0, e.g. check_ttl=5.0",) == info.value.problems
+    assert ("max_retries=-1: must be a whole number >= 0, e.g. max_retries=3",) == bad_redis.value.problems
+    assert ("memory://", before) == (redis_url, system.check_ttl)
+
+
+async def test_an_empty_variable_is_unset_and_the_env_file_value_applies(
+    clean_env: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """REDIS_URL= (empty) in the environment does not hide REDIS_URL from the env file: empty means unset."""
+    env_file = tmp_path / ".env"
+    env_file.write_text("REDIS_URL=memory://from-file\n")
+    clean_env.setenv("REDIS_URL", "")
+    infraboot.configure(database={"url": "sqlite+aiosqlite:///:memory:"}, env_file=env_file)
+    await infraboot.ensure_initialized(["redis"])
+    url = str(infraboot.default_system().component("redis").settings.url)  # type: ignore[attr-defined]
+    await infraboot.shutdown()
+    assert "memory://from-file" == url
+
+
+@pytest.mark.parametrize(
+    ("variable", "example"),
+    [
+        ("REDIS_CLIENT_OPTIONS", '{"decode_responses": true}'),
+        ("DATABASE_ENGINE_OPTIONS", '{"pool_use_lifo": true}'),
+        ("DATABASE_SESSION_OPTIONS", '{"expire_on_commit": false}'),
+    ],
+)
+async def test_invalid_json_in_an_options_variable_is_a_config_error_naming_it(
+    clean_env: pytest.MonkeyPatch, variable: str, example: str
+) -> None:
+    """Invalid JSON in an *_OPTIONS variable is one ConfigError line naming the variable and an example, no value."""
+    clean_env.setenv("REDIS_URL", "memory://")
+    clean_env.setenv("DATABASE_URL", "sqlite+aiosqlite:///:memory:")
+    clean_env.setenv(variable, '{"password": "hunter2"')
+    system = SystemInitializer([RedisComponent(), DatabaseComponent()])
+    with pytest.raises(ConfigError) as info:
+        await system.initialize_all()
+    expected = (
+        f"{variable} is not valid JSON (Expecting ',' delimiter at character 23); give a JSON object, "
+        f"e.g. {variable}='{example}'"
+    )
+    assert (expected,) == info.value.problems
+
+
+async def test_json_options_from_the_env_file_are_read_as_json(clean_env: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """REDIS_CLIENT_OPTIONS in an env file is JSON as it is in the environment."""
+    env_file = tmp_path / ".env"
+    env_file.write_text('REDIS_URL=memory://\nREDIS_CLIENT_OPTIONS={"decode_responses": true}\n')
+    system = SystemInitializer([RedisComponent(env_file=env_file)])
+    async with system:
+        await system.get("redis").set("k", "v")
+        value = await system.get("redis").get("k")
+    assert "v" == value
 
 
 # -- driver options -------------------------------------------------------------------------------------

@@ -252,3 +252,26 @@ def test_other_urls_reach_the_driver_unchanged(raw: str) -> None:
     """A URL already in the driver's form comes back as it is, with no note."""
     url = SecretURL(raw)
     assert (url, None) == database_driver_url(url)
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "sqlite+aiosqlite:////tmp/a@b/db.sqlite",
+        "sqlite+aiosqlite:///data/team@home/app.db",
+        "unix:///run/redis@6379/redis.sock?db=1",
+    ],
+)
+def test_an_at_sign_in_a_file_path_is_part_of_the_path(url: str) -> None:
+    """A SQLite or unix-socket path with an '@' is a path, shown as written, not a password to percent-encode."""
+    parsed = SecretURL(url)
+    check = redis_url_problems if url.startswith("unix") else database_url_problems
+    assert ([], url, None) == (check(parsed, "X_URL"), str(parsed), parsed.password)
+
+
+def test_a_password_after_three_slashes_of_a_server_url_still_never_prints() -> None:
+    """The path exemption is for file URLs only: postgresql:///u:<password>@h/db is still refused and hidden."""
+    problems = database_url_problems(SecretURL(f"postgresql+asyncpg:///u:{CANARY}@h/db"), "DATABASE_URL")
+    assert 1 == len(problems)
+    assert "percent-encode" in problems[0]
+    assert not leaks(problems[0])

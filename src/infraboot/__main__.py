@@ -154,6 +154,7 @@ async def _check(names: list[str] | None, *, as_json: bool, budget: float | None
 
     logging.getLogger("infraboot").setLevel(logging.CRITICAL)  # the table and the waterfall say it all
     system = infraboot.default_system()
+    _warn_unknown_variables(system)
     if budget is not None:
         system.configure(startup_timeout=budget, shutdown_timeout=min(budget, system.shutdown_timeout))
     try:
@@ -181,6 +182,19 @@ async def _check(names: list[str] | None, *, as_json: bool, budget: float | None
         return EXIT_OK if report.status == "ok" and (health is None or health.status == "pass") else EXIT_DEGRADED
     finally:
         await system.shutdown()
+
+
+def _warn_unknown_variables(system: Any) -> None:
+    """The variables under our prefixes that look misspelt, before anything starts (the log is silenced here)."""
+    from infraboot._variables import check_variables
+
+    try:
+        lines = check_variables(system.components.values(), warn=False)
+    except ImportError:  # no pydantic: the start reports the missing extra
+        return
+    for line in lines:
+        print(f"infraboot: warning: {line}", file=sys.stderr)
+    sys.stderr.flush()
 
 
 def _table(report: Any, health: Any) -> str:

@@ -13,8 +13,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Unpack
 
 from . import _default
-from ._checks import SystemSettings
+from ._checks import SystemSettings, system_settings_problems
 from ._report import ShutdownReport
+from .exceptions import ConfigError
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis
@@ -187,7 +188,10 @@ def configure(
     (``{"cache": {"url": ...}}``); ``env_file`` is read below the environment for every
     component configured here; the other keywords are the system's own settings
     (``startup_timeout``, ``check_ttl``, ...). Precedence: code, then environment
-    variables, then the env file, then defaults. After startup it is an error::
+    variables, then the env file, then defaults. Everything is checked first (the settings
+    of each component named here with the environment as it is now, and the system's own);
+    one :class:`ConfigError` lists every problem and nothing is applied. After startup it
+    is an error::
 
         infraboot.configure(
             redis={"url": settings.redis_url, "client_options": {"decode_responses": True}},
@@ -204,8 +208,15 @@ def configure(
         for name in system.components:
             if name not in given and hasattr(system.component(name), "use"):
                 given[name] = None
+    file = None if env_file is None else str(env_file)
+    # All or nothing: every value is checked before any is applied.
+    problems = system_settings_problems(dict(system_settings))
     for name, settings in given.items():
-        system.use(name, settings, env_file=None if env_file is None else str(env_file))
+        problems.extend(system.settings_problems(name, settings, env_file=file))
+    if problems:
+        raise ConfigError.from_problems(problems)
+    for name, settings in given.items():
+        system.use(name, settings, env_file=file)
     if system_settings:
         system.configure(**system_settings)
 

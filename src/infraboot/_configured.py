@@ -80,6 +80,26 @@ class ConfiguredComponent(Component[T], Generic[T, S]):
         self._given = settings
         self._env_file = env_file
 
+    def env_names(self) -> tuple[str, frozenset[str], str | None]:
+        """The prefix, the variables the settings read under it (``REDIS_URL``, ...) and the env file, if any."""
+        fields = self._settings_type().model_fields
+        names = frozenset(f"{self.env_prefix}{field}".upper() for field in fields)
+        return self.env_prefix.upper(), names, None if self._env_file is None else str(self._env_file)
+
+    def settings_problems(
+        self, settings: S | Mapping[str, Any] | None = None, *, env_file: str | Path | None = None
+    ) -> list[str]:
+        """What would be wrong with these settings (and the environment as it is now), one line each.
+
+        For checking before :meth:`use`: ``infraboot.configure()`` applies nothing when anything is wrong.
+        """
+        module = importlib.import_module("infraboot._settings")
+        try:
+            module.load_settings(self._settings_type(), settings, env_file=env_file)
+        except ConfigError as exc:
+            return list(exc.problems)
+        return []
+
     def _apply(self, settings: S) -> None:
         self.settings = settings
         o = self._options

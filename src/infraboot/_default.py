@@ -14,6 +14,7 @@ from ._system import SystemInitializer
 from .exceptions import ConfigError
 
 __all__ = [
+    "ENV_VARIABLES",
     "default_system",
     "ensure_initialized",
     "get",
@@ -77,6 +78,8 @@ _ENV_SETTINGS: dict[str, tuple[str, type, str]] = {
     "INFRABOOT_SUCCESS_THRESHOLD": ("success_threshold", int, "1"),
     "INFRABOOT_DRAIN_DELAY": ("drain_delay", float, "5"),
 }
+#: The ``INFRABOOT_*`` variables the default system reads.
+ENV_VARIABLES = tuple(_ENV_SETTINGS)
 _OFF = ("off", "none", "0")
 _TITLE = "invalid INFRABOOT_* environment variables"
 

@@ -114,8 +114,11 @@ class SecretURL:
         end = _authority_end(rest, 0)
         userinfo, _, hostport = rest[:end].rpartition("@")
         tail = rest[end:]
+        # A file path (sqlite:////tmp/a@b/db, unix:///run/a@b.sock) comes after an empty authority:
+        # an '@' in it is part of the path, not the end of a password cut short.
+        path_url = end == 0 and (scheme.lower().startswith("sqlite") or scheme.lower() == "unix")
         #: True when a ``/``, ``?`` or ``#`` in the user or password was not percent-encoded.
-        self.needs_encoding = "@" in tail and _looks_misparsed(tail, _split_host_port(hostport)[1])
+        self.needs_encoding = not path_url and "@" in tail and _looks_misparsed(tail, _split_host_port(hostport)[1])
         if self.needs_encoding:
             userinfo, hostport, tail = _guess_authority(rest, end)
         user, colon, password = userinfo.partition(":")

@@ -11,13 +11,17 @@ the bad value (redacted when secret) and an example.
 
 from __future__ import annotations
 
+import contextvars
+import json
 import math
 from collections.abc import Mapping
 from pathlib import Path
+from types import MappingProxyType
 from typing import Annotated, Any, ClassVar
 
 from pydantic import AfterValidator, BeforeValidator, PrivateAttr, SecretStr, ValidationError
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic.fields import FieldInfo
+from pydantic_settings import BaseSettings, EnvSettingsSource, PydanticBaseSettingsSource, SettingsConfigDict
 
 from ._checks import count_problem, seconds_problem
 from ._component import NotConfigured
@@ -72,14 +76,61 @@ _OWNED_CONNECT_ARGS = {"timeout": "connect_timeout"}
 _OWNED_SESSION_OPTIONS = {"bind": "url", "binds": "url"}
 
 
+class _EnvSource(EnvSettingsSource):
+    """The environment, where a JSON setting that does not parse is handed on as its text.
+
+    pydantic-settings raises a bare ``SettingsError`` (a traceback) for it; as text it fails
+    validation like any other bad value, and the ConfigError names the variable.
+    """
+
+    def decode_complex_value(self, field_name: str, field: FieldInfo, value: Any) -> Any:
+        try:
+            return super().decode_complex_value(field_name, field, value)
+        except ValueError:
+            return value
+
+
+# The fields of the settings being built that come from an env file, not from code (see _build).
+_FROM_FILE: contextvars.ContextVar[Mapping[str, Any]] = contextvars.ContextVar(
+    "infraboot_from_file", default=MappingProxyType({})
+)
+
+
 class SettingsBase(BaseSettings):
-    """What every built-in component's settings have: the URL, on/off, required, timeouts, retries."""
+    """What every built-in component's settings have: the URL, on/off, required, timeouts, retries.
+
+    A bad value given here -- ``RedisSettings(connect_timeout="soon")`` -- is a
+    :class:`~infraboot.ConfigError` naming the keyword; a value out of range is reported,
+    under its keyword, when the component is configured.
+    """
 
     model_config = SettingsConfigDict(
         arbitrary_types_allowed=True, extra="forbid", validate_default=False, frozen=True, env_ignore_empty=True
     )
     _prefix: ClassVar[str] = ""
     _in_code: frozenset[str] = PrivateAttr(default_factory=frozenset)
+    _written: dict[str, Any] = PrivateAttr(default_factory=dict)
+
+    def __init__(self, **values: Any) -> None:
+        from_file = _FROM_FILE.get()
+        code = {k: v for k, v in values.items() if k not in from_file}
+        try:
+            super().__init__(**values)
+        except ValidationError as exc:
+            raise _config_error(type(self), exc, code, from_file) from None
+        self._in_code = frozenset(code)
+        self._written = code  # as the code wrote them, for the messages
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return init_settings, _EnvSource(settings_cls), dotenv_settings, file_secret_settings
 
     url: URL = None
     enabled: bool = True
@@ -140,13 +191,20 @@ class SettingsBase(BaseSettings):
         label = self.env(field)
         problem = seconds_problem(label, getattr(self, field), allow_zero=allow_zero, example=f"{label}={example}")
         if problem:
-            out.append(problem)
+            out.append(self._as_written(problem, field))
 
     def _count(self, out: list[str], field: str, minimum: int, example: str) -> None:
         label = self.env(field)
         problem = count_problem(label, getattr(self, field), minimum=minimum, example=f"{label}={example}")
         if problem:
-            out.append(problem)
+            out.append(self._as_written(problem, field))
+
+    def _as_written(self, problem: str, field: str) -> str:
+        """*problem* showing the value as the code wrote it (``-1``), not as it was parsed (``-1.0``)."""
+        if field not in self._written:
+            return problem
+        label, parsed, written = self.env(field), getattr(self, field), self._written[field]
+        return problem.replace(f"{label}={parsed!r}", f"{label}={written!r}", 1)
 
     def _owned(self, out: list[str], field: str, options: Mapping[str, Any], owned: Mapping[str, str]) -> None:
         for key in options:
@@ -389,19 +447,28 @@ def load_settings(
         if unknown:
             msg = f"unknown setting(s) {', '.join(map(repr, unknown))}; the settings are {', '.join(cls.model_fields)}"
             raise ConfigError.from_problems([msg])
-        from_file = _from_env_file(cls, env_file, values)
-        try:
-            settings = cls(**from_file, **values)
-        except ValidationError as exc:
-            raise _config_error(cls, exc, values, from_file) from None
-        settings._in_code = frozenset(values)
+        settings = _build(cls, values, _from_env_file(cls, env_file, values))
     problems = settings.problems()
     if problems and settings.enabled:
         raise ConfigError.from_problems(problems)
     return settings
 
 
+def _build(cls: type[SettingsBase], values: Mapping[str, Any], from_file: Mapping[str, Any]) -> SettingsBase:
+    """*cls* from code *values* and env-file values; a bad one names its keyword or its variable."""
+    token = _FROM_FILE.set(from_file)
+    try:
+        return cls(**from_file, **values)
+    finally:
+        _FROM_FILE.reset(token)
+
+
 _NOUNS = {bool: ("true or false", "false"), int: ("a whole number", "3"), float: ("a number", "5")}
+_JSON_EXAMPLES = {
+    "client_options": '{"decode_responses": true}',
+    "engine_options": '{"pool_use_lifo": true}',
+    "session_options": '{"expire_on_commit": false}',
+}
 
 
 def _from_env_file(cls: type[SettingsBase], env_file: EnvFile, values: Mapping[str, Any]) -> dict[str, Any]:
@@ -417,7 +484,8 @@ def _from_env_file(cls: type[SettingsBase], env_file: EnvFile, values: Mapping[s
     from dotenv import dotenv_values
 
     prefix = cls._prefix.upper()
-    environ = {k.upper() for k in os.environ}
+    # An empty variable is an unset one (env_ignore_empty): it does not hide the file's value.
+    environ = {k.upper() for k, v in os.environ.items() if v.strip()}
     out: dict[str, Any] = {}
     for key, value in dotenv_values(path).items():
         name = key.upper()
@@ -425,8 +493,15 @@ def _from_env_file(cls: type[SettingsBase], env_file: EnvFile, values: Mapping[s
             continue
         field = name[len(prefix) :].lower()
         if field in cls.model_fields and field not in values and value.strip():
-            out[field] = value
+            out[field] = _json_or_text(value) if field in _JSON_EXAMPLES else value
     return out
+
+
+def _json_or_text(value: str) -> Any:
+    try:
+        return json.loads(value)
+    except ValueError:
+        return value  # validation names the variable
 
 
 def _config_error(
@@ -444,20 +519,37 @@ def _config_error(
             continue
         annotation = cls.model_fields[field].annotation if field in cls.model_fields else None
         noun, example = _NOUNS.get(annotation, ("a valid value", "..."))  # type: ignore[arg-type]
-        if annotation is dict or str(annotation).startswith("dict"):
-            noun, example = 'a JSON object, e.g. {"key": "value"}', '\'{"key": "value"}\''
+        if field in _JSON_EXAMPLES:
+            problems.append(_json_problem(label, field, err.get("input"), in_code=field in values))
+            continue
         shown = scrub(repr(err.get("input")))
         problems.append(f"{label}={shown}: must be {noun}, e.g. {label}={example}")
     # The range problems of every other field, found with the bad ones at their defaults.
     defaults = {f: cls.model_fields[f].default for f in bad if f in cls.model_fields}
+    token = _FROM_FILE.set(from_file)
     try:
         rest = cls(**{**from_file, **values, **defaults})
-    except ValidationError:
+    except (ValidationError, ConfigError):
         rest = None
+    finally:
+        _FROM_FILE.reset(token)
     if rest is not None:
-        rest._in_code = frozenset(values)
         problems.extend(p for p in rest.problems() if not any(rest.env(f) in p for f in bad))
     return ConfigError.from_problems(problems)
+
+
+def _json_problem(label: str, field: str, value: object, *, in_code: bool) -> str:
+    """A JSON setting that is not an object; the value is not shown (options may hold secrets)."""
+    example = _JSON_EXAMPLES[field]
+    if in_code:
+        return f"{label} must be a dict, e.g. {label}={json.loads(example)!r}"
+    why = "is not a JSON object"
+    if isinstance(value, str):
+        try:
+            json.loads(value)
+        except ValueError as exc:
+            why = f"is not valid JSON ({getattr(exc, 'msg', 'unreadable')} at character {getattr(exc, 'pos', 0) + 1})"
+    return f"{label} {why}; give a JSON object, e.g. {label}='{example}'"
 
 
 def validate_config(*, redis: RedisSettings | None = None, database: DatabaseSettings | None = None) -> None:

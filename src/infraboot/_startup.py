@@ -27,6 +27,7 @@ from ._report import StartupReport
 from ._retry import OutOfTime, retry
 from ._slot import HOLDING, AttemptTimeout, Slot, close_late, open_attempt
 from ._state import ComponentState
+from ._variables import check_variables
 from .exceptions import ConfigError, StartupError
 
 __all__ = [
@@ -54,10 +55,14 @@ def unsettled(slot: Slot) -> bool:
 def configure_all(closure: list[str], slots: Mapping[str, Slot]) -> None:
     """Run every component's ``configure()`` before any I/O; one ConfigError lists every problem."""
     problems: list[str] = []
+    checked = False
     for n in closure:
         slot = slots[n]
         if slot.state in HOLDING or unsettled(slot):
             continue
+        if not checked:  # a start is due: say which variables look misspelt (once each per process)
+            check_variables(s.component for s in slots.values())
+            checked = True
         try:
             reason = slot.component.configure()
         except ConfigError as exc:

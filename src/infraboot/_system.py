@@ -167,12 +167,26 @@ class SystemInitializer:
         the environment; the rest comes from the environment, then *env_file*, then the
         defaults). Read at the next start; giving settings to a started component is an error.
         """
+        refused = self._refuse_settings(name)
+        if refused:
+            raise ConfigError(refused)
+        self._slot(name).component.use(settings, env_file=env_file)  # type: ignore[attr-defined]  # checked above
+
+    def settings_problems(self, name: str, settings: Any = None, *, env_file: str | None = None) -> list[str]:
+        """What :meth:`use` would refuse now or the next start would find wrong, one line each; applies nothing."""
+        refused = self._refuse_settings(name)
+        if refused:
+            return [refused]
+        check = getattr(self._slot(name).component, "settings_problems", None)
+        return [] if check is None else list(check(settings, env_file=env_file))
+
+    def _refuse_settings(self, name: str) -> str | None:
         slot = self._slot(name)
         use = getattr(slot.component, "use", None)
         if use is None or slot.busy:
             why = f"it is {slot.state.value}" if use else f"{slot.component!r} takes no settings"
-            raise ConfigError(f"settings for {name!r}: {why}; give them before ensure_initialized(), or stop it first")
-        use(settings, env_file=env_file)
+            return f"settings for {name!r}: {why}; give them before ensure_initialized(), or stop it first"
+        return None
 
     @property
     def phase(self) -> Phase:
