@@ -211,7 +211,9 @@ def test_a_worker_with_invalid_json_options_exits_2_with_one_line(tmp_path: Path
 def test_check_warns_about_a_misspelt_variable_before_the_table() -> None:
     """check prints a misspelt variable under our prefixes with the did-you-mean, and still checks."""
     out = run("check", "redis", REDIS_URL="memory://", REDIS_REQUIRD="false")
-    warning = "infraboot: warning: REDIS_REQUIRD is not a setting infraboot reads (ignored); did you mean REDIS_REQUIRED?"
+    warning = (
+        "infraboot: warning: REDIS_REQUIRD is not a setting infraboot reads (ignored); did you mean REDIS_REQUIRED?"
+    )
     assert (0, [warning]) == (out.returncode, out.stderr.splitlines())
 
 

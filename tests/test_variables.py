@@ -1,4 +1,4 @@
-"""Variables under infraboot's prefixes that no setting reads: a warning with a did-you-mean, never for others' names."""
+"""Variables under our prefixes that no setting reads: a warning with a did-you-mean, never for others' names."""
 
 from __future__ import annotations
 
@@ -68,5 +68,8 @@ async def test_a_start_logs_each_misspelt_variable_once(
         async with SystemInitializer([RedisComponent()]):
             pass
     lines = [r.getMessage() for r in caplog.records if getattr(r, "event", None) == "unknown_variable"]
-    expected = ["unknown_variable problem='REDIS_MAX_RETRES is not a setting infraboot reads (ignored); did you mean REDIS_MAX_RETRIES?'"]
+    expected = [
+        "unknown_variable problem='REDIS_MAX_RETRES is not a setting infraboot reads (ignored); "
+        "did you mean REDIS_MAX_RETRIES?'"
+    ]
     assert expected == lines
