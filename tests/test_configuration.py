@@ -105,6 +105,13 @@ def test_a_settings_object_with_a_bad_type_is_a_config_error_naming_the_keyword(
     assert ("connect_timeout='soon': must be a number, e.g. connect_timeout=5",) == info.value.problems
 
 
+def test_a_secret_of_the_wrong_type_given_in_code_is_not_shown() -> None:
+    """RedisSettings(sentinel_password=<not a string>) names the keyword and hides the value."""
+    with pytest.raises(ConfigError) as info:
+        infraboot.RedisSettings(sentinel_password=73310572)  # type: ignore[arg-type]
+    assert ("sentinel_password=***: must be a valid value, e.g. sentinel_password=...",) == info.value.problems
+
+
 async def test_configure_applies_nothing_when_anything_is_wrong(clean_env: pytest.MonkeyPatch) -> None:
     """configure(redis=..., check_ttl=-1) raises and keeps neither the redis settings nor the system's."""
     clean_env.setenv("REDIS_URL", "memory://")

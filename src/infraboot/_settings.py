@@ -25,7 +25,7 @@ from pydantic_settings import BaseSettings, EnvSettingsSource, PydanticBaseSetti
 
 from ._checks import count_problem, seconds_problem
 from ._component import NotConfigured
-from ._redact import SecretURL, register_secret, scrub
+from ._redact import REDACTED, SecretURL, register_secret, scrub
 from ._urls import database_url_problems, redis_url_problems
 from .exceptions import ConfigError
 
@@ -522,7 +522,8 @@ def _config_error(
         if field in _JSON_EXAMPLES:
             problems.append(_json_problem(label, field, err.get("input"), in_code=field in values))
             continue
-        shown = scrub(repr(err.get("input")))
+        secret = "SecretStr" in str(annotation) or field == "url"
+        shown = REDACTED if secret else scrub(repr(err.get("input")))
         problems.append(f"{label}={shown}: must be {noun}, e.g. {label}={example}")
     # The range problems of every other field, found with the bad ones at their defaults.
     defaults = {f: cls.model_fields[f].default for f in bad if f in cls.model_fields}
