@@ -182,7 +182,7 @@ class OnceComponent(Component[OnceOutcome]):
         t0 = time.monotonic()
         # Give up (naming who holds the lock) a little before the attempt's deadline cancels us.
         give_up = t0 + self.timeout - min(2.0, 0.2 * self.timeout)
-        await _ensure_table(conn, self.name)
+        await _ensure_table(conn)
         first = True
         while True:
             # The lock is a transaction's (pg_try_advisory_xact_lock), held on this one connection
@@ -237,23 +237,13 @@ def _holder_name(name: str) -> str:
     return f"infraboot once {socket.gethostname()}:{os.getpid()} {name}"[:63]
 
 
-async def _ensure_table(conn: AsyncConnection, name: str) -> None:
+async def _ensure_table(conn: AsyncConnection) -> None:
     from sqlalchemy import text
 
-    try:
-        async with conn.begin():
-            # CREATE TABLE IF NOT EXISTS races on the catalog: serialised by a transaction's lock.
-            await conn.execute(text("SELECT pg_advisory_xact_lock(:id)"), {"id": _TABLE_LOCK})
-            await conn.execute(text(_CREATE))
-    except Exception as exc:
-        if "statement pooling" not in str(exc):
-            raise
-        msg = (
-            f"@infraboot.once({name!r}) holds its lock in a transaction, which PgBouncer in statement pooling "
-            "does not allow: point the database at PostgreSQL itself or at a PgBouncer pool in transaction "
-            "or session pooling"
-        )
-        raise ConfigError(msg) from None
+    async with conn.begin():
+        # CREATE TABLE IF NOT EXISTS races on the catalog: serialised by a transaction's lock.
+        await conn.execute(text("SELECT pg_advisory_xact_lock(:id)"), {"id": _TABLE_LOCK})
+        await conn.execute(text(_CREATE))
 
 
 async def _holder(conn: AsyncConnection, lock: int) -> str:
