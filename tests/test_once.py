@@ -263,6 +263,28 @@ async def test_a_stuck_lock_holder_is_named_in_the_error(database_url: str, jour
     assert "since " in message
 
 
+async def test_a_lock_that_does_not_outlive_its_statement_is_refused_before_the_body(
+    database_url: str, journal: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """When the next statement's session does not hold the lock (no real transaction), the body never runs."""
+    # Stands for a connection that loses its session between statements: the lock is let go at once.
+    monkeypatch.setattr(
+        "infraboot._once._TRY_LOCK", "SELECT pg_try_advisory_lock(:id) AND pg_advisory_unlock(:id) AND :app <> ''"
+    )
+    calls: list[str] = []
+
+    @infraboot.once(journal, key="k", timeout=10)
+    async def body(ctx: infraboot.Context) -> None:
+        calls.append("ran")
+
+    system = SystemInitializer([db_component(database_url), body])
+    with pytest.raises(StartupError) as caught:
+        await system.ensure_initialized()
+    await system.shutdown()
+    assert ([], "config") == (calls, system.snapshot()[journal].error_code)
+    assert "is not held by the session of the next statement" in str(caught.value)
+
+
 async def _noop(ctx: infraboot.Context) -> None:
     return None
 

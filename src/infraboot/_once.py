@@ -61,6 +61,8 @@ _TRY_LOCK = (
     "WHERE name IN ('idle_in_transaction_session_timeout', 'transaction_timeout')) >= 0"
 )
 # A bigint advisory lock shows in pg_locks as classid (high 32 bits), objid (low 32 bits), objsubid 1.
+_HELD = """SELECT EXISTS (SELECT 1 FROM pg_locks WHERE locktype = 'advisory' AND granted AND pid = pg_backend_pid()
+    AND classid = :hi AND objid = :lo AND objsubid = 1)"""
 _HOLDER = """SELECT a.pid, a.application_name, host(a.client_addr), a.backend_start,
        extract(epoch FROM now() - a.backend_start), extract(epoch FROM now() - a.xact_start), a.state
 FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid
@@ -197,6 +199,7 @@ class OnceComponent(Component[OnceOutcome]):
                     event(logging.INFO, "once_done_elsewhere", self.name, key=key, waited=waited)
                     return OnceOutcome(self.name, key, ran=False, waited=waited, took=0.0)
                 if (await conn.execute(text(_TRY_LOCK), {"id": lock, "app": _holder_name(self.name)})).scalar():
+                    await self._verify(conn, lock, key)
                     waited = time.monotonic() - t0
                     event(logging.INFO, "once_running", self.name, key=key)
                     t1 = time.monotonic()
@@ -224,6 +227,27 @@ class OnceComponent(Component[OnceOutcome]):
                 raise OnceLockTimeout(msg)
             await asyncio.sleep(random.uniform(0.02, POLL_MAX))
 
+    async def _verify(self, conn: AsyncConnection, lock: int, key: str) -> None:
+        """Refuse before the body unless the next statement's session holds the lock just taken.
+
+        The proof that the lock outlives its statement: a later statement of the same
+        transaction finds it in ``pg_locks`` under its own ``pg_backend_pid()``. It fails when
+        no transaction really spans the two (a pooler switching server connections between
+        statements, a forced autocommit): then every process would "win" and run the body.
+        """
+        from sqlalchemy import text
+
+        held = (await conn.execute(text(_HELD), _lock_keys(lock))).scalar()
+        if not held:
+            msg = (
+                f"@infraboot.once({self.name!r}, key={key!r}): the advisory lock just taken is not held by the "
+                "session of the next statement, so it cannot keep other processes out; the connection to "
+                f"{self.database!r} does not keep one server session for a transaction (a pooler in statement "
+                "mode, or autocommit forced): point it at PostgreSQL itself or at PgBouncer in transaction or "
+                "session pooling"
+            )
+            raise ConfigError(msg)
+
     def __repr__(self) -> str:
         return super().__repr__()[:-1] + f" fn={self._fn.__qualname__}>"
 
@@ -244,6 +268,10 @@ async def _ensure_table(conn: AsyncConnection) -> None:
         # CREATE TABLE IF NOT EXISTS races on the catalog: serialised by a transaction's lock.
         await conn.execute(text("SELECT pg_advisory_xact_lock(:id)"), {"id": _TABLE_LOCK})
         await conn.execute(text(_CREATE))
+
+
+def _lock_keys(lock: int) -> dict[str, int]:
+    return {"hi": (lock >> 32) & 0xFFFFFFFF, "lo": lock & 0xFFFFFFFF}
 
 
 async def _holder(conn: AsyncConnection, lock: int) -> str:
