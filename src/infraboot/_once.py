@@ -280,9 +280,7 @@ async def _holder(conn: AsyncConnection, lock: int) -> str:
 
     try:
         async with conn.begin():
-            row = (
-                await conn.execute(text(_HOLDER), {"hi": (lock >> 32) & 0xFFFFFFFF, "lo": lock & 0xFFFFFFFF})
-            ).first()
+            row = (await conn.execute(text(_HOLDER), _lock_keys(lock))).first()
     except Exception as exc:
         return f"an unknown session ({type(exc).__name__} reading pg_locks)"
     if row is None:
