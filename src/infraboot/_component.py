@@ -16,6 +16,7 @@ from ._checks import count_problem, seconds_problem
 from ._errors import classify_error
 from ._graph import is_name
 from ._retry import RetryPolicy
+from ._traffic import Traffic
 from .exceptions import ConfigError
 
 __all__ = [
@@ -69,15 +70,20 @@ class Context:
 
     ``ctx.get("database")`` returns the live resource of a requirement. Asking for a
     component that is not in ``requires`` is an error, so the dependency graph
-    always says the truth about start and stop order.
+    always says the truth about start and stop order. ``ctx.traffic`` is where the resource's
+    driver hooks report what live traffic sees (passive health, see :class:`~infraboot.Traffic`).
     """
 
-    __slots__ = ("_resources", "attempt", "component", "stop_reason")
+    __slots__ = ("_resources", "attempt", "component", "stop_reason", "traffic")
 
-    def __init__(self, component: str, resources: Mapping[str, Any], attempt: int = 1) -> None:
+    def __init__(
+        self, component: str, resources: Mapping[str, Any], attempt: int = 1, *, traffic: Traffic | None = None
+    ) -> None:
         self.component = component
         self.attempt = attempt
         self._resources = resources
+        #: Report connection-class errors (and successes) of live traffic here; a no-op outside a system.
+        self.traffic = traffic if traffic is not None else Traffic()
         #: Set before the teardown runs: ``None`` for an ordinary stop (shutdown, ``stop()``),
         #: else one redacted line saying why the resource is released early (a rollback).
         self.stop_reason: str | None = None

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 import uuid
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, cast
 
 from ._component import Context
@@ -15,17 +16,24 @@ from ._deadlines import shielded
 from ._errors import classify_error, error_chain
 from ._log import event
 from ._pg_failover import NotPrimaryError, follow_primary, read_only_server_settings
-from ._urls import database_driver_url
+from ._traffic import is_outage
+from ._urls import ASYNC_POSTGRES, database_driver_url
 from ._warmup import open_group
 from .exceptions import ConfigError
 
 if TYPE_CHECKING:
+    from sqlalchemy.engine import Connection, ExceptionContext
     from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
     from ._redact import SecretURL
     from ._settings import DatabaseSettings
+    from ._traffic import Traffic
 
-__all__ = ["DatabaseComponent", "pgbouncer_connect_args"]
+__all__ = ["STATEMENT_MARGIN", "DatabaseComponent", "observed_connect", "pgbouncer_connect_args", "watch_traffic"]
+
+_TIMEOUT = "statement_timeout"
+#: Seconds the client waits past ``DATABASE_STATEMENT_TIMEOUT`` (the server's own cancel) before it drops the line.
+STATEMENT_MARGIN = 1.0
 
 _AUTH_ERRORS = ("InvalidPasswordError", "InvalidAuthorizationSpecificationError")
 _NOT_FOUND_ERRORS = ("InvalidCatalogNameError",)
@@ -112,6 +120,13 @@ class DatabaseComponent(ConfiguredComponent["AsyncEngine", "DatabaseSettings"]):
         connect_args: dict[str, Any] = {"timeout": s.connect_timeout}
         if s.application_name:
             connect_args["server_settings"] = {"application_name": s.application_name}
+        if s.statement_timeout:
+            # The server cancels a slow statement at statement_timeout (the connection lives on); the client
+            # gives up a margin later, which only a dead line reaches: that connection is then dropped.
+            connect_args["command_timeout"] = s.statement_timeout + STATEMENT_MARGIN
+            if not s.pgbouncer:  # PgBouncer refuses unknown startup parameters
+                millis = str(max(1, round(s.statement_timeout * 1000)))
+                connect_args["server_settings"] = {**connect_args.get("server_settings", {}), _TIMEOUT: millis}
         if s.effective_role == "replica":  # read-only sessions, even where prefer-standby lands on the primary
             connect_args["server_settings"] = {**connect_args.get("server_settings", {}), **read_only_server_settings()}
         if s.pgbouncer:
@@ -130,6 +145,9 @@ class DatabaseComponent(ConfiguredComponent["AsyncEngine", "DatabaseSettings"]):
         url, note = database_driver_url(cast("SecretURL", settings.url), var=settings.env("url"))
         if note is not None and ctx.attempt == 1:
             event(logging.INFO, "database_driver_chosen", self.name, note=note)
+        if url.scheme == ASYNC_POSTGRES:  # connect failures count for passive health too
+            creator = observed_connect(ctx.traffic)
+            kwargs["connect_args"] = {**kwargs.get("connect_args", {}), "async_creator_fn": creator}
         try:
             engine = create_async_engine(url.get_secret_value(), **kwargs)
         except ImportError as exc:
@@ -138,6 +156,7 @@ class DatabaseComponent(ConfiguredComponent["AsyncEngine", "DatabaseSettings"]):
             msg = f'the database URL needs the {driver} driver: pip install "infraboot[{extra}]"'
             raise ConfigError(msg) from None
         follow_primary(engine, self.name, role=settings.effective_role)  # 25006, admin shutdown: reconnect
+        watch_traffic(engine, ctx.traffic)  # passive health; a timed-out connection is dropped, not reused
         try:
             await self.check(engine)
             await self.warm(engine)
@@ -177,11 +196,21 @@ class DatabaseComponent(ConfiguredComponent["AsyncEngine", "DatabaseSettings"]):
         s = self.settings
         if s is None or s.effective_role != "primary":
             async with resource.connect() as conn:
-                await conn.execute(text("SELECT 1"))
+                try:
+                    await conn.execute(text("SELECT 1"))
+                except BaseException:
+                    _terminate(conn.sync_connection)
+                    raise
             return
         query = "SELECT pg_is_in_recovery(), current_setting('transaction_read_only') = 'on'"
         async with resource.connect() as conn:
-            in_recovery, read_only = (await conn.execute(text(query))).one()
+            try:
+                in_recovery, read_only = (await conn.execute(text(query))).one()
+            except BaseException:
+                # Cancelled at the probe's deadline (a blackhole) or failed: drop the connection now, so that
+                # the abandoned probe ends at once instead of waiting for a cancel request or a graceful close.
+                _terminate(conn.sync_connection)
+                raise
         if in_recovery or read_only:
             await resource.dispose()  # the next connection goes through the URL's hosts again
             role, url = s.env("role"), s.env("url")
@@ -240,6 +269,72 @@ class DatabaseComponent(ConfiguredComponent["AsyncEngine", "DatabaseSettings"]):
         orphans.append(resource.sync_engine.pool)
         resource.sync_engine.dispose(close=False)
         return resource
+
+
+def watch_traffic(engine: AsyncEngine, traffic: Traffic) -> None:
+    """Report *engine*'s live traffic to passive health, and drop a connection that timed out.
+
+    A driver timeout (``command_timeout``, past ``DATABASE_STATEMENT_TIMEOUT``) or a
+    cancellation terminates the driver connection on the spot -- no cancel request into
+    a dead network, no graceful close -- and the timeout is made a disconnect, so SQLAlchemy
+    invalidates the connection (and the pool) instead of returning it. Outage-class errors
+    count against the component; a pre-ping that fails does not (SQLAlchemy reconnects),
+    and any statement that completes resets the count.
+    """
+    from sqlalchemy import event as sa_event
+
+    def on_error(context: ExceptionContext) -> None:
+        exc = context.original_exception
+        cancelled = not isinstance(exc, Exception)  # a cancellation (SQLAlchemy invalidates the connection then)
+        if cancelled or isinstance(exc, TimeoutError):
+            _terminate(context.connection)
+            context.is_disconnect = True
+        if cancelled or context.is_pre_ping:
+            return
+        if context.is_disconnect or is_outage(exc):
+            traffic.failed(exc, disconnect=context.is_disconnect)
+
+    def on_statement(*_: Any) -> None:
+        if traffic.failures:
+            traffic.succeeded()
+
+    sync_engine = engine.sync_engine
+    sa_event.listen(sync_engine, "handle_error", on_error)
+    sa_event.listen(sync_engine, "after_cursor_execute", on_statement)
+
+
+def observed_connect(traffic: Traffic) -> Callable[..., Awaitable[Any]]:
+    """``asyncpg.connect``, reporting a refused, reset or timed-out connect to *traffic* (and a success).
+
+    Given to SQLAlchemy as ``connect_args["async_creator_fn"]``: a new connection's
+    failure never reaches the ``handle_error`` event, since it is no DBAPI error.
+    """
+    import asyncpg
+
+    async def connect(*args: Any, **kwargs: Any) -> Any:
+        try:
+            conn = await asyncpg.connect(*args, **kwargs)
+        except Exception as exc:
+            traffic.failed(exc)
+            raise
+        if traffic.failures:
+            traffic.succeeded()
+        return conn
+
+    return connect
+
+
+def _terminate(connection: Connection | None) -> None:
+    """Close *connection*'s driver connection at once, without a word to the server (asyncpg's ``terminate()``)."""
+    if connection is None or connection.invalidated or connection.closed:
+        return
+    try:
+        driver = connection.connection.driver_connection
+    except Exception:  # already gone
+        return
+    terminate = getattr(driver, "terminate", None)  # asyncpg has it; aiosqlite does not need it
+    if callable(terminate):
+        terminate()
 
 
 async def _dispose_quietly(engine: AsyncEngine) -> None:

@@ -5,8 +5,9 @@ Nothing here imports redis at module level: the driver loads when the component 
 
 from __future__ import annotations
 
+import functools
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from ._component import Context
@@ -14,6 +15,7 @@ from ._configured import ConfiguredComponent
 from ._deadlines import shielded
 from ._errors import classify_error
 from ._log import event
+from ._traffic import Traffic
 from ._warmup import open_group
 from .exceptions import ConfigError
 
@@ -50,6 +52,7 @@ class RedisComponent(ConfiguredComponent["Redis", "RedisSettings"]):
 
     settings_class = "RedisSettings"
     default_name = "redis"
+    _traffic: Traffic | None = None  # where the client's Retry reports (set by start)
 
     def _client(self) -> Redis:
         settings = self.settings
@@ -103,6 +106,7 @@ class RedisComponent(ConfiguredComponent["Redis", "RedisSettings"]):
         return redis_client
 
     async def start(self, ctx: Context) -> Redis:
+        self._traffic = ctx.traffic  # after_fork's client reports to the same place
         client = self._client()
         try:
             await client.ping()
@@ -117,12 +121,15 @@ class RedisComponent(ConfiguredComponent["Redis", "RedisSettings"]):
         """*client*, its commands retried after a connection error (a stale pooled connection).
 
         Armed only once started: a start attempt fails fast and infraboot's own retry loop
-        decides. ``client_options={"retry": ...}`` (a redis-py ``Retry``) replaces it; Sentinel
-        and Cluster clients keep the retries their topology gives them.
+        decides. The same ``Retry`` reports every command's outcome to passive health: a
+        connection error or timeout that reaches the caller counts against the component.
+        ``client_options={"retry": ...}`` (a redis-py ``Retry``) replaces it, passive health
+        included; Sentinel and Cluster clients keep the retries their topology gives them
+        (their outages are seen by the probes only).
         """
         s = self.settings
         if not _is_fake(client) and s is not None and s.topology == "single" and "retry" not in s.client_options:
-            client.set_retry(_command_retry())
+            client.set_retry(_command_retry(self._traffic or Traffic()))
         return client
 
     async def warm(self, resource: Redis) -> None:
@@ -217,18 +224,47 @@ class RedisComponent(ConfiguredComponent["Redis", "RedisSettings"]):
         return self._retrying(self._client())
 
 
-def _command_retry() -> Retry:
+def _command_retry(traffic: Traffic) -> Retry:
     """Two retries of a command that met a connection error, after a full-jitter wait of up to 0.1 s, then 0.2 s.
 
     Timeouts are not retried (a slow server is not made slower). A retried command may
     have run once already: a non-idempotent one (``INCR``, ``LPUSH``) can apply twice.
+    What the caller finally gets is reported to *traffic* (passive health).
     """
-    from redis.asyncio.retry import Retry
     from redis.backoff import ExponentialWithJitterBackoff
     from redis.exceptions import ConnectionError as RedisConnectionError
 
     backoff = ExponentialWithJitterBackoff(cap=0.5, base=0.05)
-    return Retry(backoff, _COMMAND_RETRIES, supported_errors=(RedisConnectionError,))
+    return _observed_retry_class()(traffic, backoff, _COMMAND_RETRIES, supported_errors=(RedisConnectionError,))
+
+
+@functools.cache
+def _observed_retry_class() -> Callable[..., Retry]:
+    """redis-py's asyncio ``Retry``, reporting each call's final outcome to passive health (made on first use)."""
+    from redis.asyncio.retry import Retry
+    from redis.exceptions import ConnectionError as RedisConnectionError
+    from redis.exceptions import TimeoutError as RedisTimeoutError
+
+    outages = (RedisConnectionError, RedisTimeoutError, OSError)
+
+    class ObservedRetry(Retry):
+        # Every command, pipeline and connect of the client goes through call_with_retry: one frame more.
+        def __init__(self, traffic: Traffic, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            self.traffic = traffic
+
+        async def call_with_retry(self, *args: Any, **kwargs: Any) -> Any:
+            try:
+                result = await super().call_with_retry(*args, **kwargs)
+            except outages as exc:
+                self.traffic.failed(exc)
+                raise
+            traffic = self.traffic
+            if traffic.failures:
+                traffic.succeeded()
+            return result
+
+    return ObservedRetry
 
 
 async def _ping(conn: Any) -> None:
