@@ -155,8 +155,10 @@ class DatabaseComponent(ConfiguredComponent["AsyncEngine", "DatabaseSettings"]):
             extra = "postgres" if driver == "asyncpg" else "sqlite"
             msg = f'the database URL needs the {driver} driver: pip install "infraboot[{extra}]"'
             raise ConfigError(msg) from None
+        # Passive health first: it judges by what the driver said, before follow_primary turns a
+        # "not the primary any more" answer into a disconnect (that server answered: no outage).
+        watch_traffic(engine, ctx.traffic)  # a timed-out connection is dropped too, not reused
         follow_primary(engine, self.name, role=settings.effective_role)  # 25006, admin shutdown: reconnect
-        watch_traffic(engine, ctx.traffic)  # passive health; a timed-out connection is dropped, not reused
         try:
             await self.check(engine)
             await self.warm(engine)

@@ -23,6 +23,7 @@ from ._log import event
 from ._retry import retry
 from ._slot import HOLDING, Slot, open_attempt
 from ._state import ComponentState
+from ._traffic import probing
 
 __all__ = ["Monitor"]
 
@@ -139,7 +140,7 @@ class Monitor:
             self._observe(slot, 0.0, "timeout")
             return
         try:
-            await run_within(comp.check(resource), comp.check_timeout, name=name, abandoned=slot.strays)
+            await run_within(probing(comp.check(resource)), comp.check_timeout, name=name, abandoned=slot.strays)
         except DeadlineExceeded:
             code = "timeout"
         except Exception as exc:  # a failed probe is data, never an exception for the caller

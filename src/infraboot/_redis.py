@@ -5,6 +5,7 @@ Nothing here imports redis at module level: the driver loads when the component 
 
 from __future__ import annotations
 
+import copy
 import functools
 import logging
 from collections.abc import Callable, Mapping
@@ -252,6 +253,16 @@ def _observed_retry_class() -> Callable[..., Retry]:
         def __init__(self, traffic: Traffic, *args: Any, **kwargs: Any) -> None:
             super().__init__(*args, **kwargs)
             self.traffic = traffic
+
+        def __deepcopy__(self, memo: dict[int, Any]) -> Any:
+            # redis-py gives each connection a deep copy of the client's Retry: they must all report to
+            # the one Traffic of the component, never to copies of it.
+            memo[id(self.traffic)] = self.traffic
+            clone = object.__new__(type(self))
+            memo[id(self)] = clone
+            for key, value in self.__dict__.items():
+                setattr(clone, key, copy.deepcopy(value, memo))
+            return clone
 
         async def call_with_retry(self, *args: Any, **kwargs: Any) -> Any:
             try:

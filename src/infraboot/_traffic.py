@@ -13,15 +13,29 @@ Reporting is cheap on purpose: a success costs one attribute read while nothing 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
-from typing import TYPE_CHECKING
+from collections.abc import Awaitable, Callable
+from contextvars import ContextVar
+from typing import TYPE_CHECKING, TypeVar
 
 from ._errors import classify_error, error_chain
 
 if TYPE_CHECKING:
     from ._slot import Probe
 
-__all__ = ["OUTAGE_CODES", "Traffic", "is_outage"]
+__all__ = ["OUTAGE_CODES", "Traffic", "is_outage", "probing"]
+
+T = TypeVar("T")
+
+# Set inside the monitor's probes: their calls go through the same driver hooks, but a probe's
+# outcome is already counted as a probe.
+_probing: ContextVar[bool] = ContextVar("infraboot_probing", default=False)
+
+
+async def probing(work: Awaitable[T]) -> T:
+    """Await *work* as a probe: what it meets is not reported as live traffic (run it in a task of its own)."""
+    _probing.set(True)
+    return await work
+
 
 #: The error codes (:meth:`~infraboot.Component.classify`) that say "the server cannot be reached or
 #: went away", as opposed to "the server answered with an error" (a bad query, a wrong key type).
@@ -72,7 +86,7 @@ class Traffic:
         ``disconnect=True``: the driver already knows the connection is gone (SQLAlchemy's
         ``is_disconnect``), so it counts whatever the error's code.
         """
-        if self._on_failure is None or isinstance(exc, asyncio.CancelledError):
+        if self._on_failure is None or isinstance(exc, asyncio.CancelledError) or _probing.get():
             return False
         code = self._classify(exc)
         if code not in OUTAGE_CODES:
