@@ -5,6 +5,7 @@ Nothing here imports SQLAlchemy at module level: it loads when the component sta
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import uuid
 from collections.abc import Awaitable, Callable
@@ -22,7 +23,7 @@ from ._warmup import open_group
 from .exceptions import ConfigError
 
 if TYPE_CHECKING:
-    from sqlalchemy.engine import Connection, ExceptionContext
+    from sqlalchemy.engine import ExceptionContext
     from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
     from ._redact import SecretURL
@@ -157,7 +158,7 @@ class DatabaseComponent(ConfiguredComponent["AsyncEngine", "DatabaseSettings"]):
             raise ConfigError(msg) from None
         # Passive health first: it judges by what the driver said, before follow_primary turns a
         # "not the primary any more" answer into a disconnect (that server answered: no outage).
-        watch_traffic(engine, ctx.traffic)  # a timed-out connection is dropped too, not reused
+        watch_traffic(engine, ctx.traffic, ping_timeout=settings.connect_timeout)  # a timed-out connection: dropped
         follow_primary(engine, self.name, role=settings.effective_role)  # 25006, admin shutdown: reconnect
         try:
             await self.check(engine)
@@ -198,21 +199,11 @@ class DatabaseComponent(ConfiguredComponent["AsyncEngine", "DatabaseSettings"]):
         s = self.settings
         if s is None or s.effective_role != "primary":
             async with resource.connect() as conn:
-                try:
-                    await conn.execute(text("SELECT 1"))
-                except BaseException:
-                    _terminate(conn.sync_connection)
-                    raise
+                await conn.execute(text("SELECT 1"))
             return
         query = "SELECT pg_is_in_recovery(), current_setting('transaction_read_only') = 'on'"
         async with resource.connect() as conn:
-            try:
-                in_recovery, read_only = (await conn.execute(text(query))).one()
-            except BaseException:
-                # Cancelled at the probe's deadline (a blackhole) or failed: drop the connection now, so that
-                # the abandoned probe ends at once instead of waiting for a cancel request or a graceful close.
-                _terminate(conn.sync_connection)
-                raise
+            in_recovery, read_only = (await conn.execute(text(query))).one()
         if in_recovery or read_only:
             await resource.dispose()  # the next connection goes through the URL's hosts again
             role, url = s.env("role"), s.env("url")
@@ -273,28 +264,35 @@ class DatabaseComponent(ConfiguredComponent["AsyncEngine", "DatabaseSettings"]):
         return resource
 
 
-def watch_traffic(engine: AsyncEngine, traffic: Traffic) -> None:
+def watch_traffic(engine: AsyncEngine, traffic: Traffic, *, ping_timeout: float | None = None) -> None:
     """Report *engine*'s live traffic to passive health, and drop a connection that timed out.
 
-    A driver timeout (``command_timeout``, past ``DATABASE_STATEMENT_TIMEOUT``) or a
-    cancellation terminates the driver connection on the spot -- no cancel request into
-    a dead network, no graceful close -- and the timeout is made a disconnect, so SQLAlchemy
-    invalidates the connection (and the pool) instead of returning it. Outage-class errors
-    count against the component; a pre-ping that fails does not (SQLAlchemy reconnects),
-    and any statement that completes resets the count.
+    A driver timeout (``command_timeout``, past ``DATABASE_STATEMENT_TIMEOUT``) is made a
+    disconnect, so SQLAlchemy invalidates the connection (and the pool) instead of
+    returning it. A connection invalidated after a timeout, an outage or a cancellation
+    is terminated on the spot -- no cancel request into a dead network, no graceful close
+    that waits for an answer -- so an abandoned probe or request ends at once.
+    Outage-class errors count against the component; a pre-ping that fails does not
+    (SQLAlchemy connects again), and any statement that completes resets the count.
+    With *ping_timeout*, the pool's pre-ping gives up on a silent connection after that long.
     """
     from sqlalchemy import event as sa_event
 
     def on_error(context: ExceptionContext) -> None:
         exc = context.original_exception
-        cancelled = not isinstance(exc, Exception)  # a cancellation (SQLAlchemy invalidates the connection then)
-        if cancelled or isinstance(exc, TimeoutError):
-            _terminate(context.connection)
-            context.is_disconnect = True
-        if cancelled or context.is_pre_ping:
+        if not isinstance(exc, Exception):  # a cancellation: SQLAlchemy invalidates the connection itself
             return
-        if context.is_disconnect or is_outage(exc):
+        if isinstance(exc, TimeoutError):
+            context.is_disconnect = True
+        if not context.is_pre_ping and (context.is_disconnect or is_outage(exc)):
             traffic.failed(exc, disconnect=context.is_disconnect)
+
+    def on_invalidate(dbapi_connection: Any, record: Any, exception: BaseException | None) -> None:
+        if exception is None or (isinstance(exception, Exception) and not is_outage(exception)):
+            return  # invalidated on purpose or after a server's answer: the polite close is quick
+        terminate = getattr(record.driver_connection, "terminate", None)  # asyncpg; aiosqlite needs none
+        if callable(terminate):
+            terminate()
 
     def on_statement(*_: Any) -> None:
         if traffic.failures:
@@ -303,6 +301,38 @@ def watch_traffic(engine: AsyncEngine, traffic: Traffic) -> None:
     sync_engine = engine.sync_engine
     sa_event.listen(sync_engine, "handle_error", on_error)
     sa_event.listen(sync_engine, "after_cursor_execute", on_statement)
+    sa_event.listen(sync_engine.pool, "invalidate", on_invalidate)
+    if ping_timeout is not None:
+        _bound_pre_ping(sync_engine.dialect, ping_timeout)
+
+
+def _bound_pre_ping(dialect: Any, budget: float) -> None:
+    """Make the pool's pre-ping give up on a silent connection after *budget* seconds (this engine only).
+
+    A pooled connection whose network went silent would hold the pre-ping for the whole
+    statement deadline, and its driver timeout escapes SQLAlchemy's pre-ping handling
+    (it is no DBAPI error), failing the checkout instead of connecting again. Here the
+    connection is terminated at the deadline -- a timer, no task -- and the ping counts as
+    failed: SQLAlchemy then drops the pool's older connections and opens a fresh one.
+    """
+    ping = dialect.do_ping
+
+    def do_ping(dbapi_connection: Any) -> bool:
+        terminate = getattr(dialect.get_driver_connection(dbapi_connection), "terminate", None)
+        if not callable(terminate):  # aiosqlite: no network to go silent
+            result: bool = ping(dbapi_connection)
+            return result
+        timer = asyncio.get_running_loop().call_later(budget, terminate)
+        try:
+            result = ping(dbapi_connection)
+        except TimeoutError:  # the driver's own deadline came first
+            terminate()
+            return False
+        finally:
+            timer.cancel()
+        return result
+
+    dialect.do_ping = do_ping
 
 
 def observed_connect(traffic: Traffic) -> Callable[..., Awaitable[Any]]:
@@ -324,19 +354,6 @@ def observed_connect(traffic: Traffic) -> Callable[..., Awaitable[Any]]:
         return conn
 
     return connect
-
-
-def _terminate(connection: Connection | None) -> None:
-    """Close *connection*'s driver connection at once, without a word to the server (asyncpg's ``terminate()``)."""
-    if connection is None or connection.invalidated or connection.closed:
-        return
-    try:
-        driver = connection.connection.driver_connection
-    except Exception:  # already gone
-        return
-    terminate = getattr(driver, "terminate", None)  # asyncpg has it; aiosqlite does not need it
-    if callable(terminate):
-        terminate()
 
 
 async def _dispose_quietly(engine: AsyncEngine) -> None:
