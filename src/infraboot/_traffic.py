@@ -13,6 +13,7 @@ Reporting is cheap on purpose: a success costs one attribute read while nothing 
 from __future__ import annotations
 
 import asyncio
+import socket
 from collections.abc import Awaitable, Callable
 from contextvars import ContextVar
 from typing import TYPE_CHECKING, TypeVar
@@ -104,7 +105,7 @@ def is_outage(exc: BaseException) -> bool:
     """Whether *exc* (or an error behind it) says a server could not be reached or went away.
 
     Used by the framework adapters to answer 503 instead of 500. Recognised without
-    importing any driver: the standard ``OSError``/``TimeoutError`` family, redis-py's
+    importing any driver: the standard ``ConnectionError``/``TimeoutError`` family, redis-py's
     ``ConnectionError``/``TimeoutError``, SQLAlchemy's errors flagged as a disconnect
     (``connection_invalidated``) and asyncpg's connection errors.
     """
@@ -113,7 +114,7 @@ def is_outage(exc: BaseException) -> bool:
             return False
         if getattr(link, "connection_invalidated", False):  # SQLAlchemy: the driver said "disconnect"
             return True
-        if isinstance(link, OSError | TimeoutError):  # ConnectionError, socket errors, asyncio timeouts
+        if isinstance(link, ConnectionError | TimeoutError | socket.gaierror):  # refused, reset, silent, no DNS
             return True
         module = type(link).__module__
         name = type(link).__name__

@@ -75,23 +75,30 @@ async def _unavailable(request: Request, exc: Exception) -> Response:
     return JSONResponse(body, status_code=503, headers={"Retry-After": RETRY_AFTER})
 
 
+async def _outage(request: Request, exc: Exception) -> Response:
+    """A server could not be reached (a connection refused or reset, a timeout): 503, not 500."""
+    body = {"detail": "a dependency is unavailable; try again later"}
+    return JSONResponse(body, status_code=503, headers={"Retry-After": RETRY_AFTER})
+
+
 async def _server_error(request: Request, exc: Exception) -> Response:
     """The last resort (Starlette's ``ServerErrorMiddleware``): an outage is a 503, anything else the usual 500.
 
     A driver's connection error or timeout (Redis or PostgreSQL down, refused, silent) says
     "try again later", not "this server has a bug". Starlette re-raises the error either
-    way, so the server still logs it.
+    way, so the server logs it (and closes that keep-alive connection, as after any 500).
     """
     if is_outage(exc):
-        body = {"detail": "a dependency is unavailable; try again later"}
-        return JSONResponse(body, status_code=503, headers={"Retry-After": RETRY_AFTER})
+        return await _outage(request, exc)
     return PlainTextResponse("Internal Server Error", status_code=500)
 
 
 exception_handlers: dict[Any, Any] = {
     ComponentUnavailableError: _unavailable,
     NotInitializedError: _unavailable,
-    Exception: _server_error,
+    ConnectionError: _outage,  # the standard ones (asyncpg's connect, a statement's deadline): handled quietly
+    TimeoutError: _outage,
+    Exception: _server_error,  # the drivers' own classes, recognised without importing a driver
 }
 """For ``Starlette(exception_handlers=...)`` / ``FastAPI(exception_handlers=...)``: a handler that calls
 ``get()`` (or ``get_redis()``, ``get_session()``) while the component is unavailable answers 503 with a
