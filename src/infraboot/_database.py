@@ -273,7 +273,7 @@ def watch_traffic(engine: AsyncEngine, traffic: Traffic, *, ping_timeout: float 
     is terminated on the spot -- no cancel request into a dead network, no graceful close
     that waits for an answer -- so an abandoned probe or request ends at once.
     Outage-class errors count against the component; a pre-ping that fails does not
-    (SQLAlchemy connects again), and any statement that completes resets the count.
+    (SQLAlchemy connects again), and a connection checked back in alive resets the count.
     With *ping_timeout*, the pool's pre-ping gives up on a silent connection after that long.
     """
     from sqlalchemy import event as sa_event
@@ -294,13 +294,15 @@ def watch_traffic(engine: AsyncEngine, traffic: Traffic, *, ping_timeout: float 
         if callable(terminate):
             terminate()
 
-    def on_statement(*_: Any) -> None:
-        if traffic.failures:
+    def on_checkin(dbapi_connection: Any, record: Any) -> None:
+        # Back in the pool alive: its work reached the server (an outage invalidates the connection first).
+        # Once per session, not per statement: a statement listener would cost every query a dispatch.
+        if dbapi_connection is not None and traffic.failures:
             traffic.succeeded()
 
     sync_engine = engine.sync_engine
     sa_event.listen(sync_engine, "handle_error", on_error)
-    sa_event.listen(sync_engine, "after_cursor_execute", on_statement)
+    sa_event.listen(sync_engine.pool, "checkin", on_checkin)
     sa_event.listen(sync_engine.pool, "invalidate", on_invalidate)
     if ping_timeout is not None:
         _bound_pre_ping(sync_engine.dialect, ping_timeout)
