@@ -88,3 +88,53 @@ async def test_an_outage_answers_503_within_the_operation_timeout_and_readiness_
     assert 503 == ready
     # The worst first request: the Postgres pre-ping on a silent connection, then a connect into the blackhole.
     assert answers[0][2] < 2 * OP_TIMEOUT + SLACK
+
+
+@pytest.mark.parametrize(
+    ("error", "expected"),
+    [
+        ("redis_connection", (503, "5")),
+        ("redis_timeout", (503, "5")),
+        ("refused", (503, "5")),
+        ("timeout", (503, "5")),
+        ("disconnect", (503, "5")),
+        ("value", (500, None)),
+        ("file", (500, None)),
+        ("response", (500, None)),
+    ],
+)
+async def test_the_exception_handlers_answer_503_for_an_outage_and_500_for_a_bug(
+    error: str, expected: tuple[int, str | None]
+) -> None:
+    """A driver's connection error or timeout escaping a handler is 503 + Retry-After; any other error a 500."""
+    from redis.exceptions import ConnectionError as RedisConnectionError
+    from redis.exceptions import ResponseError
+    from redis.exceptions import TimeoutError as RedisTimeoutError
+    from sqlalchemy.exc import OperationalError
+    from starlette.applications import Starlette
+    from starlette.requests import Request
+    from starlette.responses import Response
+    from starlette.routing import Route
+
+    import infraboot.starlette
+
+    errors: dict[str, Exception] = {
+        "redis_connection": RedisConnectionError("Error 111 connecting to 127.0.0.1:6379"),
+        "redis_timeout": RedisTimeoutError("Timeout reading from 127.0.0.1:6379"),
+        "refused": ConnectionRefusedError("Connect call failed"),
+        "timeout": TimeoutError(),
+        "disconnect": OperationalError("SELECT 1", {}, Exception("gone"), connection_invalidated=True),
+        "value": ValueError("a bug"),
+        "file": FileNotFoundError("templates/x.html"),
+        "response": ResponseError("WRONGTYPE"),
+    }
+
+    async def handler(request: Request) -> Response:
+        raise errors[error]
+
+    app = Starlette(routes=[Route("/", handler)], exception_handlers=infraboot.starlette.exception_handlers)
+    transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+    async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+        response = await client.get("/")
+
+    assert expected == (response.status_code, response.headers.get("retry-after"))
