@@ -136,8 +136,8 @@ class Monitor:
         name = f"infraboot-probe-{slot.name}"
         if any(t.get_name() == name for t in slot.strays):
             # The last probe ignored its deadline and still hangs (a blackhole): no second one beside it,
-            # and the answer is the one it would give.
-            self._observe(slot, 0.0, "timeout")
+            # and the answer is the one it would give, after at least as long.
+            self._observe(slot, comp.check_timeout, "timeout")
             return
         try:
             await run_within(probing(comp.check(resource)), comp.check_timeout, name=name, abandoned=slot.strays)
