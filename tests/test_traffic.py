@@ -374,3 +374,21 @@ def test_command_timeout_in_engine_options_names_the_setting_to_use(clean_env: p
         validate_settings(database=settings)
 
     assert "'command_timeout' is set by infraboot; use DATABASE_STATEMENT_TIMEOUT instead" in str(caught.value)
+
+
+async def test_redis_connections_have_tcp_keepalive_on(redis_url: str) -> None:
+    """The client's sockets have SO_KEEPALIVE set, with a 30 s idle time where the platform has it."""
+    import socket
+
+    async with TcpProxy(redis_url) as proxy, redis_system(proxy, redis_url) as system:
+        client = system.get("redis")
+        conn = await client.connection_pool.get_connection()
+        try:
+            await conn.connect()
+            sock = conn._writer.get_extra_info("socket")
+            keepalive = sock.getsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE)
+            idle = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE) if hasattr(socket, "TCP_KEEPIDLE") else 30
+        finally:
+            await client.connection_pool.release(conn)
+
+    assert (1, 30) == (keepalive, idle)
