@@ -392,3 +392,30 @@ async def test_redis_connections_have_tcp_keepalive_on(redis_url: str) -> None:
             await client.connection_pool.release(conn)
 
     assert (1, 30) == (keepalive, idle)
+
+
+async def test_a_component_s_own_failure_threshold_beats_the_system_s() -> None:
+    """failure_threshold=3 on the component: two outage errors leave it ready under a system threshold of 1."""
+    seen: list[Traffic] = []
+
+    @infraboot.component("search", failure_threshold=3)
+    async def search(ctx: infraboot.Context) -> AsyncIterator[str]:
+        seen.append(ctx.traffic)
+        yield "client"
+
+    async with SystemInitializer([search], failure_threshold=1, check_interval=None) as system:
+        states = []
+        for _ in range(3):
+            seen[0].failed(ConnectionRefusedError())
+            states.append(system.state("search"))
+
+    assert [ComponentState.READY, ComponentState.READY, ComponentState.UNHEALTHY] == states
+
+
+@pytest.mark.parametrize("value", [0, -1, 1.5, True, "3"])
+def test_a_bad_component_failure_threshold_names_the_field(value: object) -> None:
+    """failure_threshold must be a whole number >= 1 (or None): the error says so."""
+    with pytest.raises(ConfigError) as caught:
+        infraboot.Component("search", failure_threshold=value)  # type: ignore[arg-type]
+
+    assert f"failure_threshold={value!r}: must be a whole number >= 1" in str(caught.value)

@@ -58,6 +58,7 @@ class ComponentOptions(TypedDict, total=False):
     deadline: float | None
     check_timeout: float
     stop_timeout: float
+    failure_threshold: int | None
     kind: str
 
 
@@ -130,6 +131,9 @@ class Component(Generic[T]):
       backoff and full jitter between ``backoff_initial`` and ``backoff_max``.
     - ``deadline``: optional total seconds for all attempts together.
     - ``check_timeout`` / ``stop_timeout``: seconds a health probe / a stop may take.
+    - ``failure_threshold``: failures in a row (failed probes, and connection errors or timeouts
+      met by live traffic) before this component is unhealthy; ``None`` (the default): the
+      system's ``failure_threshold``.
     - ``kind``: the ``componentType`` in health output (``"datastore"``, ``"component"``, ...).
     """
 
@@ -144,6 +148,7 @@ class Component(Generic[T]):
     deadline: float | None = None
     check_timeout: float = 5.0
     stop_timeout: float = 10.0
+    failure_threshold: int | None = None
 
     def __init__(self, name: str | None = None, **options: Unpack[ComponentOptions]) -> None:
         unknown = sorted(set(options) - _OPTIONS)
@@ -188,6 +193,8 @@ class Component(Generic[T]):
         found = [seconds_problem(field, getattr(self, field)) for field in _SECONDS]
         found.append(seconds_problem("deadline", self.deadline, allow_none=True))
         found.append(count_problem("retries", self.retries))
+        if self.failure_threshold is not None:
+            found.append(count_problem("failure_threshold", self.failure_threshold, minimum=1))
         if not isinstance(self.kind, str) or not self.kind:
             found.append(f"kind={self.kind!r} must be a short word such as 'datastore' or 'component'")
         problems.extend(f"{label}: {p}" for p in found if p)

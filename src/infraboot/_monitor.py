@@ -165,7 +165,8 @@ class Monitor:
         """Flip *slot* on the failures and successes in a row its probe record now holds."""
         probe, settings = slot.probe, self._settings
         required = slot.component.required
-        if probe.healthy and probe.failures >= settings.failure_threshold:
+        threshold = slot.component.failure_threshold or settings.failure_threshold
+        if probe.healthy and probe.failures >= threshold:
             probe.healthy = False
             event(
                 logging.ERROR if required else logging.WARNING,
