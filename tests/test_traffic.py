@@ -199,6 +199,24 @@ async def test_a_query_hung_on_a_blackhole_fails_within_the_statement_timeout_an
     assert set() == {n for n in left if not n.startswith("infraboot-")}
 
 
+async def test_a_warm_pool_on_a_silent_line_costs_one_connect_timeout_per_session(database_url: str) -> None:
+    """Four pooled connections go silent: after the first session each costs the connect timeout, no close waits."""
+    async with (
+        TcpProxy(database_url) as proxy,
+        database_system(
+            proxy, database_url, connect_timeout=1.0, warmup_connections=4, statement_timeout=1.0
+        ) as system,
+    ):
+        system.configure(failure_threshold=10)  # keep it ready: every session goes through the pool
+        proxy.blackhole(drop_existing=False)
+        durations = [(await timed(select(system)))[0] for _ in range(4)]
+        left = [t.get_coro().__qualname__ for t in asyncio.all_tasks() if t is not asyncio.current_task()]  # type: ignore[union-attr]
+
+    assert durations[0] < 2.0 + SLACK  # the pre-ping's deadline, then a connect into the blackhole
+    assert max(durations[1:]) < 2.0  # a connect timeout each (1 s), not + 2 s of polite close per old connection
+    assert [] == [n for n in left if "graceful" in n or "_cancel" in n]
+
+
 async def test_a_slow_query_on_a_live_server_is_cancelled_by_the_server_and_does_not_count(database_url: str) -> None:
     """Past DATABASE_STATEMENT_TIMEOUT a live server cancels the statement: no outage counted, the pool kept."""
     async with TcpProxy(database_url) as proxy, database_system(proxy, database_url) as system:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 import uuid
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, cast
@@ -287,12 +288,23 @@ def watch_traffic(engine: AsyncEngine, traffic: Traffic, *, ping_timeout: float 
         if not context.is_pre_ping and (context.is_disconnect or is_outage(exc)):
             traffic.failed(exc, disconnect=context.is_disconnect)
 
+    silent_since = [0.0]  # wall time of the last invalidation after a timeout: older connections are suspect
+
     def on_invalidate(dbapi_connection: Any, record: Any, exception: BaseException | None) -> None:
         if exception is None or (isinstance(exception, Exception) and not is_outage(exception)):
             return  # invalidated on purpose or after a server's answer: the polite close is quick
-        terminate = getattr(record.driver_connection, "terminate", None)  # asyncpg; aiosqlite needs none
-        if callable(terminate):
-            terminate()
+        if not isinstance(exception, Exception) or _timed_out(exception):
+            went_silent()
+        _terminate(record)
+
+    def went_silent() -> None:
+        silent_since[0] = time.time()
+
+    def on_close(dbapi_connection: Any, record: Any) -> None:
+        # The pool recycles the connections it held when one timed out: on a silent line their polite
+        # close would wait two seconds each for an answer (SQLAlchemy's graceful close) before giving up.
+        if getattr(record, "starttime", silent_since[0] + 1) <= silent_since[0]:
+            _terminate(record)
 
     def on_checkin(dbapi_connection: Any, record: Any) -> None:
         # Back in the pool alive: its work reached the server (an outage invalidates the connection first).
@@ -304,11 +316,23 @@ def watch_traffic(engine: AsyncEngine, traffic: Traffic, *, ping_timeout: float 
     sa_event.listen(sync_engine, "handle_error", on_error)
     sa_event.listen(sync_engine.pool, "checkin", on_checkin)
     sa_event.listen(sync_engine.pool, "invalidate", on_invalidate)
+    sa_event.listen(sync_engine.pool, "close", on_close)
     if ping_timeout is not None:
-        _bound_pre_ping(sync_engine.dialect, ping_timeout)
+        _bound_pre_ping(sync_engine.dialect, ping_timeout, went_silent)
 
 
-def _bound_pre_ping(dialect: Any, budget: float) -> None:
+def _timed_out(exc: BaseException) -> bool:
+    return any(isinstance(link, TimeoutError) for link in error_chain(exc))
+
+
+def _terminate(record: Any) -> None:
+    """Drop a pooled connection's driver connection at once, without a word to the server (asyncpg ``terminate()``)."""
+    terminate = getattr(record.driver_connection, "terminate", None)  # aiosqlite has none and needs none
+    if callable(terminate):
+        terminate()
+
+
+def _bound_pre_ping(dialect: Any, budget: float, went_silent: Callable[[], None]) -> None:
     """Make the pool's pre-ping give up on a silent connection after *budget* seconds (this engine only).
 
     A pooled connection whose network went silent would hold the pre-ping for the whole
@@ -324,11 +348,16 @@ def _bound_pre_ping(dialect: Any, budget: float) -> None:
         if not callable(terminate):  # aiosqlite: no network to go silent
             result: bool = ping(dbapi_connection)
             return result
-        timer = asyncio.get_running_loop().call_later(budget, terminate)
+
+        def give_up() -> None:
+            went_silent()
+            terminate()
+
+        timer = asyncio.get_running_loop().call_later(budget, give_up)
         try:
             result = ping(dbapi_connection)
         except TimeoutError:  # the driver's own deadline came first
-            terminate()
+            give_up()
             return False
         finally:
             timer.cancel()
