@@ -293,7 +293,7 @@ def watch_traffic(engine: AsyncEngine, traffic: Traffic, *, ping_timeout: float 
     def on_invalidate(dbapi_connection: Any, record: Any, exception: BaseException | None) -> None:
         if exception is None or (isinstance(exception, Exception) and not is_outage(exception)):
             return  # invalidated on purpose or after a server's answer: the polite close is quick
-        if not isinstance(exception, Exception) or _timed_out(exception):
+        if _timed_out(exception):  # a cancellation drops its own connection only: the pool is kept
             went_silent()
         _terminate(record)
 
