@@ -105,7 +105,9 @@ class RedisComponent(ConfiguredComponent["Redis", "RedisSettings"]):
                 kwargs["ssl_ca_certs"] = settings.ssl_ca_certs
         # TCP keepalive unless client_options say otherwise: an idle pooled connection (or a subscriber)
         # to a host that vanished is found dead in about 45 s instead of hanging on the next use.
-        defaults: dict[str, Any] = {"socket_keepalive": True, "socket_keepalive_options": keepalive_options()}
+        defaults: dict[str, Any] = {}
+        if url.scheme in ("redis", "rediss"):  # a unix:// socket has no TCP options
+            defaults = {"socket_keepalive": True, "socket_keepalive_options": keepalive_options()}
         redis_client: Redis = Redis.from_url(
             url.get_secret_value(), **{**defaults, **settings.client_options, **kwargs}
         )
