@@ -57,6 +57,7 @@ if TYPE_CHECKING:
     from ._settings import DatabaseSettings, RedisSettings
     from ._state import ComponentState
     from ._system import SystemInitializer
+    from ._traffic import Traffic
     from .exceptions import (
         ComponentUnavailableError,
         ConfigError,
@@ -95,6 +96,7 @@ __all__ = [
     "StartupReport",
     "StopResult",
     "SystemInitializer",
+    "Traffic",
     "UnknownComponentError",
     "__version__",
     "close_database",
@@ -167,6 +169,7 @@ _LAZY = {
     "RedisSettings": "._settings",
     "ComponentState": "._state",
     "SystemInitializer": "._system",
+    "Traffic": "._traffic",
     "ComponentUnavailableError": ".exceptions",
     "ConfigError": ".exceptions",
     "DependencyError": ".exceptions",

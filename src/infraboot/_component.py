@@ -16,6 +16,7 @@ from ._checks import count_problem, seconds_problem
 from ._errors import classify_error
 from ._graph import is_name
 from ._retry import RetryPolicy
+from ._traffic import Traffic
 from .exceptions import ConfigError
 
 __all__ = [
@@ -57,6 +58,7 @@ class ComponentOptions(TypedDict, total=False):
     deadline: float | None
     check_timeout: float
     stop_timeout: float
+    failure_threshold: int | None
     kind: str
 
 
@@ -69,15 +71,20 @@ class Context:
 
     ``ctx.get("database")`` returns the live resource of a requirement. Asking for a
     component that is not in ``requires`` is an error, so the dependency graph
-    always says the truth about start and stop order.
+    always says the truth about start and stop order. ``ctx.traffic`` is where the resource's
+    driver hooks report what live traffic sees (passive health, see :class:`~infraboot.Traffic`).
     """
 
-    __slots__ = ("_resources", "attempt", "component", "stop_reason")
+    __slots__ = ("_resources", "attempt", "component", "stop_reason", "traffic")
 
-    def __init__(self, component: str, resources: Mapping[str, Any], attempt: int = 1) -> None:
+    def __init__(
+        self, component: str, resources: Mapping[str, Any], attempt: int = 1, *, traffic: Traffic | None = None
+    ) -> None:
         self.component = component
         self.attempt = attempt
         self._resources = resources
+        #: Report connection-class errors (and successes) of live traffic here; a no-op outside a system.
+        self.traffic = traffic if traffic is not None else Traffic()
         #: Set before the teardown runs: ``None`` for an ordinary stop (shutdown, ``stop()``),
         #: else one redacted line saying why the resource is released early (a rollback).
         self.stop_reason: str | None = None
@@ -124,6 +131,9 @@ class Component(Generic[T]):
       backoff and full jitter between ``backoff_initial`` and ``backoff_max``.
     - ``deadline``: optional total seconds for all attempts together.
     - ``check_timeout`` / ``stop_timeout``: seconds a health probe / a stop may take.
+    - ``failure_threshold``: failures in a row (failed probes, and connection errors or timeouts
+      met by live traffic) before this component is unhealthy; ``None`` (the default): the
+      system's ``failure_threshold``.
     - ``kind``: the ``componentType`` in health output (``"datastore"``, ``"component"``, ...).
     """
 
@@ -138,6 +148,7 @@ class Component(Generic[T]):
     deadline: float | None = None
     check_timeout: float = 5.0
     stop_timeout: float = 10.0
+    failure_threshold: int | None = None
 
     def __init__(self, name: str | None = None, **options: Unpack[ComponentOptions]) -> None:
         unknown = sorted(set(options) - _OPTIONS)
@@ -182,6 +193,8 @@ class Component(Generic[T]):
         found = [seconds_problem(field, getattr(self, field)) for field in _SECONDS]
         found.append(seconds_problem("deadline", self.deadline, allow_none=True))
         found.append(count_problem("retries", self.retries))
+        if self.failure_threshold is not None:
+            found.append(count_problem("failure_threshold", self.failure_threshold, minimum=1))
         if not isinstance(self.kind, str) or not self.kind:
             found.append(f"kind={self.kind!r} must be a short word such as 'datastore' or 'component'")
         problems.extend(f"{label}: {p}" for p in found if p)

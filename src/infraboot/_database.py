@@ -5,9 +5,12 @@ Nothing here imports SQLAlchemy at module level: it loads when the component sta
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import time
 import uuid
 import weakref
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, cast
 
 from ._component import Context
@@ -16,17 +19,31 @@ from ._deadlines import shielded
 from ._errors import classify_error, error_chain
 from ._log import event
 from ._pg_failover import NotPrimaryError, follow_primary, read_only_server_settings
-from ._urls import database_driver_url
+from ._traffic import is_outage
+from ._urls import ASYNC_POSTGRES, database_driver_url
 from ._warmup import open_group
 from .exceptions import ConfigError
 
 if TYPE_CHECKING:
+    from sqlalchemy.engine import ExceptionContext
     from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
     from ._redact import SecretURL
     from ._settings import DatabaseSettings
+    from ._traffic import Traffic
 
-__all__ = ["DatabaseComponent", "dedicated_engine", "pgbouncer_connect_args"]
+__all__ = [
+    "STATEMENT_MARGIN",
+    "DatabaseComponent",
+    "dedicated_engine",
+    "observed_connect",
+    "pgbouncer_connect_args",
+    "watch_traffic",
+]
+
+_TIMEOUT = "statement_timeout"
+#: Seconds the client waits past ``DATABASE_STATEMENT_TIMEOUT`` (the server's own cancel) before it drops the line.
+STATEMENT_MARGIN = 1.0
 
 _AUTH_ERRORS = ("InvalidPasswordError", "InvalidAuthorizationSpecificationError")
 _NOT_FOUND_ERRORS = ("InvalidCatalogNameError",)
@@ -136,6 +153,13 @@ class DatabaseComponent(ConfiguredComponent["AsyncEngine", "DatabaseSettings"]):
         connect_args: dict[str, Any] = {"timeout": s.connect_timeout}
         if s.application_name:
             connect_args["server_settings"] = {"application_name": s.application_name}
+        if s.statement_timeout:
+            # The server cancels a slow statement at statement_timeout (the connection lives on); the client
+            # gives up a margin later, which only a dead line reaches: that connection is then dropped.
+            connect_args["command_timeout"] = s.statement_timeout + STATEMENT_MARGIN
+            if not s.pgbouncer:  # PgBouncer refuses unknown startup parameters
+                millis = str(max(1, round(s.statement_timeout * 1000)))
+                connect_args["server_settings"] = {**connect_args.get("server_settings", {}), _TIMEOUT: millis}
         if s.effective_role == "replica":  # read-only sessions, even where prefer-standby lands on the primary
             connect_args["server_settings"] = {**connect_args.get("server_settings", {}), **read_only_server_settings()}
         if s.pgbouncer:
@@ -154,6 +178,9 @@ class DatabaseComponent(ConfiguredComponent["AsyncEngine", "DatabaseSettings"]):
         url, note = database_driver_url(cast("SecretURL", settings.url), var=settings.env("url"))
         if note is not None and ctx.attempt == 1:
             event(logging.INFO, "database_driver_chosen", self.name, note=note)
+        if url.scheme == ASYNC_POSTGRES:  # connect failures count for passive health too
+            creator = observed_connect(ctx.traffic)
+            kwargs["connect_args"] = {**kwargs.get("connect_args", {}), "async_creator_fn": creator}
         try:
             engine = create_async_engine(url.get_secret_value(), **kwargs)
         except ImportError as exc:
@@ -162,6 +189,9 @@ class DatabaseComponent(ConfiguredComponent["AsyncEngine", "DatabaseSettings"]):
             msg = f'the database URL needs the {driver} driver: pip install "infraboot[{extra}]"'
             raise ConfigError(msg) from None
         _MADE_FROM[engine.sync_engine] = (url.get_secret_value(), dict(kwargs.get("connect_args", {})))
+        # Passive health first: it judges by what the driver said, before follow_primary turns a
+        # "not the primary any more" answer into a disconnect (that server answered: no outage).
+        watch_traffic(engine, ctx.traffic, ping_timeout=settings.connect_timeout)  # a timed-out connection: dropped
         follow_primary(engine, self.name, role=settings.effective_role)  # 25006, admin shutdown: reconnect
         try:
             await self.check(engine)
@@ -265,6 +295,128 @@ class DatabaseComponent(ConfiguredComponent["AsyncEngine", "DatabaseSettings"]):
         orphans.append(resource.sync_engine.pool)
         resource.sync_engine.dispose(close=False)
         return resource
+
+
+def watch_traffic(engine: AsyncEngine, traffic: Traffic, *, ping_timeout: float | None = None) -> None:
+    """Report *engine*'s live traffic to passive health, and drop a connection that timed out.
+
+    A driver timeout (``command_timeout``, past ``DATABASE_STATEMENT_TIMEOUT``) is made a
+    disconnect, so SQLAlchemy invalidates the connection (and the pool) instead of
+    returning it. A connection invalidated after a timeout, an outage or a cancellation
+    is terminated on the spot -- no cancel request into a dead network, no graceful close
+    that waits for an answer -- so an abandoned probe or request ends at once.
+    Outage-class errors count against the component; a pre-ping that fails does not
+    (SQLAlchemy connects again), and a connection checked back in alive resets the count.
+    With *ping_timeout*, the pool's pre-ping gives up on a silent connection after that long.
+    """
+    from sqlalchemy import event as sa_event
+
+    def on_error(context: ExceptionContext) -> None:
+        exc = context.original_exception
+        if not isinstance(exc, Exception):  # a cancellation: SQLAlchemy invalidates the connection itself
+            return
+        if isinstance(exc, TimeoutError):
+            context.is_disconnect = True
+        if not context.is_pre_ping and (context.is_disconnect or is_outage(exc)):
+            traffic.failed(exc, disconnect=context.is_disconnect)
+
+    silent_since = [0.0]  # wall time of the last invalidation after a timeout: older connections are suspect
+
+    def on_invalidate(dbapi_connection: Any, record: Any, exception: BaseException | None) -> None:
+        if exception is None or (isinstance(exception, Exception) and not is_outage(exception)):
+            return  # invalidated on purpose or after a server's answer: the polite close is quick
+        if _timed_out(exception):  # a cancellation drops its own connection only: the pool is kept
+            went_silent()
+        _terminate(record)
+
+    def went_silent() -> None:
+        silent_since[0] = time.time()
+
+    def on_close(dbapi_connection: Any, record: Any) -> None:
+        # The pool recycles the connections it held when one timed out: on a silent line their polite
+        # close would wait two seconds each for an answer (SQLAlchemy's graceful close) before giving up.
+        if getattr(record, "starttime", silent_since[0] + 1) <= silent_since[0]:
+            _terminate(record)
+
+    def on_checkin(dbapi_connection: Any, record: Any) -> None:
+        # Back in the pool alive: its work reached the server (an outage invalidates the connection first).
+        # Once per session, not per statement: a statement listener would cost every query a dispatch.
+        if dbapi_connection is not None and traffic.failures:
+            traffic.succeeded()
+
+    sync_engine = engine.sync_engine
+    sa_event.listen(sync_engine, "handle_error", on_error)
+    sa_event.listen(sync_engine.pool, "checkin", on_checkin)
+    sa_event.listen(sync_engine.pool, "invalidate", on_invalidate)
+    sa_event.listen(sync_engine.pool, "close", on_close)
+    if ping_timeout is not None:
+        _bound_pre_ping(sync_engine.dialect, ping_timeout, went_silent)
+
+
+def _timed_out(exc: BaseException) -> bool:
+    return any(isinstance(link, TimeoutError) for link in error_chain(exc))
+
+
+def _terminate(record: Any) -> None:
+    """Drop a pooled connection's driver connection at once, without a word to the server (asyncpg ``terminate()``)."""
+    terminate = getattr(record.driver_connection, "terminate", None)  # aiosqlite has none and needs none
+    if callable(terminate):
+        terminate()
+
+
+def _bound_pre_ping(dialect: Any, budget: float, went_silent: Callable[[], None]) -> None:
+    """Make the pool's pre-ping give up on a silent connection after *budget* seconds (this engine only).
+
+    A pooled connection whose network went silent would hold the pre-ping for the whole
+    statement deadline, and its driver timeout escapes SQLAlchemy's pre-ping handling
+    (it is no DBAPI error), failing the checkout instead of connecting again. Here the
+    connection is terminated at the deadline -- a timer, no task -- and the ping counts as
+    failed: SQLAlchemy then drops the pool's older connections and opens a fresh one.
+    """
+    ping = dialect.do_ping
+
+    def do_ping(dbapi_connection: Any) -> bool:
+        terminate = getattr(dialect.get_driver_connection(dbapi_connection), "terminate", None)
+        if not callable(terminate):  # aiosqlite: no network to go silent
+            result: bool = ping(dbapi_connection)
+            return result
+
+        def give_up() -> None:
+            went_silent()
+            terminate()
+
+        timer = asyncio.get_running_loop().call_later(budget, give_up)
+        try:
+            result = ping(dbapi_connection)
+        except TimeoutError:  # the driver's own deadline came first
+            give_up()
+            return False
+        finally:
+            timer.cancel()
+        return result
+
+    dialect.do_ping = do_ping
+
+
+def observed_connect(traffic: Traffic) -> Callable[..., Awaitable[Any]]:
+    """``asyncpg.connect``, reporting a refused, reset or timed-out connect to *traffic* (and a success).
+
+    Given to SQLAlchemy as ``connect_args["async_creator_fn"]``: a new connection's
+    failure never reaches the ``handle_error`` event, since it is no DBAPI error.
+    """
+    import asyncpg
+
+    async def connect(*args: Any, **kwargs: Any) -> Any:
+        try:
+            conn = await asyncpg.connect(*args, **kwargs)
+        except Exception as exc:
+            traffic.failed(exc)
+            raise
+        if traffic.failures:
+            traffic.succeeded()
+        return conn
+
+    return connect
 
 
 async def _dispose_quietly(engine: AsyncEngine) -> None:

@@ -23,6 +23,7 @@ from ._log import event
 from ._retry import retry
 from ._slot import HOLDING, Slot, open_attempt
 from ._state import ComponentState
+from ._traffic import probing
 
 __all__ = ["Monitor"]
 
@@ -132,10 +133,14 @@ class Monitor:
         comp, resource = slot.component, slot.resource
         t0 = time.perf_counter()
         code: str | None = None
+        name = f"infraboot-probe-{slot.name}"
+        if any(t.get_name() == name for t in slot.strays):
+            # The last probe ignored its deadline and still hangs (a blackhole): no second one beside it,
+            # and the answer is the one it would give, after at least as long.
+            self._observe(slot, comp.check_timeout, "timeout")
+            return
         try:
-            await run_within(
-                comp.check(resource), comp.check_timeout, name=f"infraboot-probe-{slot.name}", abandoned=slot.strays
-            )
+            await run_within(probing(comp.check(resource)), comp.check_timeout, name=name, abandoned=slot.strays)
         except DeadlineExceeded:
             code = "timeout"
         except Exception as exc:  # a failed probe is data, never an exception for the caller
@@ -145,12 +150,23 @@ class Monitor:
             return  # stopped or restarted meanwhile: this result describes nothing that still exists
         self._observe(slot, time.perf_counter() - t0, code)
 
+    def traffic_failed(self, slot: Slot, code: str) -> None:
+        """Live traffic met an outage-class error (*code*): it counts as a failed probe would, at once."""
+        if slot.state is not _S.READY or self._settings.phase != "running":
+            return  # already down (the probe brings it back), or not serving: nothing to flip
+        slot.probe.failed(code)
+        self._judge(slot, code, 0.0, source="traffic")
+
     def _observe(self, slot: Slot, latency: float, code: str | None) -> None:
+        slot.probe.observe(latency, code)
+        self._judge(slot, code, latency, source="probe")
+
+    def _judge(self, slot: Slot, code: str | None, latency: float, *, source: str) -> None:
+        """Flip *slot* on the failures and successes in a row its probe record now holds."""
         probe, settings = slot.probe, self._settings
-        was_healthy = probe.healthy
-        probe.observe(latency, code)
         required = slot.component.required
-        if was_healthy and probe.failures >= settings.failure_threshold:
+        threshold = slot.component.failure_threshold or settings.failure_threshold
+        if probe.healthy and probe.failures >= threshold:
             probe.healthy = False
             event(
                 logging.ERROR if required else logging.WARNING,
@@ -159,13 +175,16 @@ class Monitor:
                 error_code=code,
                 failures=probe.failures,
                 required=required,
+                source=source,
             )
             if slot.state is _S.READY:
                 # Circuit open: callers get ComponentUnavailableError at once instead of a timeout, and
                 # nothing (report, health, metrics) calls it ready. Required or not, probes bring it back.
-                slot.transition(_S.UNHEALTHY, error_code=code)
+                what = "requests" if source == "traffic" else "probes"
+                error = f"{code} ({probe.failures} failures in a row, the last one seen by {what})"
+                slot.transition(_S.UNHEALTHY, error=error, error_code=code)
                 self.start_recovery(slot)
-        elif not was_healthy and probe.successes >= settings.success_threshold:
+        elif not probe.healthy and code is None and probe.successes >= settings.success_threshold:
             probe.healthy = True
             if slot.state is _S.UNHEALTHY:
                 slot.transition(_S.READY, error=None, error_code=None)

@@ -5,8 +5,10 @@ Nothing here imports redis at module level: the driver loads when the component 
 
 from __future__ import annotations
 
+import copy
+import functools
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from ._component import Context
@@ -14,6 +16,7 @@ from ._configured import ConfiguredComponent
 from ._deadlines import shielded
 from ._errors import classify_error
 from ._log import event
+from ._traffic import Traffic
 from ._warmup import open_group
 from .exceptions import ConfigError
 
@@ -24,7 +27,7 @@ if TYPE_CHECKING:
     from ._settings import RedisSettings  # noqa: F401 - named as a string in the generic base
 
 
-__all__ = ["RedisComponent"]
+__all__ = ["RedisComponent", "keepalive_options"]
 
 _INSTALL = 'the redis component needs redis-py: pip install "infraboot[redis]"'
 _AUTH_MARKERS = ("WRONGPASS", "NOAUTH", "invalid password", "invalid username-password")
@@ -50,6 +53,7 @@ class RedisComponent(ConfiguredComponent["Redis", "RedisSettings"]):
 
     settings_class = "RedisSettings"
     default_name = "redis"
+    _traffic: Traffic | None = None  # where the client's Retry reports (set by start)
 
     def _client(self) -> Redis:
         settings = self.settings
@@ -99,10 +103,18 @@ class RedisComponent(ConfiguredComponent["Redis", "RedisSettings"]):
                 kwargs["ssl_check_hostname"] = False
             if settings.ssl_ca_certs:
                 kwargs["ssl_ca_certs"] = settings.ssl_ca_certs
-        redis_client: Redis = Redis.from_url(url.get_secret_value(), **{**settings.client_options, **kwargs})
+        # TCP keepalive unless client_options say otherwise: an idle pooled connection (or a subscriber)
+        # to a host that vanished is found dead in about 45 s instead of hanging on the next use.
+        defaults: dict[str, Any] = {}
+        if url.scheme in ("redis", "rediss"):  # a unix:// socket has no TCP options
+            defaults = {"socket_keepalive": True, "socket_keepalive_options": keepalive_options()}
+        redis_client: Redis = Redis.from_url(
+            url.get_secret_value(), **{**defaults, **settings.client_options, **kwargs}
+        )
         return redis_client
 
     async def start(self, ctx: Context) -> Redis:
+        self._traffic = ctx.traffic  # after_fork's client reports to the same place
         client = self._client()
         try:
             await client.ping()
@@ -117,12 +129,15 @@ class RedisComponent(ConfiguredComponent["Redis", "RedisSettings"]):
         """*client*, its commands retried after a connection error (a stale pooled connection).
 
         Armed only once started: a start attempt fails fast and infraboot's own retry loop
-        decides. ``client_options={"retry": ...}`` (a redis-py ``Retry``) replaces it; Sentinel
-        and Cluster clients keep the retries their topology gives them.
+        decides. The same ``Retry`` reports every command's outcome to passive health: a
+        connection error or timeout that reaches the caller counts against the component.
+        ``client_options={"retry": ...}`` (a redis-py ``Retry``) replaces it, passive health
+        included; Sentinel and Cluster clients keep the retries their topology gives them
+        (their outages are seen by the probes only).
         """
         s = self.settings
         if not _is_fake(client) and s is not None and s.topology == "single" and "retry" not in s.client_options:
-            client.set_retry(_command_retry())
+            client.set_retry(_command_retry(self._traffic or Traffic()))
         return client
 
     async def warm(self, resource: Redis) -> None:
@@ -217,18 +232,65 @@ class RedisComponent(ConfiguredComponent["Redis", "RedisSettings"]):
         return self._retrying(self._client())
 
 
-def _command_retry() -> Retry:
+def _command_retry(traffic: Traffic) -> Retry:
     """Two retries of a command that met a connection error, after a full-jitter wait of up to 0.1 s, then 0.2 s.
 
     Timeouts are not retried (a slow server is not made slower). A retried command may
     have run once already: a non-idempotent one (``INCR``, ``LPUSH``) can apply twice.
+    What the caller finally gets is reported to *traffic* (passive health).
     """
-    from redis.asyncio.retry import Retry
     from redis.backoff import ExponentialWithJitterBackoff
     from redis.exceptions import ConnectionError as RedisConnectionError
 
     backoff = ExponentialWithJitterBackoff(cap=0.5, base=0.05)
-    return Retry(backoff, _COMMAND_RETRIES, supported_errors=(RedisConnectionError,))
+    return _observed_retry_class()(traffic, backoff, _COMMAND_RETRIES, supported_errors=(RedisConnectionError,))
+
+
+@functools.cache
+def _observed_retry_class() -> Callable[..., Retry]:
+    """redis-py's asyncio ``Retry``, reporting each call's final outcome to passive health (made on first use)."""
+    from redis.asyncio.retry import Retry
+    from redis.exceptions import ConnectionError as RedisConnectionError
+    from redis.exceptions import TimeoutError as RedisTimeoutError
+
+    outages = (RedisConnectionError, RedisTimeoutError, OSError)
+
+    class ObservedRetry(Retry):
+        # Every command, pipeline and connect of the client goes through call_with_retry: one frame more.
+        def __init__(self, traffic: Traffic, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            self.traffic = traffic
+
+        def __deepcopy__(self, memo: dict[int, Any]) -> Any:
+            # redis-py gives each connection a deep copy of the client's Retry: they must all report to
+            # the one Traffic of the component, never to copies of it.
+            memo[id(self.traffic)] = self.traffic
+            clone = object.__new__(type(self))
+            memo[id(self)] = clone
+            for key, value in self.__dict__.items():
+                setattr(clone, key, copy.deepcopy(value, memo))
+            return clone
+
+        async def call_with_retry(self, *args: Any, **kwargs: Any) -> Any:
+            try:
+                result = await super().call_with_retry(*args, **kwargs)
+            except outages as exc:
+                self.traffic.failed(exc)
+                raise
+            traffic = self.traffic
+            if traffic.failures:
+                traffic.succeeded()
+            return result
+
+    return ObservedRetry
+
+
+def keepalive_options() -> dict[int, int]:
+    """TCP keepalive after 30 s idle, then a probe every 5 s, given up after 3 (the options this platform has)."""
+    import socket
+
+    wanted = (("TCP_KEEPIDLE", 30), ("TCP_KEEPINTVL", 5), ("TCP_KEEPCNT", 3))
+    return {getattr(socket, name): value for name, value in wanted if hasattr(socket, name)}
 
 
 async def _ping(conn: Any) -> None:

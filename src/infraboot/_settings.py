@@ -72,7 +72,7 @@ _OWNED_ENGINE_OPTIONS = {
     "pool_recycle": "pool_recycle",
     "pool_pre_ping": "pre_ping",
 }
-_OWNED_CONNECT_ARGS = {"timeout": "connect_timeout"}
+_OWNED_CONNECT_ARGS = {"timeout": "connect_timeout", "command_timeout": "statement_timeout"}
 _OWNED_SESSION_OPTIONS = {"bind": "url", "binds": "url"}
 
 
@@ -330,6 +330,12 @@ class DatabaseSettings(SettingsBase):
     ``get_session()`` and the framework dependencies open (per-call arguments win), e.g.
     ``session_options={"expire_on_commit": False, "autoflush": False}``.
 
+    ``DATABASE_STATEMENT_TIMEOUT`` (seconds, default 30; ``0``: none) bounds every statement,
+    also on a network that went silent: the server cancels a slow statement at that time
+    (``statement_timeout``; not sent behind PgBouncer), and one second later the client
+    gives up on a server that never answered, drops that connection (and the idle ones
+    beside it) and raises ``TimeoutError``. Raise it for long reports or migrations.
+
     ``DATABASE_ROLE`` says what the database is for: ``primary`` (writable: readiness fails
     while it is connected to a standby, ``pg_is_in_recovery()``), ``replica`` (read-only
     sessions, ``default_transaction_read_only=on``) or ``any``. Unset, it follows the URL's
@@ -346,6 +352,7 @@ class DatabaseSettings(SettingsBase):
     pool_timeout: float = 30.0
     pool_recycle: float = 1800.0
     pre_ping: bool = True
+    statement_timeout: float = 30.0
     warmup_connections: int = 1
     pgbouncer: bool = False
     echo: bool = False
@@ -376,6 +383,7 @@ class DatabaseSettings(SettingsBase):
         self._count(out, "max_retries", 0, "3")
         self._count(out, "warmup_connections", 0, "1")
         self._seconds(out, "pool_timeout", example="30")
+        self._seconds(out, "statement_timeout", allow_zero=True, example="30")
         self._seconds(out, "connect_timeout", example="5")
         self._seconds(out, "check_timeout", example="2")
         recycle = self.pool_recycle

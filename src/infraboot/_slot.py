@@ -23,6 +23,7 @@ from ._log import event
 from ._report import ComponentResult, ComponentSnapshot, ProbeStats
 from ._retry import OutOfTime
 from ._state import ComponentState
+from ._traffic import Traffic
 from .exceptions import ComponentUnavailableError, NotInitializedError
 
 __all__ = ["HOLDING", "UNAVAILABLE", "AttemptTimeout", "Override", "Probe", "Slot", "close_late", "open_attempt"]
@@ -97,9 +98,14 @@ class Probe:
             self.failures = 0
             self.successes += 1
         else:
-            self.successes = 0
-            self.failures += 1
             self.failures_by_code[error_code] = self.failures_by_code.get(error_code, 0) + 1
+            self.failed(error_code)
+
+    def failed(self, error_code: str) -> None:
+        """One more failure in a row (a probe's, or live traffic's: that one is not a check in the counters)."""
+        self.error_code = error_code
+        self.successes = 0
+        self.failures += 1
 
 
 class Override:
@@ -159,6 +165,7 @@ class Slot:
         "strays",
         "task",
         "task_names",
+        "traffic",
     )
 
     def __init__(
@@ -167,6 +174,7 @@ class Slot:
         index: MutableMapping[str, Slot | Override],
         overrides: Mapping[str, Override],
         on_ready: Callable[[], None],
+        on_failing: Callable[[Slot, str], None] | None = None,
     ) -> None:
         self.component = component
         self.name = component.name
@@ -184,6 +192,9 @@ class Slot:
         self.recovery: asyncio.Task[None] | None = None
         self.stop_task: asyncio.Task[Any] | None = None
         self.probe = Probe()
+        #: Passive health: the component's driver hooks report what live traffic sees here.
+        self.traffic = Traffic(self.probe, None if on_failing is None else functools.partial(on_failing, self))
+        self.traffic.bind(component.classify)
         #: This component's abandoned work (attempts, probes, teardowns that ignored their cancellation),
         #: while it still runs: recovery waits for it rather than pile up connections.
         self.strays = TaskSet()
@@ -419,7 +430,7 @@ async def open_attempt(
     slot.attempts = number
     try:
         return await run_within(
-            comp._open(Context(slot.name, resources, number)),
+            comp._open(Context(slot.name, resources, number, traffic=slot.traffic)),
             budget,
             name=slot.task_names[1],
             abandoned=slot.strays,

@@ -183,7 +183,8 @@ class _Start:
         for d in requires:
             resources[d] = self.lookup(d)  # overrides included, as get() sees them
         loop = asyncio.get_running_loop()
-        task = loop.create_task(comp._open(Context(slot.name, resources, 1)), name=slot.task_names[1])
+        ctx = Context(slot.name, resources, 1, traffic=slot.traffic)
+        task = loop.create_task(comp._open(ctx), name=slot.task_names[1])
         slot.task = task
         task.add_done_callback(self._first_done)
         self.timer = loop.call_later(budget, self._first_timeout, task, budget)

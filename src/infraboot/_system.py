@@ -147,7 +147,9 @@ class SystemInitializer:
         if old is not None and old.busy:
             msg = f"cannot replace {component.name!r} while it is {old.state.value}; stop it first"
             raise ConfigError(msg)
-        self._slots[component.name] = Slot(component, self._ready, self._overrides, self._monitor.notify)
+        monitor = self._monitor
+        slot = Slot(component, self._ready, self._overrides, monitor.notify, monitor.traffic_failed)
+        self._slots[component.name] = slot
         self._graph_checked = False
         return component
 

@@ -19,7 +19,7 @@ from __future__ import annotations
 from typing import Any
 
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
 from ._asgi import (
@@ -36,6 +36,7 @@ from ._asgi import (
 )
 from ._health import CONTENT_TYPE
 from ._system import SystemInitializer
+from ._traffic import is_outage
 from .exceptions import ComponentUnavailableError, NotInitializedError, UnknownComponentError
 
 __all__ = [
@@ -74,13 +75,38 @@ async def _unavailable(request: Request, exc: Exception) -> Response:
     return JSONResponse(body, status_code=503, headers={"Retry-After": RETRY_AFTER})
 
 
+async def _outage(request: Request, exc: Exception) -> Response:
+    """A server could not be reached (a connection refused or reset, a timeout): 503, not 500."""
+    body = {"detail": "a dependency is unavailable; try again later"}
+    return JSONResponse(body, status_code=503, headers={"Retry-After": RETRY_AFTER})
+
+
+async def _server_error(request: Request, exc: Exception) -> Response:
+    """The last resort (Starlette's ``ServerErrorMiddleware``): an outage is a 503, anything else the usual 500.
+
+    A driver's connection error or timeout (Redis or PostgreSQL down, refused, silent) says
+    "try again later", not "this server has a bug". Starlette re-raises the error either
+    way, so the server logs it (and closes that keep-alive connection, as after any 500).
+    """
+    if is_outage(exc):
+        return await _outage(request, exc)
+    return PlainTextResponse("Internal Server Error", status_code=500)
+
+
 exception_handlers: dict[Any, Any] = {
     ComponentUnavailableError: _unavailable,
     NotInitializedError: _unavailable,
+    ConnectionError: _outage,  # the standard ones (asyncpg's connect, a statement's deadline): handled quietly
+    TimeoutError: _outage,
+    Exception: _server_error,  # the drivers' own classes, recognised without importing a driver
 }
 """For ``Starlette(exception_handlers=...)`` / ``FastAPI(exception_handlers=...)``: a handler that calls
 ``get()`` (or ``get_redis()``, ``get_session()``) while the component is unavailable answers 503 with a
-JSON body and ``Retry-After``, not a 500. An unknown component name stays a 500 (it is a bug)."""
+JSON body and ``Retry-After``, not a 500; so does a driver's connection error or timeout that escapes a
+handler (redis-py ``ConnectionError``/``TimeoutError``, SQLAlchemy errors flagged as a disconnect,
+asyncpg connection errors, ``OSError``/``TimeoutError``). Any other error is the usual 500 (the
+``Exception`` entry: put your own after these to replace it). An unknown component name stays a 500
+(it is a bug). With ``debug=True`` Starlette shows its traceback page instead."""
 
 
 def health_routes(
