@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import subprocess
+import sys
 import time
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import pytest
 
@@ -625,3 +628,59 @@ async def test_repr_lists_states(journal: Journal) -> None:
     """The repr shows each component and its state."""
     system = SystemInitializer([sim(journal, "a")])
     assert "<SystemInitializer [a:pending]>" == repr(system)
+
+
+INTERRUPTED_SETUP = """
+import asyncio, logging, sys
+import infraboot, infraboot.asyncio
+
+logging.getLogger("infraboot").addHandler(logging.NullHandler())
+torn = []
+attempts = []
+
+
+@infraboot.component("first")
+async def first(ctx):
+    yield "a"
+    torn.append("first")
+
+
+@infraboot.component("second", requires=["first"], retries=2)
+async def second(ctx):
+    attempts.append(1)
+    if len(attempts) < int(sys.argv[2]):
+        raise ConnectionError("not yet")
+    raise KeyboardInterrupt
+    yield "b"
+
+
+system = infraboot.SystemInitializer([first, second])
+if sys.argv[1] == "asyncio.run":
+    try:
+        asyncio.run(system.initialize_all())
+    except KeyboardInterrupt:
+        print("KeyboardInterrupt", torn)
+else:
+    try:
+        infraboot.asyncio.run(lambda: asyncio.sleep(0), system=system)
+    except SystemExit as exc:
+        print("exit", exc.code, torn)
+"""
+
+
+@pytest.mark.parametrize("attempt", [1, 2], ids=["first-attempt", "a-retry"])
+@pytest.mark.parametrize(("runner", "expected"), [("asyncio.run", "KeyboardInterrupt"), ("infraboot", "exit 130")])
+def test_a_keyboard_interrupt_in_a_setup_tears_down_what_started_and_propagates(
+    tmp_path: Path, runner: str, expected: str, attempt: int
+) -> None:
+    """A KeyboardInterrupt raised by a setup reaches the caller after the started components were torn down, silently."""
+    script = tmp_path / "interrupted.py"
+    script.write_text(INTERRUPTED_SETUP)
+    out = subprocess.run(
+        [sys.executable, "-X", "dev", str(script), runner, str(attempt)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert (0, f"{expected} ['first']\n", "") == (out.returncode, out.stdout, out.stderr)

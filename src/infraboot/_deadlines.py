@@ -254,6 +254,10 @@ async def run_within(
         await cancel_until_done((task,), ABANDON_GRACE)
         raise
     if task.done():
+        if not task.cancelled() and not isinstance(task.exception(), Exception | None):
+            # KeyboardInterrupt, SystemExit: the work's own step raised it out of the event loop
+            # already; raised a second time it would also escape asyncio.run()'s cleanup.
+            raise asyncio.CancelledError
         return task.result()
     _track(task, abandoned, on_late_result)
     still = await cancel_until_done((task,), ABANDON_GRACE)

@@ -231,9 +231,11 @@ class _Start:
             self.failed(timeout)
         elif isinstance(exc, Exception):
             self.failed(timeout if self.timed_out and isinstance(exc, TimeoutError) else exc)
-        else:  # KeyboardInterrupt, SystemExit: not ours to swallow
+        else:
+            # KeyboardInterrupt, SystemExit: the task's own step raised it out of the event loop
+            # already. Raised again here it would escape asyncio.run()'s cleanup too, which then
+            # never cancels the caller: nothing started would be torn down.
             self.cancelled()
-            task.result()
 
     def _late(self, task: asyncio.Task[Any]) -> None:
         if task.cancelled() or task.exception() is not None:

@@ -303,6 +303,8 @@ class SystemInitializer:
             failed = await wait_started(tasks, closure, slots, deadline, demand=self._demand, abandoned=self._tasks)
             if failed is not None:
                 await shielded(self._rollback(closure, before, failed, deadline), owner=self._tasks)
+        except GeneratorExit:  # closed unfinished by the garbage collector: no loop left to stop anything on
+            raise
         except BaseException:
             # Cancelled (Ctrl-C, SIGTERM, a task cancel): stop what we started, then let it go on.
             if first:
