@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
+import os
+import random
+import sys
 import time
 from collections.abc import AsyncIterator, Callable
 
@@ -668,3 +672,59 @@ async def test_a_deadline_that_passes_during_the_wait_reports_the_last_real_erro
 
     with infraboot.set_testing(attempts=3), pytest.raises(ConnectionRefusedError, match="attempt 1"):
         await retry(attempt, policy=RetryPolicy(retries=2), retryable=lambda exc: True)
+
+
+# -- cancelled starts against the real PostgreSQL ------------------------------------------------
+
+
+def sockets_to(port: int) -> int:
+    """How many TCP sockets of this process are connected to *port* (Linux: /proc)."""
+    inodes = set()
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            target = os.readlink(f"/proc/self/fd/{fd}")
+        except OSError:  # closed meanwhile
+            continue
+        if target.startswith("socket:["):
+            inodes.add(target[len("socket:[") : -1])
+    count = 0
+    for table in ("/proc/self/net/tcp", "/proc/self/net/tcp6"):
+        with open(table) as rows:
+            for row in rows.read().splitlines()[1:]:
+                fields = row.split()
+                if int(fields[2].rsplit(":", 1)[1], 16) == port and fields[9] in inodes:
+                    count += 1
+    return count
+
+
+@pytest.mark.real
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="counts the process's sockets in /proc")
+async def test_no_postgresql_socket_is_left_open_after_shutdown_of_a_cancelled_start(
+    real_database: tuple[str, str, int],
+) -> None:
+    """ensure_initialized() cancelled in connect, check or warmup: once shutdown() returns, no socket is open."""
+    from infraboot import DatabaseSettings
+    from infraboot._database import DatabaseComponent
+
+    url, _, port = real_database
+    pick = random.Random(20)
+    left: list[tuple[int, int]] = []
+    slowest = 0.0
+    for round_ in range(60):
+        settings = DatabaseSettings(url=url, warmup_connections=3, application_name="infraboot-test-cancelled-start")
+        system = SystemInitializer([DatabaseComponent(settings=settings)], shutdown_timeout=5, check_interval=None)
+        before = sockets_to(port)
+        starting = asyncio.create_task(system.ensure_initialized())
+        await asyncio.sleep(pick.uniform(0, 0.04))
+        starting.cancel()
+        with contextlib.suppress(asyncio.CancelledError, StartupError):
+            await starting
+        t0 = time.monotonic()
+        await system.shutdown()
+        slowest = max(slowest, time.monotonic() - t0)
+        open_now = sockets_to(port) - before
+        if open_now > 0:
+            left.append((round_, open_now))
+
+    assert [] == left
+    assert slowest < 5 + 1.0

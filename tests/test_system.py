@@ -673,7 +673,7 @@ else:
 def test_a_keyboard_interrupt_in_a_setup_tears_down_what_started_and_propagates(
     tmp_path: Path, runner: str, expected: str, attempt: int
 ) -> None:
-    """A KeyboardInterrupt raised by a setup reaches the caller after the started components were torn down, silently."""
+    """A KeyboardInterrupt raised by a setup reaches the caller once the started components are torn down, silently."""
     script = tmp_path / "interrupted.py"
     script.write_text(INTERRUPTED_SETUP)
     out = subprocess.run(

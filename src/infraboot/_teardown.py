@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+import weakref
 from collections.abc import Callable, Mapping, Sequence
 from types import MappingProxyType
 
@@ -44,6 +45,7 @@ class Teardown:
         self._graph = graph
         self._tasks = tasks
         self._on_stopped = on_stopped
+        self._given_up: weakref.WeakSet[asyncio.Task[object]] = weakref.WeakSet()
 
     def running(self, names: Sequence[str] | None = None) -> list[str]:
         """Of *names* (all when ``None``): those holding a resource or being stopped, in registration order."""
@@ -66,16 +68,36 @@ class Teardown:
         )
 
     async def shutdown(self, budget: float) -> ShutdownReport:
-        """Abort every start, cancel the background work (briefly), then stop everything running."""
+        """Abort every start, cancel the background work (briefly), then stop everything running.
+
+        Meanwhile the work of aborted starts (an attempt closing what it half opened, a late
+        resource being closed) is waited for, not cancelled again: a second cancellation would
+        interrupt the close and leave the socket open after this returns.
+        """
         deadline = time.monotonic() + budget
-        starting = [t for s in self._slots.values() if (t := abort(s)) is not None]
-        # Work abandoned earlier (it ignored a cancellation already) is cancelled again, never waited for:
-        # it must not eat into this shutdown's budget.
         for slot in self._slots.values():
-            for stray in slot.strays:
-                stray.cancel()
-        await cancel_until_done([*starting, *self._tasks], min(budget, _CANCEL_PHASE))
-        return await self.stop_many(self.running(), deadline)
+            abort(slot)  # its task joins the slot's strays, cancelled once
+        # Work an earlier shutdown gave up on (it ignored a cancellation already) is cancelled again,
+        # never waited for: it must not eat into this shutdown's budget.
+        for stray in self._strays(given_up=True):
+            stray.cancel()
+        await cancel_until_done(self._tasks, min(budget, _CANCEL_PHASE))
+        report, _ = await asyncio.gather(self.stop_many(self.running(), deadline), self._settle_strays(deadline))
+        self._given_up.update(self._strays(given_up=False))  # a teardown abandoned just now, say
+        return report
+
+    def _strays(self, *, given_up: bool) -> list[asyncio.Task[object]]:
+        return [t for s in self._slots.values() for t in s.strays if (t in self._given_up) is given_up]
+
+    async def _settle_strays(self, deadline: float) -> None:
+        """Wait for the strays no shutdown gave up on yet, each slot's at most its stop_timeout, then give up."""
+        bound = max((s.component.stop_timeout for s in self._slots.values() if s.strays), default=0.0)
+        until = min(deadline, time.monotonic() + bound)
+        fresh = self._strays(given_up=False)
+        while fresh and time.monotonic() < until:
+            await wait_until(fresh, until)
+            fresh = self._strays(given_up=False)  # a late result is closed by a stray of its own
+        self._given_up.update(await cancel_until_done(fresh, ABANDON_GRACE))
 
     async def rollback(
         self,

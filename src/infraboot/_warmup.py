@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import TypeVar
 
-from ._deadlines import cancel_until_done, retrieve, shielded
+from ._deadlines import retrieve, shielded, wait_until
 from ._log import event
 
 __all__ = ["open_group"]
@@ -51,9 +52,16 @@ async def open_group(
 async def _close_group(
     tasks: Sequence[asyncio.Future[T]], close_one: Callable[[T], Awaitable[object]], budget: float, component: str
 ) -> None:
-    """Cancel what is still connecting, close what connected, and look at every failure (none unretrieved)."""
-    for task in await cancel_until_done(tasks, budget):
-        task.add_done_callback(retrieve)  # ignored every cancellation: its outcome is seen whenever it comes
+    """Cancel what is still connecting, close what connected, and look at every failure (none unretrieved).
+
+    A connect is cancelled once, then given *budget* to finish: a driver answers the cancellation by
+    closing its half-open socket, and a second cancellation would interrupt that close and leak it.
+    """
+    connecting = [t for t in tasks if not t.done()]
+    for task in connecting:
+        task.cancel()
+    for task in await wait_until(connecting, time.monotonic() + budget):
+        task.add_done_callback(retrieve)  # ignored the cancellation: its outcome is seen whenever it comes
     for task in tasks:
         if not task.done() or task.cancelled() or task.exception() is not None:
             continue
