@@ -153,7 +153,7 @@ def _sentinel_client(
         sentinel_kwargs["username"] = settings.sentinel_username
     if settings.sentinel_password is not None:
         sentinel_kwargs["password"] = settings.sentinel_password.get_secret_value()
-    manager = Sentinel(nodes, sentinel_kwargs=sentinel_kwargs, **kwargs)  # type: ignore[no-untyped-call]
+    manager = Sentinel(nodes, sentinel_kwargs=sentinel_kwargs, **kwargs)  # type: ignore[no-untyped-call,unused-ignore]
     client: Redis = manager.master_for(redis_service_name(url), redis_class=_sentinel_redis_class(), db=redis_db(url))
     return client
 

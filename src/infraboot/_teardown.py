@@ -14,6 +14,7 @@ import time
 import weakref
 from collections.abc import Callable, Mapping, Sequence
 from types import MappingProxyType
+from typing import Any
 
 from . import _graph
 from ._deadlines import ABANDON_GRACE, DeadlineExceeded, TaskSet, cancel_until_done, retrieve, run_within, wait_until
@@ -45,7 +46,7 @@ class Teardown:
         self._graph = graph
         self._tasks = tasks
         self._on_stopped = on_stopped
-        self._given_up: weakref.WeakSet[asyncio.Task[object]] = weakref.WeakSet()
+        self._given_up: weakref.WeakSet[asyncio.Future[Any]] = weakref.WeakSet()
 
     def running(self, names: Sequence[str] | None = None) -> list[str]:
         """Of *names* (all when ``None``): those holding a resource or being stopped, in registration order."""
@@ -86,7 +87,7 @@ class Teardown:
         self._given_up.update(self._strays(given_up=False))  # a teardown abandoned just now, say
         return report
 
-    def _strays(self, *, given_up: bool) -> list[asyncio.Task[object]]:
+    def _strays(self, *, given_up: bool) -> list[asyncio.Task[Any]]:
         return [t for s in self._slots.values() for t in s.strays if (t in self._given_up) is given_up]
 
     async def _settle_strays(self, deadline: float) -> None:
