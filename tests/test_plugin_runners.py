@@ -142,6 +142,16 @@ def test_a_component_left_running_in_a_gone_loop_is_blamed_on_its_test(tmp_path:
     assert "check_named_leak.py::test_forgets_to_shut_down left components ['pool'] running" in out.stdout
 
 
+def test_a_proxy_left_open_is_closed_and_blamed_on_its_test(tmp_path: Path) -> None:
+    """A TcpProxy a test left open is closed at its end; the ResourceWarning fails that test, not the next."""
+    root = project(tmp_path, "leaks", WARNINGS_AS_ERRORS)
+    out = run_pytest(root, "-p", "no:asyncio", "check_proxy_leak.py")
+    assert 1 == out.returncode, out.stdout + out.stderr
+    assert re.search(r"\b2 passed, 1 error\b", out.stdout), out.stdout
+    assert "ERROR at teardown of test_leaves_a_proxy_open" in out.stdout
+    assert "check_proxy_leak.py::test_leaves_a_proxy_open left 1 TcpProxy open (<TcpProxy 127.0.0.1:" in out.stdout
+
+
 # -- runners -------------------------------------------------------------------------------------------
 
 

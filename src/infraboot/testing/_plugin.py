@@ -25,7 +25,7 @@ from infraboot._system import SystemInitializer
 
 from ._kit import fake_env, lifespan
 from ._override import Baseline, close_open_overrides, iter_held, open_overrides, override
-from ._proxy import TcpProxy, proxy_factory
+from ._proxy import TcpProxy, open_proxies, proxy_factory
 
 __all__ = [
     "fake_database",
@@ -230,6 +230,36 @@ def infraboot_reset(request: pytest.FixtureRequest) -> Iterator[None]:
     finally:
         close_open_overrides(overrides)
         testing.__exit__(None, None, None)
+
+
+@pytest.fixture(autouse=True)
+def _infraboot_open_proxies(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Close every :class:`TcpProxy` the test started and left open, then say so with a ``ResourceWarning``.
+
+    A proxy started before the test (by a session- or module-scoped fixture) is left alone.
+    Under ``filterwarnings = error`` the warning fails the test's teardown: the proxy is closed
+    first either way, so it never runs into the next test.
+    """
+    before = set(open_proxies())
+    yield
+    left = [proxy for proxy in open_proxies() if proxy not in before]
+    if not left:
+        return
+    named = ", ".join(map(repr, left))  # before closing: the address each was listening on
+    problems = []
+    for proxy in reversed(left):
+        try:
+            proxy.close()
+        except Exception as exc:  # one stuck proxy must not keep the others open
+            problems.append(f"{proxy!r}: {type(exc).__name__}: {exc}")
+    failed = f" (closing failed: {'; '.join(problems)})" if problems else ""
+    warnings.warn(
+        f"infraboot: {request.node.nodeid} left {len(left)} TcpProxy open ({named}); "
+        f"closed at the end of the test{failed}. Close it in the test (`with TcpProxy(...) as proxy:` or "
+        "proxy.close()), or use the infraboot_proxy fixture, which does",
+        ResourceWarning,
+        stacklevel=2,
+    )
 
 
 def _is_async(request: pytest.FixtureRequest) -> bool:

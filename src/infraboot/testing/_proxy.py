@@ -17,7 +17,7 @@ from typing import Any, Literal, TypeVar
 
 from infraboot._redact import SecretURL
 
-__all__ = ["Mode", "TcpProxy", "proxy_factory"]
+__all__ = ["Mode", "TcpProxy", "open_proxies", "proxy_factory"]
 
 #: What a :class:`TcpProxy` does with connections.
 Mode = Literal["forward", "refuse", "blackhole", "reset", "delay"]
@@ -32,6 +32,16 @@ _BACKLOG = 128
 # Every wait on the proxy's thread is bounded: a mode switch, the start, each step of the close.
 _CALL_TIMEOUT = 5.0
 _DRAIN_TIMEOUT = 1.0
+# Every proxy started and not closed yet, in the order they started: the pytest plugin closes and
+# reports those a test left open. A running proxy's thread holds it anyway, so strong references.
+_open: dict[TcpProxy, None] = {}
+_open_lock = threading.Lock()
+
+
+def open_proxies() -> list[TcpProxy]:
+    """Every :class:`TcpProxy` started and not closed yet, oldest first."""
+    with _open_lock:
+        return list(_open)
 
 
 class TcpProxy:
@@ -208,6 +218,8 @@ class TcpProxy:
             self._closed = True
             thread.join(_CALL_TIMEOUT)
             raise failure[0]
+        with _open_lock:
+            _open[self] = None
         return self
 
     def close(self) -> None:
@@ -215,6 +227,8 @@ class TcpProxy:
         if self._closed:
             return
         self._closed = True
+        with _open_lock:
+            _open.pop(self, None)
         thread, loop, stop = self._thread, self._loop, self._stop
         if thread is None or loop is None or stop is None:
             return
