@@ -114,6 +114,8 @@ async def test_writes_follow_a_failover_and_a_killed_master_and_readiness_fails_
     finally:
         await infraboot.shutdown()
     assert not [r for r in caplog.records if CANARY in r.getMessage() or SENTINEL_CANARY in r.getMessage()]
+    assert [] == [t.get_name() for t in asyncio.all_tasks() if t.get_name().startswith("infraboot-")]
+    assert [0, 0, 0] == own_sentinel_connections(group)
 
 
 async def test_a_start_with_no_sentinel_reachable_fails_and_names_no_secret(clean_env: pytest.MonkeyPatch) -> None:
@@ -126,3 +128,48 @@ async def test_a_start_with_no_sentinel_reachable_fails_and_names_no_secret(clea
     assert time.monotonic() - t0 < 10.0
     assert CANARY not in str(caught.value)
     assert CANARY not in repr(comp.settings)
+
+
+async def test_a_wrong_sentinel_password_is_an_auth_error_on_one_line_and_not_retried(group: SentinelGroup) -> None:
+    """Sentinels refusing the sentinel password: code auth, one attempt, one short line without a secret or a repr."""
+    wrong = "wr0ng-sentinel-canary"
+    settings = RedisSettings(url=group.url(), sentinel_password=wrong, connect_timeout=1.0, max_retries=3)
+    with pytest.raises(StartupError) as caught:
+        await SystemInitializer([RedisComponent(settings)]).initialize_all()
+    result = caught.value.report.components["redis"]
+    message = str(caught.value)
+
+    assert ("auth", 1) == (result.error_code, result.attempts)
+    assert result.error is not None and result.error.startswith("AuthenticationError: 3 of 3 sentinels refused")
+    assert 1 == len(message.splitlines())
+    assert len(message) < 500
+    assert [] == [s for s in (wrong, CANARY, SENTINEL_CANARY, "<redis.") if s in message]
+
+
+def own_sentinel_connections(group: SentinelGroup) -> list[int]:
+    """Per sentinel, the client connections that are neither a peer sentinel's (named) nor this probe."""
+    counts = []
+    for index in range(len(group.sentinels)):
+        with group.sentinel(index) as sentinel:
+            clients = sentinel.client_list()
+        counts.append(sum(1 for c in clients if not c.get("name") and c.get("cmd") != "client|list"))
+    return counts
+
+
+async def test_a_service_name_typo_is_a_config_error_and_shutdown_leaves_no_task_or_connection(
+    group: SentinelGroup,
+) -> None:
+    """A service no sentinel monitors: code config, named in the error; after shutdown() no task and no sentinel
+    connection of ours is left."""
+    url = group.url().replace("/mymaster/", "/mymastr/")
+    settings = RedisSettings(url=url, sentinel_password=SENTINEL_CANARY, connect_timeout=1.0, required=False)
+    system = SystemInitializer([RedisComponent(settings)], check_interval=None)
+    report = await system.initialize_all()
+    await system.shutdown()
+    result = report.components["redis"]
+    tasks = sorted(t.get_name() for t in asyncio.all_tasks() if t is not asyncio.current_task())
+
+    assert ("degraded", "config", 1) == (report.status, result.error_code, result.attempts)
+    assert "no sentinel monitors a service named 'mymastr' (they monitor 'mymaster')" in str(result.error)
+    assert [] == tasks
+    assert [0, 0, 0] == own_sentinel_connections(group)

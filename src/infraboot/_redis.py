@@ -27,7 +27,7 @@ if TYPE_CHECKING:
     from ._settings import RedisSettings  # noqa: F401 - named as a string in the generic base
 
 
-__all__ = ["RedisComponent", "keepalive_options"]
+__all__ = ["RedisComponent", "is_auth_error", "keepalive_options"]
 
 _INSTALL = 'the redis component needs redis-py: pip install "infraboot[redis]"'
 _AUTH_MARKERS = ("WRONGPASS", "NOAUTH", "invalid password", "invalid username-password")
@@ -117,7 +117,13 @@ class RedisComponent(ConfiguredComponent["Redis", "RedisSettings"]):
         self._traffic = ctx.traffic  # after_fork's client reports to the same place
         client = self._client()
         try:
-            await client.ping()
+            if self.settings is not None and self.settings.topology != "single":
+                from ._redis_topology import check_topology
+
+                # Not PING: the master's role, the cluster's state, and a short error naming the cause.
+                await check_topology(client, self.settings, starting=True)
+            else:
+                await client.ping()
             await self.warm(client)
         except BaseException:
             # Cancelled at the deadline or failed: close what this attempt opened.
@@ -175,7 +181,7 @@ class RedisComponent(ConfiguredComponent["Redis", "RedisSettings"]):
         if self.settings is not None and self.settings.topology != "single":
             from ._redis_topology import check_topology
 
-            await check_topology(resource)  # the master's role, or cluster_state:ok and the slots
+            await check_topology(resource, self.settings)  # the master's role, or cluster_state:ok and the slots
             return
         await resource.ping()
 
@@ -202,9 +208,7 @@ class RedisComponent(ConfiguredComponent["Redis", "RedisSettings"]):
             return "no_master"
         if isinstance(exc, rex.ClusterDownError):
             return "cluster_down"
-        if isinstance(exc, rex.AuthenticationError | rex.AuthorizationError | rex.NoPermissionError):
-            return "auth"
-        if isinstance(exc, rex.ResponseError) and any(m in str(exc) for m in _AUTH_MARKERS):
+        if is_auth_error(exc):
             return "auth"
         if isinstance(exc, rex.BusyLoadingError):
             return "loading"
@@ -230,6 +234,15 @@ class RedisComponent(ConfiguredComponent["Redis", "RedisSettings"]):
     def after_fork(self, resource: Redis) -> Redis | None:
         """In a forked child the parent's sockets are not ours: a fresh client, the old one untouched."""
         return self._retrying(self._client())
+
+
+def is_auth_error(exc: BaseException) -> bool:
+    """Whether redis-py's *exc* says the credentials were refused (wrong password, no password, no permission)."""
+    from redis import exceptions as rex
+
+    if isinstance(exc, rex.AuthenticationError | rex.AuthorizationError | rex.NoPermissionError):
+        return True
+    return isinstance(exc, rex.ResponseError) and any(m in str(exc) for m in _AUTH_MARKERS)
 
 
 def _command_retry(traffic: Traffic) -> Retry:

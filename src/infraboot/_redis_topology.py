@@ -33,6 +33,7 @@ from collections.abc import Mapping
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, cast
 
+from ._deadlines import raise_if_cancelled
 from ._log import event
 from ._urls import redis_db, redis_nodes, redis_service_name
 from .exceptions import ConfigError
@@ -84,19 +85,23 @@ def is_topology_client(resource: object) -> bool:
     return _kind(resource) is not None
 
 
-async def check_topology(resource: Redis) -> None:
-    """Readiness of a Sentinel or Cluster client; raises when it cannot serve writes.
+async def check_topology(resource: Redis, settings: RedisSettings | None = None, *, starting: bool = False) -> None:
+    """Readiness of a Sentinel or Cluster client (and the start's check); raises when it cannot serve writes.
 
     Sentinel: the sentinels must name a master (``MasterNotFoundError`` while none is
     known, e.g. between a master's death and the promotion) and that node must answer
-    ``ROLE`` as ``master``. Cluster: some node must answer ``CLUSTER INFO`` with
-    ``cluster_state:ok`` (``ClusterDownError`` otherwise).
+    ``ROLE`` as ``master``. When none is named, the sentinels are asked why: a refused
+    sentinel password is an ``AuthenticationError``, a service no sentinel monitors a
+    :class:`ConfigError`, each one short line. Cluster: some node must answer ``CLUSTER INFO``
+    with ``cluster_state:ok`` (``ClusterDownError`` otherwise); a start (*starting*) with
+    ``cluster_require_full_coverage`` off only warns.
     """
     kind = _kind(resource)
     if kind == "sentinel":
-        await _check_sentinel(resource)
+        await _check_sentinel(resource, settings)
     elif kind == "cluster":
-        await _check_cluster(cast("RedisCluster", resource))
+        lenient = starting and settings is not None and not settings.cluster_require_full_coverage
+        await _check_cluster(cast("RedisCluster", resource), settings, lenient=lenient)
     else:
         await resource.ping()
 
@@ -173,15 +178,20 @@ def _sentinel_redis_class() -> type[Redis]:
         """
 
         _watcher: asyncio.Task[None] | None = None
+        _closed = False
 
         async def execute_command(self, *args: Any, **options: Any) -> Any:
-            if self._watcher is None or self._watcher.done():
+            result = await super().execute_command(*args, **options)  # type: ignore[no-untyped-call]
+            # Watched once a command got through: a client that never reached its master (a
+            # failed start, a closed client) leaves no task and no sentinel connection behind.
+            if not self._closed and (self._watcher is None or self._watcher.done()):
                 self._watcher = asyncio.get_running_loop().create_task(
                     _watch_switch_master(self), name="infraboot-sentinel-switch-master"
                 )
-            return await super().execute_command(*args, **options)  # type: ignore[no-untyped-call]
+            return result
 
         async def aclose(self, close_connection_pool: bool | None = None) -> None:
+            self._closed = True
             watcher, self._watcher = self._watcher, None
             try:
                 if watcher is not None and not watcher.done():
@@ -205,6 +215,7 @@ async def _follow_master(pool: Any, service: str, *, announced: bool) -> None:
     try:
         await pool.get_master_address()
     except RedisError:
+        raise_if_cancelled()  # redis-py may turn a cancellation into a connection error
         return  # no master known right now: the next command (or switch message) asks again
     if announced or (before is not None and before != pool.master_address):
         event(logging.INFO, "redis_sentinel_switch_master", None, service=service, announced=announced)
@@ -237,6 +248,7 @@ async def _watch_switch_master(client: Redis) -> None:
         except asyncio.CancelledError:
             raise
         except Exception as exc:
+            raise_if_cancelled()  # a cancellation a driver turned into an error still ends the watch
             failures += 1
             index += 1
             event(logging.DEBUG, "redis_sentinel_watch_failed", None, error=type(exc).__name__)
@@ -288,7 +300,7 @@ def _kind(resource: object) -> str | None:
 # -- checking ---------------------------------------------------------------------------------
 
 
-async def _check_sentinel(resource: Redis) -> None:
+async def _check_sentinel(resource: Redis, settings: RedisSettings | None) -> None:
     from redis.asyncio.sentinel import MasterNotFoundError
 
     pool: Any = resource.connection_pool
@@ -303,9 +315,9 @@ async def _check_sentinel(resource: Redis) -> None:
         # Asks the sentinels; when the master moved, idle connections to the old one are dropped.
         host, port = await pool.get_master_address()
     except MasterNotFoundError:
+        # redis-py's message holds a repr of every sentinel client (1.4 KB): ask the sentinels why instead.
         _remember(resource, details)
-        msg = f"no master known for Sentinel service {service!r}: the sentinels name none (failover under way?)"
-        raise MasterNotFoundError(msg) from None
+        raise await _why_no_master(pool.sentinel_manager.sentinels, service, settings) from None
     details["master"] = f"{_show_host(host)}:{port}"
     _remember(resource, details)
     role = await resource.execute_command("ROLE")  # type: ignore[no-untyped-call]
@@ -317,7 +329,53 @@ async def _check_sentinel(resource: Redis) -> None:
         raise MasterNotFoundError(msg)
 
 
-async def _check_cluster(resource: RedisCluster) -> None:
+async def _why_no_master(sentinels: list[Any], service: str, settings: RedisSettings | None) -> Exception:
+    """The error for "no master known": each sentinel is asked once which services it monitors.
+
+    A service some sentinel monitors: ``MasterNotFoundError`` (no master right now, retried).
+    Sentinels that answer but monitor no such service: :class:`ConfigError` (a typo in the URL).
+    Sentinels that refuse the credentials: ``AuthenticationError``. None answering: ``ConnectionError``.
+    """
+    from redis.asyncio.sentinel import MasterNotFoundError
+    from redis.exceptions import AuthenticationError, RedisError
+    from redis.exceptions import ConnectionError as RedisConnectionError
+
+    from ._redis import is_auth_error
+
+    refused = 0
+    monitored: set[str] = set()
+    answered = False
+    for sentinel in sentinels:
+        try:
+            masters = await sentinel.sentinel_masters()
+        except (RedisError, OSError) as exc:
+            raise_if_cancelled()
+            refused += is_auth_error(exc)
+            continue
+        answered = True
+        monitored.update(str(name) for name in masters)
+    url = settings.env("url") if settings is not None else "the URL"
+    if service in monitored:
+        msg = f"no master known for Sentinel service {service!r}: the sentinels name none (failover under way?)"
+        return MasterNotFoundError(msg)
+    if answered:
+        names = ", ".join(repr(n) for n in sorted(monitored)) or "none"
+        msg = (
+            f"no sentinel monitors a service named {service!r} (they monitor {names}); "
+            f"fix the service name in {url} (redis+sentinel://host:port,.../SERVICE/DB)"
+        )
+        return ConfigError(msg)
+    if refused:
+        password = settings.env("sentinel_password") if settings is not None else "the sentinel password"
+        msg = (
+            f"{refused} of {len(sentinels)} sentinels refused the sentinel credentials; set {password} to the "
+            "sentinels' own password (their requirepass), which the URL's password (the data nodes') is not"
+        )
+        return AuthenticationError(msg)
+    return RedisConnectionError(f"no sentinel answered ({len(sentinels)} tried) for service {service!r}")
+
+
+async def _check_cluster(resource: RedisCluster, settings: RedisSettings | None, *, lenient: bool) -> None:
     from redis.exceptions import ClusterDownError, RedisError
 
     await resource.initialize()  # a no-op when the topology is known; re-read after a connection error
@@ -350,6 +408,15 @@ async def _check_cluster(resource: RedisCluster) -> None:
             f"cluster_state:{details['state']} ({details['slots_ok']} of {_CLUSTER_SLOTS} slots ok, "
             f"{details['slots_fail']} failed)"
         )
+        if lenient and settings is not None:  # the user asked to start on a partial cluster: say so, go on
+            event(
+                logging.WARNING,
+                "redis_cluster_down_at_start",
+                None,
+                state=msg,
+                setting=settings.env("cluster_require_full_coverage"),
+            )
+            return
         raise ClusterDownError(msg)
 
 
