@@ -113,3 +113,39 @@ async def test_a_start_fails_without_full_slot_coverage_unless_allowed(cluster: 
     )
     async with SystemInitializer([lenient]) as system:
         assert system.get("redis") is not None
+
+
+async def test_a_start_fails_as_cluster_down_while_the_cluster_state_is_fail(cluster: RedisClusterNodes) -> None:
+    """A master and its replica dead (cluster_state:fail): a start through the live nodes fails as cluster_down."""
+    master = cluster.masters()[0]
+    replica = cluster.replica_of(master)
+    cluster.kill(replica)
+    cluster.kill(master)
+
+    def all_say_fail() -> bool:
+        for port in cluster.nodes:
+            with cluster.node(port) as node:
+                if node.cluster("INFO").get("cluster_state") != "fail":
+                    return False
+        return True
+
+    poll("every live node says cluster_state:fail", all_say_fail, 20.0)
+    comp = RedisComponent(RedisSettings(url=cluster.url(count=4), max_retries=2))
+    with pytest.raises(StartupError) as caught:
+        await SystemInitializer([comp]).initialize_all()
+    result = caught.value.report.components["redis"]
+
+    assert "cluster_down" == result.error_code
+    assert "cluster_state:fail" in str(result.error)
+
+
+async def test_a_wrong_cluster_password_is_an_auth_error_and_not_retried(cluster: RedisClusterNodes) -> None:
+    """Nodes refusing the password: code auth after one attempt, and neither password in the error."""
+    url = cluster.url(count=3).replace(f":{CANARY}@", ":wr0ng-canary@")
+    comp = RedisComponent(RedisSettings(url=url, max_retries=3))
+    with pytest.raises(StartupError) as caught:
+        await SystemInitializer([comp]).initialize_all()
+    result = caught.value.report.components["redis"]
+
+    assert ("auth", 1) == (result.error_code, result.attempts)
+    assert [] == [s for s in (CANARY, "wr0ng-canary") if s in str(caught.value)]

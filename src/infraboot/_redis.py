@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 from ._component import Context
 from ._configured import ConfiguredComponent
 from ._deadlines import shielded
-from ._errors import classify_error
+from ._errors import classify_error, error_chain
 from ._log import event
 from ._traffic import Traffic
 from ._warmup import open_group
@@ -30,7 +30,13 @@ if TYPE_CHECKING:
 __all__ = ["RedisComponent", "is_auth_error", "keepalive_options"]
 
 _INSTALL = 'the redis component needs redis-py: pip install "infraboot[redis]"'
-_AUTH_MARKERS = ("WRONGPASS", "NOAUTH", "invalid password", "invalid username-password")
+_AUTH_MARKERS = (
+    "WRONGPASS",
+    "NOAUTH",
+    "invalid password",
+    "invalid username-password",
+    "without any password configured",
+)
 # Named in-process servers for memory://NAME, shared by every client of this process.
 _memory_servers: dict[str, Any] = {}
 # Retries of a command after a connection error (a stale pooled connection is reconnected once or twice).
@@ -208,7 +214,7 @@ class RedisComponent(ConfiguredComponent["Redis", "RedisSettings"]):
             return "no_master"
         if isinstance(exc, rex.ClusterDownError):
             return "cluster_down"
-        if is_auth_error(exc):
+        if any(is_auth_error(link) for link in error_chain(exc)):  # a cluster wraps it in RedisClusterException
             return "auth"
         if isinstance(exc, rex.BusyLoadingError):
             return "loading"

@@ -33,7 +33,7 @@ from collections.abc import Mapping
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, cast
 
-from ._deadlines import raise_if_cancelled
+from ._deadlines import raise_if_cancelled, shielded
 from ._log import event
 from ._urls import redis_db, redis_nodes, redis_service_name
 from .exceptions import ConfigError
@@ -369,7 +369,7 @@ async def _why_no_master(sentinels: list[Any], service: str, settings: RedisSett
         password = settings.env("sentinel_password") if settings is not None else "the sentinel password"
         msg = (
             f"{refused} of {len(sentinels)} sentinels refused the sentinel credentials; set {password} to the "
-            "sentinels' own password (their requirepass), which the URL's password (the data nodes') is not"
+            "sentinels' own password (their requirepass; unset when they have none), not the data nodes' password"
         )
         return AuthenticationError(msg)
     return RedisConnectionError(f"no sentinel answered ({len(sentinels)} tried) for service {service!r}")
@@ -378,17 +378,35 @@ async def _why_no_master(sentinels: list[Any], service: str, settings: RedisSett
 async def _check_cluster(resource: RedisCluster, settings: RedisSettings | None, *, lenient: bool) -> None:
     from redis.exceptions import ClusterDownError, RedisError
 
-    await resource.initialize()  # a no-op when the topology is known; re-read after a connection error
+    from ._errors import error_chain
+    from ._redis import is_auth_error
+
+    try:
+        await resource.initialize()  # a no-op when the topology is known; re-read after a connection error
+    except (RedisError, OSError) as exc:
+        raise_if_cancelled()
+        if any(is_auth_error(link) for link in error_chain(exc)):
+            raise
+        # redis-py reads COMMAND from the first master it lists, a dead one as well: ask the nodes we know.
+        unready: Exception | None = exc
+        nodes = list(resource.nodes_manager.startup_nodes.values())
+    else:
+        unready = None
+        nodes = resource.get_primaries() + [n for n in resource.get_nodes() if n.server_type != "primary"]
     info: Mapping[str, Any] | None = None
-    last: Exception | None = None
-    nodes = resource.get_primaries() + [n for n in resource.get_nodes() if n.server_type != "primary"]
-    for node in nodes:
-        try:
-            info = await resource.cluster_info(target_nodes=node)
-        except (RedisError, OSError) as exc:
-            last = exc
-            continue
-        break
+    last: Exception | None = unready
+    try:
+        for node in nodes:
+            try:
+                info = await _cluster_info(node)
+            except (RedisError, OSError) as exc:
+                raise_if_cancelled()
+                last = exc
+                continue
+            break
+    finally:
+        if unready is not None:  # the client's aclose() closes the nodes it knows, not its startup nodes
+            await shielded(_disconnect_all(nodes))
     if info is None:
         msg = "no cluster node answered CLUSTER INFO"
         raise ClusterDownError(msg) from last
@@ -418,6 +436,23 @@ async def _check_cluster(resource: RedisCluster, settings: RedisSettings | None,
             )
             return
         raise ClusterDownError(msg)
+    if unready is not None:  # the cluster says ok, but the client could not read its topology
+        raise unready
+
+
+async def _disconnect_all(nodes: list[Any]) -> None:
+    for node in nodes:
+        with contextlib.suppress(Exception):
+            await node.disconnect()
+
+
+async def _cluster_info(node: Any) -> Mapping[str, Any]:
+    """``CLUSTER INFO`` of one node, as a mapping (parsed here when redis-py hands back the text)."""
+    raw = await node.execute_command("CLUSTER INFO")
+    if isinstance(raw, Mapping):
+        return raw
+    text = raw.decode() if isinstance(raw, bytes) else str(raw)
+    return dict(line.strip().split(":", 1) for line in text.splitlines() if ":" in line)
 
 
 def _int(info: Mapping[str, Any], key: str) -> int:
