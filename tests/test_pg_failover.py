@@ -189,3 +189,28 @@ async def _read_only(port: int) -> None:
                 raise RuntimeError(msg)
     finally:
         await engine.dispose()
+
+
+async def test_the_applications_own_read_only_transactions_keep_the_pool_of_a_healthy_primary(
+    database_url: str,
+) -> None:
+    """SET TRANSACTION READ ONLY then a write, twenty times on a writable primary: every error is 25006 and the
+    pool keeps its one backend."""
+    system = SystemInitializer([DatabaseComponent(DatabaseSettings(url=database_url))], check_interval=None)
+    await system.initialize_all()
+    engine = system.get("database")
+    backends: set[int] = set()
+    reasons: list[str | None] = []
+    try:
+        for _ in range(20):
+            async with engine.connect() as conn:
+                backends.add(await conn.scalar(text("SELECT pg_backend_pid()")))
+                await conn.execute(text("SET TRANSACTION READ ONLY"))
+                with pytest.raises(DBAPIError) as caught:
+                    await conn.execute(text("CREATE TABLE infraboot_read_only_probe (v int)"))
+                reasons.append(lost_primary_reason(caught.value))
+    finally:
+        await system.shutdown()
+
+    assert ["read_only"] * 20 == reasons
+    assert 1 == len(backends)

@@ -6,7 +6,9 @@ ever reconnects. Here the errors that mean "this server is no longer the one you
 want" -- a read-only transaction, an administrator's shutdown, a conflict with
 recovery, credentials the server no longer accepts -- are treated by SQLAlchemy as a
 disconnect: the connection is dropped and the whole pool is invalidated, so the next
-checkout connects again and ``target_session_attrs`` finds the new primary.
+checkout connects again and ``target_session_attrs`` finds the new primary. A read-only
+error on a primary counts only when the server's role says so (:func:`server_is_read_only`):
+an application's own ``SET TRANSACTION READ ONLY`` must not replace a healthy pool.
 
 Nothing here imports SQLAlchemy at module level: the database component calls
 :func:`follow_primary` after it built its engine.
@@ -15,6 +17,7 @@ Nothing here imports SQLAlchemy at module level: the database component calls
 from __future__ import annotations
 
 import logging
+import time
 from typing import TYPE_CHECKING, Any
 
 from ._errors import OwnMessage, error_chain
@@ -24,7 +27,13 @@ if TYPE_CHECKING:
     from sqlalchemy.engine import ExceptionContext
     from sqlalchemy.ext.asyncio import AsyncEngine
 
-__all__ = ["NotPrimaryError", "follow_primary", "lost_primary_reason", "read_only_server_settings"]
+__all__ = [
+    "NotPrimaryError",
+    "follow_primary",
+    "lost_primary_reason",
+    "read_only_server_settings",
+    "server_is_read_only",
+]
 
 #: SQLSTATEs after which this connection -- and every other one in the pool -- should be replaced.
 RECONNECT_SQLSTATES = {
@@ -36,6 +45,9 @@ RECONNECT_SQLSTATES = {
     "28000": "credentials",  # invalid_authorization_specification
 }
 _RECOVERY_CONFLICT = "conflict with recovery"  # 40001 / 40P01 with this text: a standby cancelled us
+# Where the server does not report its role (before PostgreSQL 14, some poolers): a read-only error
+# invalidates the pool at most this often, so an application's own read-only transactions cannot churn it.
+_UNKNOWN_ROLE_EVERY = 5.0
 
 
 class NotPrimaryError(OwnMessage, ConnectionError):
@@ -58,13 +70,40 @@ def lost_primary_reason(exc: BaseException) -> str | None:
     return None
 
 
+def server_is_read_only(driver_connection: object) -> bool | None:
+    """What the server reported about itself on *driver_connection*, with no query: ``True`` when it is a
+    standby or read-only by default, ``False`` when it is a writable primary, ``None`` when it does not say.
+
+    PostgreSQL 14 and later report ``in_hot_standby`` and ``default_transaction_read_only`` on every
+    connection and again whenever they change (a promotion, ``ALTER SYSTEM`` and a reload); asyncpg
+    keeps them in ``get_settings()``.
+    """
+    get_settings = getattr(driver_connection, "get_settings", None)
+    if get_settings is None:
+        return None
+    try:
+        reported = get_settings()
+        values = [getattr(reported, name, None) for name in ("in_hot_standby", "default_transaction_read_only")]
+    except Exception:
+        return None
+    if any(v is None for v in values):
+        return None
+    return any(str(v).lower() == "on" for v in values)
+
+
 def follow_primary(engine: AsyncEngine, component: str, *, role: str = "primary") -> None:
     """Make *engine* drop its pool when a server says it is no longer the one wanted (see the module).
 
     On a ``replica`` a read-only error is the caller's mistake (a write sent to the replica),
-    not a failover: it is left alone, so that a buggy route does not churn the pool.
+    not a failover: it is left alone, so that a buggy route does not churn the pool. On a
+    primary, a read-only error (25006) drops the pool only when the server's role says so:
+    a standby, or read-only by default. The application's own ``SET TRANSACTION READ ONLY``
+    on a healthy primary leaves the pool alone. A server that does not report its role
+    drops the pool at most once every few seconds.
     """
     from sqlalchemy import event as sa_event
+
+    last_unknown = [float("-inf")]
 
     def on_error(context: ExceptionContext) -> None:
         if context.is_disconnect:
@@ -72,6 +111,16 @@ def follow_primary(engine: AsyncEngine, component: str, *, role: str = "primary"
         reason = lost_primary_reason(context.original_exception)
         if reason is None or (reason == "read_only" and role == "replica"):
             return
+        if reason == "read_only":
+            proxied = getattr(context.connection, "connection", None) if context.connection is not None else None
+            verdict = server_is_read_only(getattr(proxied, "driver_connection", None))
+            if verdict is False:  # a writable primary: the transaction itself was read-only
+                return
+            if verdict is None:
+                now = time.monotonic()
+                if now - last_unknown[0] < _UNKNOWN_ROLE_EVERY:
+                    return
+                last_unknown[0] = now
         # SQLAlchemy then invalidates this connection and, by default, every one checked in before it.
         context.is_disconnect = True
         event(logging.WARNING, "database_pool_invalidated", component, reason=reason)
