@@ -12,7 +12,7 @@ from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError
 
 import infraboot
-from infraboot import DatabaseComponent, DatabaseSettings, StartupError, SystemInitializer
+from infraboot import DatabaseComponent, DatabaseSettings, StartupError, SystemInitializer, _pg_failover
 from infraboot._pg_failover import lost_primary_reason
 
 from .pg_cluster import PgCluster, pg_cluster_or_skip
@@ -191,18 +191,15 @@ async def _read_only(port: int) -> None:
         await engine.dispose()
 
 
-async def test_the_applications_own_read_only_transactions_keep_the_pool_of_a_healthy_primary(
-    database_url: str,
-) -> None:
-    """SET TRANSACTION READ ONLY then a write, twenty times on a writable primary: every error is 25006 and the
-    pool keeps its one backend."""
+async def read_only_writes(database_url: str, count: int = 20) -> tuple[list[str | None], set[int]]:
+    """*count* times SET TRANSACTION READ ONLY then a write: each error's reason, and the backends that served them."""
     system = SystemInitializer([DatabaseComponent(DatabaseSettings(url=database_url))], check_interval=None)
     await system.initialize_all()
     engine = system.get("database")
     backends: set[int] = set()
     reasons: list[str | None] = []
     try:
-        for _ in range(20):
+        for _ in range(count):
             async with engine.connect() as conn:
                 backends.add(await conn.scalar(text("SELECT pg_backend_pid()")))
                 await conn.execute(text("SET TRANSACTION READ ONLY"))
@@ -211,6 +208,26 @@ async def test_the_applications_own_read_only_transactions_keep_the_pool_of_a_he
                 reasons.append(lost_primary_reason(caught.value))
     finally:
         await system.shutdown()
+    return reasons, backends
+
+
+async def test_the_applications_own_read_only_transactions_keep_the_pool_of_a_healthy_primary(
+    database_url: str,
+) -> None:
+    """SET TRANSACTION READ ONLY then a write, twenty times on a writable primary: every error is 25006 and the
+    pool keeps its one backend."""
+    reasons, backends = await read_only_writes(database_url)
 
     assert ["read_only"] * 20 == reasons
     assert 1 == len(backends)
+
+
+async def test_a_server_that_does_not_report_its_role_has_its_pool_dropped_at_most_once_per_interval(
+    database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Where the role is not reported, twenty read-only errors in a row drop the pool once, not twenty times."""
+    monkeypatch.setattr(_pg_failover, "server_is_read_only", lambda driver_connection: None)
+    reasons, backends = await read_only_writes(database_url)
+
+    assert ["read_only"] * 20 == reasons
+    assert 2 == len(backends)
