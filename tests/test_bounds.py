@@ -728,3 +728,26 @@ async def test_no_postgresql_socket_is_left_open_after_shutdown_of_a_cancelled_s
 
     assert [] == left
     assert slowest < 5 + 1.0
+
+
+async def test_a_shutdown_during_a_starts_backoff_returns_at_once() -> None:
+    """A start waiting between attempts is cut off by shutdown(), which returns at once rather than after stop_timeout."""
+    attempts: list[int] = []
+
+    @infraboot.component("flaky", retries=10, backoff_initial=0.5, backoff_max=0.5)
+    async def flaky(ctx: infraboot.Context) -> AsyncIterator[str]:
+        attempts.append(ctx.attempt)
+        raise ConnectionError("refused")
+        yield "never"
+
+    system = SystemInitializer([flaky], check_interval=None)
+    starting = asyncio.create_task(system.initialize_all())
+    await eventually(lambda: bool(attempts))
+    t0 = time.monotonic()
+    report = await system.shutdown()
+    elapsed = time.monotonic() - t0
+    with contextlib.suppress(StartupError, NotInitializedError):
+        await starting
+
+    assert report.ok
+    assert elapsed < 1.0
