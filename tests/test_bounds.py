@@ -731,7 +731,7 @@ async def test_no_postgresql_socket_is_left_open_after_shutdown_of_a_cancelled_s
 
 
 async def test_a_shutdown_during_a_starts_backoff_returns_at_once() -> None:
-    """A start waiting between attempts is cut off by shutdown(), which returns at once rather than after stop_timeout."""
+    """A start waiting between attempts is cut off by shutdown(), which returns at once, not after stop_timeout."""
     attempts: list[int] = []
 
     @infraboot.component("flaky", retries=10, backoff_initial=0.5, backoff_max=0.5)
