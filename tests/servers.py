@@ -189,10 +189,11 @@ class AppProcess:
     def output(self) -> str:
         return self.log_path.read_text(errors="replace")
 
-    def wait_for_output(self, text: str, timeout: float = 30.0) -> None:
+    def wait_for_output(self, text: str, timeout: float = 30.0, *, count: int = 1) -> None:
+        """Block until *text* was printed *count* times (once per worker process, say)."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            if text in self.output:
+            if self.output.count(text) >= count:
                 return
             if self.proc.poll() is not None:
                 msg = f"process exited ({self.proc.returncode}) before printing {text!r}:\n{self.output[-3000:]}"

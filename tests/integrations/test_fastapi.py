@@ -172,6 +172,8 @@ async def test_several_workers_each_have_their_own_connections(
         DATABASE_URL=database_url,
         DATABASE_APPLICATION_NAME=app_name,
     )
+    # Both workers up before the stop: a SIGTERM during a worker's startup fails that startup on purpose.
+    app.wait_for_output("Application startup complete", count=2)
     app.wait_listening()
     async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=10) as client:
         responses = await asyncio.gather(
