@@ -133,3 +133,20 @@ async def test_canary_survives_health_output_and_metrics(
     texts.append(caplog.text)
     assert "warn" == down.status
     assert [] == [t for t in texts if leaks(t)]
+
+
+def test_canary_survives_a_secretstr_and_a_dsn_given_as_the_url(clean_env: pytest.MonkeyPatch) -> None:
+    """A password inside a SecretStr or a pydantic Dsn is redacted in settings reprs and configuration errors."""
+    from pydantic import PostgresDsn, RedisDsn, SecretStr
+
+    r = infraboot.RedisSettings(url=SecretStr(f"rediss://u:{ENCODED}@cache:6380/0"))
+    d = infraboot.DatabaseSettings(url=PostgresDsn(f"postgresql+asyncpg://u:{ENCODED}@db/x"))
+    texts = [repr(r), str(r), repr(d), str(d), repr(r.model_dump()), repr(d.model_dump())]
+    with pytest.raises(ConfigError) as info:
+        infraboot.configure(redis={"url": RedisDsn(f"redis://u:{ENCODED}@cache:6380/0"), "max_connections": 0})
+    texts += [*exception_texts(info.value), repr(info.value.problems)]
+    with pytest.raises(ConfigError) as bad_scheme:
+        infraboot.configure(database={"url": SecretStr(f"oracle://u:{ENCODED}@db/x")})
+    texts += [*exception_texts(bad_scheme.value), repr(bad_scheme.value.problems)]
+    assert [] == [t for t in texts if leaks(t)]
+    assert "***" in str(r.url)

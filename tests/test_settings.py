@@ -137,3 +137,37 @@ async def test_bad_configuration_fails_before_any_io(clean_env: pytest.MonkeyPat
     with pytest.raises(ConfigError, match="bad port"):
         await infraboot.ensure_initialized(["redis"])
     assert infraboot.ComponentState.PENDING == infraboot.state("redis")
+
+
+def test_pydantic_url_types_are_accepted_as_the_url(clean_env: pytest.MonkeyPatch) -> None:
+    """A RedisDsn, PostgresDsn, AnyUrl or SecretStr (what an app's own Settings hold) is read as the URL string."""
+    from pydantic import AnyUrl, PostgresDsn, RedisDsn, SecretStr
+
+    given = [
+        RedisSettings(url=RedisDsn("redis://cache:6380/1")).url,
+        RedisSettings(url=AnyUrl("redis://cache:6380/1")).url,
+        RedisSettings(url=SecretStr("redis://cache:6380/1")).url,
+        DatabaseSettings(url=PostgresDsn("postgresql+asyncpg://u@db:5432/app")).url,
+    ]
+    expected = ["redis://cache:6380/1"] * 3 + ["postgresql+asyncpg://u@db:5432/app"]
+    assert expected == [str(url) for url in given]
+
+
+def test_a_url_of_a_wrong_type_names_the_types_accepted(clean_env: pytest.MonkeyPatch) -> None:
+    """A URL that is no string, pydantic URL or SecretStr is refused with the types that would do."""
+    with pytest.raises(ConfigError) as info:
+        RedisSettings(url=6379)
+    assert "url=***: must be a URL: a str, a pydantic URL (RedisDsn, PostgresDsn, AnyUrl) or a SecretStr" in str(
+        info.value
+    )
+
+
+async def test_configure_takes_the_dsn_an_app_settings_class_holds(
+    clean_env: pytest.MonkeyPatch, redis_url: str, database_url: str
+) -> None:
+    """configure(redis={"url": SecretStr(...)}) and a PostgresDsn for the database start against the real servers."""
+    from pydantic import PostgresDsn, SecretStr
+
+    infraboot.configure(redis={"url": SecretStr(redis_url)}, database={"url": PostgresDsn(database_url)})
+    await infraboot.ensure_initialized(["redis", "database"])
+    assert True is await infraboot.get_redis().ping()

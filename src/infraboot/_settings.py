@@ -33,11 +33,27 @@ __all__ = ["DatabaseSettings", "RedisSettings", "SettingsBase", "load_settings",
 
 
 def _to_url(value: Any) -> Any:
+    """A URL as apps' own Settings classes hold it -- ``str``, pydantic's ``RedisDsn`` /
+    ``PostgresDsn`` / ``AnyUrl``, or a ``SecretStr`` holding one -- as a :class:`SecretURL`."""
+    if isinstance(value, SecretStr):
+        value = value.get_secret_value()
+    if isinstance(value, _pydantic_url_types()):
+        value = str(value)
     if value is None or isinstance(value, SecretURL):
         return value
     if isinstance(value, str):
         return SecretURL(value) if value.strip() else None
     return value
+
+
+def _pydantic_url_types() -> tuple[type, ...]:
+    """pydantic's URL classes: ``pydantic_core.Url`` before pydantic 2.10, ``pydantic.networks`` classes since."""
+    import pydantic_core
+    from pydantic import networks
+
+    found: list[type] = [pydantic_core.Url, pydantic_core.MultiHostUrl]
+    found.extend(t for t in (getattr(networks, "_BaseUrl", None), getattr(networks, "_BaseMultiHostUrl", None)) if t)
+    return tuple(found)
 
 
 URL = Annotated[SecretURL | None, BeforeValidator(_to_url)]
@@ -471,6 +487,7 @@ def _build(cls: type[SettingsBase], values: Mapping[str, Any], from_file: Mappin
         _FROM_FILE.reset(token)
 
 
+_URL_NOUN = "a URL: a str, a pydantic URL (RedisDsn, PostgresDsn, AnyUrl) or a SecretStr holding one"
 _NOUNS = {bool: ("true or false", "false"), int: ("a whole number", "3"), float: ("a number", "5")}
 _JSON_EXAMPLES = {
     "client_options": '{"decode_responses": true}',
@@ -527,6 +544,8 @@ def _config_error(
             continue
         annotation = cls.model_fields[field].annotation if field in cls.model_fields else None
         noun, example = _NOUNS.get(annotation, ("a valid value", "..."))  # type: ignore[arg-type]
+        if field == "url":
+            noun, example = _URL_NOUN, cls._example_url
         if field in _JSON_EXAMPLES:
             problems.append(_json_problem(label, field, err.get("input"), in_code=field in values))
             continue
