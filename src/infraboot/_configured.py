@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar, Unpack
 
 from ._component import Component, ComponentOptions
+from ._switches import env_prefix
 from .exceptions import ConfigError
 
 if TYPE_CHECKING:
@@ -68,7 +69,7 @@ class ConfiguredComponent(Component[T], Generic[T, S]):
     def _prefix_for(self, name: str) -> str:
         if name == self.default_name:
             return f"{self.default_name.upper()}_"
-        return re.sub(r"[^A-Za-z0-9]", "_", name).upper() + "_"
+        return env_prefix(name)
 
     def _settings_type(self) -> type[SettingsBase]:
         module = importlib.import_module("infraboot._settings")  # pydantic loads here, not at import

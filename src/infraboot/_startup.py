@@ -27,6 +27,7 @@ from ._report import StartupReport
 from ._retry import OutOfTime, retry
 from ._slot import HOLDING, AttemptTimeout, Slot, close_late, open_attempt
 from ._state import ComponentState
+from ._switches import read_switches
 from ._variables import check_variables
 from .exceptions import ConfigError, StartupError
 
@@ -64,7 +65,8 @@ def configure_all(closure: list[str], slots: Mapping[str, Slot]) -> None:
             check_variables(s.component for s in slots.values())
             checked = True
         try:
-            reason = slot.component.configure()
+            reason = None if hasattr(slot.component, "env_names") else read_switches(slot.component)
+            reason = reason or slot.component.configure()
         except ConfigError as exc:
             problems.extend(exc.problems)
             continue
