@@ -371,15 +371,52 @@ def test_the_dependency_for_a_name_is_one_callable_the_override_key() -> None:
 
 
 async def test_metrics_without_the_extra_says_what_to_install(monkeypatch: pytest.MonkeyPatch) -> None:
-    """/metrics answers 501 with the pip command when prometheus_client is missing, not a silent 404."""
+    """/metrics asked for (metrics=True) answers 501 with the pip command when prometheus_client is missing."""
     import infraboot.starlette as ibs
 
     monkeypatch.setattr(ibs, "has_metrics", lambda: False)
     app = FastAPI()
-    app.include_router(ib.health_router(SystemInitializer()))
+    app.include_router(ib.health_router(SystemInitializer(), metrics=True))
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app), base_url="http://t") as client:
         answer = await client.get("/metrics")
     assert (501, 'metrics need prometheus_client: pip install "infraboot[metrics]"') == (
         answer.status_code,
         answer.text.strip(),
     )
+
+
+async def test_the_default_routes_leave_metrics_out_without_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without prometheus_client the default health_router has no /metrics: the app's own route answers it."""
+    import infraboot.starlette as ibs
+
+    monkeypatch.setattr(ibs, "has_metrics", lambda: False)
+    app = FastAPI()
+    app.include_router(ib.health_router(SystemInitializer()))
+
+    @app.get("/metrics")
+    async def own_metrics() -> dict[str, str]:
+        return {"metrics": "the app's own"}
+
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app), base_url="http://t") as client:
+        answer = await client.get("/metrics")
+    assert (200, {"metrics": "the app's own"}) == (answer.status_code, answer.json())
+
+
+async def test_probe_middleware_leaves_metrics_to_the_app_without_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without prometheus_client the default ProbeMiddleware passes /metrics on; metrics=True answers 501."""
+    import infraboot._asgi as asgi
+
+    monkeypatch.setattr(asgi, "has_metrics", lambda: False)
+    app = FastAPI()
+
+    @app.get("/metrics")
+    async def own_metrics() -> dict[str, str]:
+        return {"metrics": "the app's own"}
+
+    system = SystemInitializer()
+    default, asked = asgi.ProbeMiddleware(app, system=system), asgi.ProbeMiddleware(app, system=system, metrics=True)
+    statuses = []
+    for wrapped in (default, asked):
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(wrapped), base_url="http://t") as client:
+            statuses.append((await client.get("/metrics")).status_code)
+    assert [200, 501] == statuses

@@ -336,7 +336,8 @@ class ProbeMiddleware:
         app = ProbeMiddleware(app)                    # outermost: probes skip your stack
 
     ``GET``/``HEAD`` on ``/livez``, ``/readyz``, ``/startupz``, ``/health``, ``/ready`` (and
-    ``/metrics`` when ``prometheus_client`` is installed) are answered here, and ``GET``/``POST``
+    ``/metrics`` when ``prometheus_client`` is installed; ``metrics=True`` answers it with a 501
+    naming the install command when it is not, ``metrics=False`` leaves it out) are answered here, and ``GET``/``POST``
     on ``/drainz`` runs the system's drain (a Kubernetes ``preStop`` hook); everything else
     goes to *app*, counted as work in flight for the drain (``drain=False`` leaves ``/drainz`` out).
     ``paths`` replaces the map (``{"/k8s/ready": "readiness"}``), ``prefix`` is put before
@@ -351,7 +352,7 @@ class ProbeMiddleware:
         details: bool = False,
         prefix: str = "",
         paths: Mapping[str, str] | None = None,
-        metrics: bool = True,
+        metrics: bool | None = None,
         registry: Any = None,
         drain: bool = True,
     ) -> None:
@@ -363,6 +364,8 @@ class ProbeMiddleware:
         if bad:
             msg = f"ProbeMiddleware paths: unknown kind(s) {bad}; use liveness, readiness, startup, metrics or drain"
             raise ConfigError(msg)
+        if metrics is None:  # by default /metrics is there when it can be served; asked for, it says what is missing
+            metrics = has_metrics()
         chosen = {p: k for p, k in chosen.items() if (metrics or k != "metrics") and (drain or k != "drain")}
         self.paths = {prefix.rstrip("/") + p: k for p, k in chosen.items()}
         wants = "metrics" in self.paths.values()

@@ -175,7 +175,7 @@ def health_router(
     system: SystemInitializer | None = None,
     *,
     details: bool = False,
-    metrics: bool = True,
+    metrics: bool | None = None,
     registry: Any = None,
     prefix: str = "",
     drain: bool = True,
@@ -183,9 +183,10 @@ def health_router(
     """``GET /livez``, ``/readyz``, ``/startupz``, ``/health``, ``/ready``, ``/metrics`` and ``/drainz``.
 
     Bodies are ``application/health+json`` with 200 (pass, warn) or 503 (fail);
-    ``details=True`` adds latency and error codes (never secrets). ``/metrics`` is served
-    when ``prometheus_client`` is installed and *metrics* is true; pass your *registry*
-    to serve your own metrics beside ours. ``/drainz`` (``GET``/``POST``, a ``preStop`` hook;
+    ``details=True`` adds latency and error codes (never secrets). ``/metrics``: by default
+    served when ``prometheus_client`` is installed and left out when it is not; ``metrics=True``
+    asks for it (without the ``metrics`` extra: a 501 naming the install command),
+    ``metrics=False`` leaves it out; pass your *registry* to serve your own metrics beside ours. ``/drainz`` (``GET``/``POST``, a ``preStop`` hook;
     ``drain=False`` leaves it out) turns readiness off, keeps serving and answers after
     ``drain_delay``. The routes stay out of the OpenAPI schema.
     """

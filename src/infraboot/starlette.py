@@ -113,22 +113,23 @@ def health_routes(
     system: SystemInitializer | None = None,
     *,
     details: bool = False,
-    metrics: bool = True,
+    metrics: bool | None = None,
     registry: Any = None,
     drain: bool = True,
 ) -> list[Route]:
     """``GET /livez``, ``/readyz``, ``/startupz``, ``/health``, ``/ready``, ``/metrics`` and ``/drainz`` as routes.
 
     Bodies are ``application/health+json`` with status 200 (pass, warn) or 503 (fail);
-    ``details=True`` adds latency and error codes. ``/metrics`` is served when
-    ``prometheus_client`` is installed and *metrics* is true (*registry*: yours, so
-    your own metrics are served beside ours). ``/drainz`` (``GET`` or ``POST``, for a
+    ``details=True`` adds latency and error codes. ``/metrics`` (*registry*: yours, so
+    your own metrics are served beside ours): by default served when ``prometheus_client``
+    is installed and left out when it is not; ``metrics=True`` asks for it (without the
+    ``metrics`` extra it answers 501 naming the install command), ``metrics=False`` leaves it out. ``/drainz`` (``GET`` or ``POST``, for a
     Kubernetes ``preStop`` hook; ``drain=False`` leaves it out) runs the system's drain:
     readiness fails at once, requests keep being served, and it answers after
     ``drain_delay``. Requests in flight are counted by :class:`ProbeMiddleware` only.
     """
     routes: list[Route] = []
-    endpoint_metrics = MetricsEndpoint(registry, system) if metrics and has_metrics() else None
+    endpoint_metrics = MetricsEndpoint(registry, system) if metrics is not False and has_metrics() else None
     for path, kind in DEFAULT_PATHS.items():
         if kind == "drain":
             if drain:
