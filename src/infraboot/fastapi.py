@@ -187,7 +187,8 @@ def health_router(
     served when ``prometheus_client`` is installed and left out when it is not; ``metrics=True``
     asks for it (without the ``metrics`` extra: a 501 naming the install command),
     ``metrics=False`` leaves it out; pass your *registry* to serve your own metrics beside ours.
-    ``/drainz`` (``GET``/``POST``, a ``preStop`` hook; ``drain=False`` leaves it out) turns readiness off, keeps serving and answers after
+    ``/drainz`` (``GET``/``POST``, a ``preStop`` hook; ``drain=False`` leaves it out) turns
+    readiness off, keeps serving and answers after
     ``drain_delay``. The routes stay out of the OpenAPI schema.
     """
     routes: list[BaseRoute] = [*health_routes(system, details=details, metrics=metrics, registry=registry, drain=drain)]

@@ -124,7 +124,8 @@ def health_routes(
     your own metrics are served beside ours): by default served when ``prometheus_client``
     is installed and left out when it is not; ``metrics=True`` asks for it (without the
     ``metrics`` extra it answers 501 naming the install command), ``metrics=False`` leaves it out.
-    ``/drainz`` (``GET`` or ``POST``, for a Kubernetes ``preStop`` hook; ``drain=False`` leaves it out) runs the system's drain:
+    ``/drainz`` (``GET`` or ``POST``, for a Kubernetes ``preStop`` hook; ``drain=False`` leaves
+    it out) runs the system's drain:
     readiness fails at once, requests keep being served, and it answers after
     ``drain_delay``. Requests in flight are counted by :class:`ProbeMiddleware` only.
     """
