@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 from typing import Annotated
 
@@ -420,3 +423,37 @@ async def test_probe_middleware_leaves_metrics_to_the_app_without_the_extra(monk
         async with httpx.AsyncClient(transport=httpx.ASGITransport(wrapped), base_url="http://t") as client:
             statuses.append((await client.get("/metrics")).status_code)
     assert [200, 501] == statuses
+
+
+def test_drivers_are_imported_before_the_first_attempt_starts_its_clock() -> None:
+    """In a fresh interpreter the built-ins' drivers are loaded when component_starting is logged, not inside it."""
+    script = """
+import asyncio, logging, sys
+import infraboot
+
+seen = {}
+
+class Watch(logging.Handler):
+    def emit(self, record):
+        if getattr(record, "event", "") == "component_starting":
+            seen[record.component] = [m in sys.modules for m in ("fakeredis", "aiosqlite", "sqlalchemy.ext.asyncio")]
+
+logging.getLogger("infraboot").addHandler(Watch())
+logging.getLogger("infraboot").setLevel(logging.INFO)
+
+async def main():
+    await infraboot.ensure_initialized(["redis", "database"])
+    await infraboot.shutdown()
+
+asyncio.run(main())
+print(sorted(seen.items()))
+"""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("REDIS_", "DATABASE_", "INFRABOOT_"))}
+    env.update(REDIS_URL="memory://", DATABASE_URL="sqlite+aiosqlite:///:memory:")
+    run = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=120, check=False
+    )
+    assert ("[('database', [True, True, True]), ('redis', [True, True, True])]", "") == (
+        run.stdout.strip(),
+        run.stderr,
+    )
