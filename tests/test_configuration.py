@@ -457,3 +457,13 @@ print(sorted(seen.items()))
         run.stdout.strip(),
         run.stderr,
     )
+
+
+def test_a_misspelt_system_setting_is_named_with_a_did_you_mean_beside_the_other_problems() -> None:
+    """configure(check_tll=1) names the setting and its likely spelling; other problems keep their own lines."""
+    with pytest.raises(ConfigError) as caught:
+        infraboot.configure(check_ttl=-1, check_tll=1)
+    lines = str(caught.value).splitlines()[1:]
+    assert 2 == len(lines)
+    assert "check_ttl=-1: must be a finite number of seconds > 0" in lines[0]
+    assert "unknown setting 'check_tll'; did you mean 'check_ttl'?" in lines[1]

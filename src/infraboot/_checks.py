@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 import math
 from typing import TypedDict
 
@@ -53,8 +54,11 @@ def system_settings_problems(given: dict[str, object]) -> list[str]:
     problems: list[str] = []
     known = SystemSettings.__annotations__
     for key, value in given.items():
+        problem: str | None
         if key not in known:
-            problems.append(f"unknown setting {key!r}; the settings are {', '.join(known)}")
+            close = difflib.get_close_matches(key, known, n=1)
+            hint = f"did you mean {close[0]!r}? " if close else ""
+            problem = f"unknown setting {key!r}; {hint}the settings are {', '.join(known)}"
         elif key in ("startup_timeout", "check_interval"):
             problem = seconds_problem(key, value, allow_none=True)
         elif key in ("failure_threshold", "success_threshold"):

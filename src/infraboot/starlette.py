@@ -86,11 +86,14 @@ async def _server_error(request: Request, exc: Exception) -> Response:
 
     A driver's connection error or timeout (Redis or PostgreSQL down, refused, silent) says
     "try again later", not "this server has a bug". Starlette re-raises the error either
-    way, so the server logs it (and closes that keep-alive connection, as after any 500).
+    way, so the server logs it and closes that keep-alive connection: the answer says
+    ``Connection: close``, so a client does not send its next request into the closing
+    connection (a reset instead of an answer).
     """
     if is_outage(exc):
-        return await _outage(request, exc)
-    return PlainTextResponse("Internal Server Error", status_code=500)
+        body = {"detail": "a dependency is unavailable; try again later"}
+        return JSONResponse(body, status_code=503, headers={"Retry-After": RETRY_AFTER, "Connection": "close"})
+    return PlainTextResponse("Internal Server Error", status_code=500, headers={"Connection": "close"})
 
 
 exception_handlers: dict[Any, Any] = {

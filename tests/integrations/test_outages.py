@@ -62,9 +62,9 @@ async def test_an_outage_answers_503_within_the_operation_timeout_and_readiness_
     )
     app.wait_listening()
     proxy = redis_proxy if path == "/redis" else database_proxy
-    # A connection per request: after an error Starlette re-raises, the server closes that keep-alive connection.
-    limits = httpx.Limits(max_keepalive_connections=0)
-    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=60, limits=limits) as client:
+    # Keep-alive on: a 503 the server will close the connection after says so (Connection: close), so the
+    # client's next request never lands in a closing connection (a reset instead of an answer).
+    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=60) as client:
         assert 200 == (await client.get("/readyz")).status_code, app.output[-3000:]
         assert 200 == (await client.get(path)).status_code, app.output[-3000:]
         proxy.set_mode(mode, drop_existing=mode != "blackhole")  # a blackhole as a partition: the line goes silent
@@ -138,3 +138,29 @@ async def test_the_exception_handlers_answer_503_for_an_outage_and_500_for_a_bug
         response = await client.get("/")
 
     assert expected == (response.status_code, response.headers.get("retry-after"))
+
+
+async def test_an_answer_after_which_the_server_closes_the_connection_says_connection_close() -> None:
+    """A driver outage or a bug (re-raised by Starlette, so the server drops the line) answers Connection: close."""
+    from redis.exceptions import ConnectionError as RedisConnectionError
+    from starlette.applications import Starlette
+    from starlette.requests import Request
+    from starlette.responses import Response
+    from starlette.routing import Route
+
+    import infraboot.starlette
+
+    async def outage(request: Request) -> Response:
+        raise RedisConnectionError("Error 111 connecting to 127.0.0.1:6379")
+
+    async def bug(request: Request) -> Response:
+        raise ValueError("a bug")
+
+    app = Starlette(
+        routes=[Route("/outage", outage), Route("/bug", bug)], exception_handlers=infraboot.starlette.exception_handlers
+    )
+    transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+    async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+        answers = [await client.get("/outage"), await client.get("/bug")]
+
+    assert [(503, "close"), (500, "close")] == [(r.status_code, r.headers.get("connection")) for r in answers]
