@@ -129,7 +129,7 @@ async def test_configure_applies_nothing_when_anything_is_wrong(clean_env: pytes
     redis_url = str(system.component("redis").settings.url)  # type: ignore[attr-defined]
     await infraboot.shutdown()
     assert ("check_ttl=-1: must be a finite number of seconds > 0, e.g. check_ttl=5.0",) == info.value.problems
-    assert ("max_retries=-1: must be a whole number >= 0, e.g. max_retries=3",) == bad_redis.value.problems
+    assert ("redis: max_retries=-1: must be a whole number >= 0, e.g. max_retries=3",) == bad_redis.value.problems
     assert ("memory://", before) == (redis_url, system.check_ttl)
 
 
@@ -467,3 +467,13 @@ def test_a_misspelt_system_setting_is_named_with_a_did_you_mean_beside_the_other
     assert 2 == len(lines)
     assert "check_ttl=-1: must be a finite number of seconds > 0" in lines[0]
     assert "unknown setting 'check_tll'; did you mean 'check_ttl'?" in lines[1]
+
+
+def test_a_value_given_in_code_is_named_with_its_component(clean_env: pytest.MonkeyPatch) -> None:
+    """The same wrong value given to redis and to database is reported twice, each line naming its component."""
+    with pytest.raises(ConfigError) as caught:
+        infraboot.configure(
+            redis={"url": "memory://", "connect_timeout": -1},
+            database={"url": "sqlite+aiosqlite:///:memory:", "connect_timeout": -1},
+        )
+    assert ["redis", "database"] == [line.split(":")[0] for line in caught.value.problems]

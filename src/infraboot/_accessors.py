@@ -212,7 +212,10 @@ def configure(
     # All or nothing: every value is checked before any is applied.
     problems = system_settings_problems(dict(system_settings))
     for name, settings in given.items():
-        problems.extend(system.settings_problems(name, settings, env_file=file))
+        # A line about a variable names it (REDIS_CONNECT_TIMEOUT=...); one about a value given here
+        # (connect_timeout=-1) gets the component's name, or redis' and database's would read alike.
+        for problem in system.settings_problems(name, settings, env_file=file):
+            problems.append(problem if problem[:1].isupper() else f"{name}: {problem}")
     if problems:
         raise ConfigError.from_problems(problems)
     for name, settings in given.items():
