@@ -684,3 +684,16 @@ def test_a_keyboard_interrupt_in_a_setup_tears_down_what_started_and_propagates(
         check=False,
     )
     assert (0, f"{expected} ['first']\n", "") == (out.returncode, out.stdout, out.stderr)
+
+
+async def test_a_required_failure_names_the_switch_that_makes_the_component_optional(
+    no_backoff: None, journal: Journal
+) -> None:
+    """The fix offered names the component's own <NAME>_REQUIRED variable beside required=False, with one full stop."""
+    system = SystemInitializer([sim(journal, "pg-pool", fail=ConnectionRefusedError("refused."), retries=0)])
+    with pytest.raises(StartupError) as info:
+        await system.initialize_all()
+    assert str(info.value).endswith(
+        "(refused: ConnectionRefusedError: refused). Fix the cause, or make it optional to start without it "
+        "(PG_POOL_REQUIRED=false, or required=False in code)."
+    )

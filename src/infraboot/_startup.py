@@ -27,7 +27,7 @@ from ._report import StartupReport
 from ._retry import OutOfTime, retry
 from ._slot import HOLDING, AttemptTimeout, Slot, close_late, open_attempt
 from ._state import ComponentState
-from ._switches import read_switches
+from ._switches import env_prefix, read_switches
 from ._variables import check_variables
 from .exceptions import ConfigError, StartupError
 
@@ -413,7 +413,7 @@ def startup_error(slot: Slot, report: StartupReport) -> StartupError:
     elif slot.state in _STARTING:
         cause = "timeout: still starting (for another caller too) when startup_timeout ran out"
     else:
-        cause = f"{slot.error_code}: {slot.error}"
+        cause = f"{slot.error_code}: {str(slot.error).rstrip('.')}"
     rolled = [n for n, r in report.components.items() if r.state is _S.STOPPED]
     target = slot.component.target
     msg = (
@@ -422,5 +422,6 @@ def startup_error(slot: Slot, report: StartupReport) -> StartupError:
     )
     if rolled:
         msg += f"; rolled back: {', '.join(rolled)}"
-    msg += ". Fix the cause, or mark the component required=False to start without it."
+    switch = f"{getattr(slot.component, 'env_prefix', None) or env_prefix(name)}REQUIRED".upper()
+    msg += f". Fix the cause, or make it optional to start without it ({switch}=false, or required=False in code)."
     return StartupError(scrub(msg), component=name, attempts=result.attempts, report=report)
