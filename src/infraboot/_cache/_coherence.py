@@ -6,6 +6,10 @@ level as soon as the message arrives (milliseconds on a LAN). When the subscript
 (Redis down, a partition caught by the listener's ping), messages may be lost: the local
 level keeps serving during the outage, each entry at most until its own TTL, and is cleared
 the moment the subscription is back.
+
+The listener also sends the invalidations its caches hold for Redis (made while it was away):
+as soon as its subscription is up again, at every ping while some are held, and once more, within
+:data:`SHUTDOWN_FLUSH` seconds, when shutdown cancels it; what is still held then is logged and counted.
 """
 
 from __future__ import annotations
@@ -27,10 +31,11 @@ from infraboot.exceptions import ComponentUnavailableError, NotInitializedError
 if TYPE_CHECKING:
     from infraboot._system import SystemInitializer
 
-__all__ = ["CHANNEL", "Hub", "Listener", "hub_for"]
+__all__ = ["CHANNEL", "SHUTDOWN_FLUSH", "Hub", "Listener", "hub_count", "hub_for"]
 
 CHANNEL = "infraboot:cache:invalidate"
 _PING_EVERY = 2.0  # seconds between the listener's pings; a silent line is noticed within about twice that
+SHUTDOWN_FLUSH = 0.4  # seconds held invalidations get at shutdown (inside the teardown's 0.5 s for background work)
 
 
 class Listener(Protocol):
@@ -39,6 +44,13 @@ class Listener(Protocol):
     def apply_invalidation(self, op: str, arg: str, *, remote: bool) -> None: ...
 
     def remote_lost(self) -> None: ...
+
+    @property
+    def pending(self) -> int: ...
+
+    async def flush_pending(self, *, trial: bool = False) -> bool: ...
+
+    def report_dropped(self) -> None: ...
 
 
 class Hub:
@@ -51,7 +63,7 @@ class Hub:
         self.ref = ref
         self._system = system
         self.sender = f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
-        self._caches: weakref.WeakSet[Any] = weakref.WeakSet()
+        self._caches: weakref.WeakSet[Any] = weakref.WeakSet()  # Listener: caches; weakly, a cache may go
         self._task: asyncio.Task[None] | None = None
         self.subscribed = False
         self.received = 0
@@ -76,9 +88,11 @@ class Hub:
         if task is not None and not task.done() and task.get_loop() is loop:
             return
         try:
-            self._task = self._system().spawn(self._listen(), name=f"infraboot-cache-listener-{self.name}")
-        except Exception:  # a system that cannot take tasks now (stopping): the next call tries again
-            self._task = loop.create_task(asyncio.sleep(0))
+            system = self._system()
+        except NotInitializedError:  # its system is gone: nothing to listen to
+            return
+        if system.phase == "running":  # a stopping or stopped system takes no new work: the next call tries again
+            self._task = system.spawn(self._listen(), name=f"infraboot-cache-listener-{self.name}")
 
     def _client(self) -> Any:
         try:
@@ -87,6 +101,13 @@ class Hub:
             return None
 
     async def _listen(self) -> None:
+        try:
+            await self._subscribed()
+        except asyncio.CancelledError:
+            await self._last_flush()
+            raise
+
+    async def _subscribed(self) -> None:
         while True:
             client = self._client()
             if client is None:
@@ -103,6 +124,7 @@ class Hub:
                 self.subscribed = True
                 for cache in list(self._caches):
                     cache.l2.answered()  # Redis just answered us: no cache need wait for its trial call
+                await self._flush(trial=True)
                 await self._read(pubsub)
             except asyncio.CancelledError:
                 raise
@@ -130,6 +152,7 @@ class Hub:
                 last_ping = now
                 async with asyncio.timeout(self.op_timeout * 4):
                     await pubsub.ping()
+                await self._flush(trial=True)  # Redis answered the ping: anything still held goes now
             if now - last_seen > 2 * self.ping_every + self.op_timeout * 4:
                 msg_ = "no answer to the invalidation channel's ping"
                 raise TimeoutError(msg_)
@@ -146,37 +169,75 @@ class Hub:
         for cache in list(self._caches):
             cache.apply_invalidation(str(op), str(arg), remote=True)
 
-    def apply_here(self, op: str, arg: str) -> None:
-        """An invalidation made in this process: every cache of this process on this Redis applies it."""
+    def apply_here(self, op: str, arg: str, *, exclude: object = None) -> None:
+        """An invalidation made in this process: every other cache of this process on this Redis applies it."""
         for cache in list(self._caches):
-            cache.apply_invalidation(op, arg, remote=False)
+            if cache is not exclude:
+                cache.apply_invalidation(op, arg, remote=False)
+
+    async def _flush(self, *, trial: bool) -> None:
+        for cache in list(self._caches):
+            if cache.pending:
+                await cache.flush_pending(trial=trial)
+
+    async def _last_flush(self) -> None:
+        """Shutdown cancelled the listener: send what is held within SHUTDOWN_FLUSH, report what is not.
+        The teardown cancels again every so often; this cleanup is bounded, so it waits those out."""
+        caches = [c for c in list(self._caches) if c.pending]
+        if not caches:
+            return
+        work = asyncio.ensure_future(self._flush(trial=True))
+        end = time.monotonic() + SHUTDOWN_FLUSH
+        while not work.done() and (left := end - time.monotonic()) > 0:
+            with contextlib.suppress(asyncio.CancelledError):
+                await asyncio.wait({work}, timeout=left)
+        if not work.done():
+            work.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await asyncio.wait({work}, timeout=0.05)
+        elif not work.cancelled() and work.exception() is not None:
+            event(logging.WARNING, "cache_replay_failed", self.name, error=type(work.exception()).__name__)
+        for cache in caches:
+            cache.report_dropped()
 
     def close(self) -> None:
         if self._task is not None:
             self._task.cancel()
 
 
-_hubs: dict[tuple[int, str], Hub] = {}
+# One hub per (system, Redis component): weakly keyed by the system, so the table never outgrows the
+# systems alive (a test suite makes thousands); the default system's hubs are few (one per name).
+_hubs: weakref.WeakKeyDictionary[SystemInitializer, dict[str, Hub]] = weakref.WeakKeyDictionary()
+_default_hubs: dict[str, Hub] = {}
+
+
+def hub_count() -> int:
+    """How many hubs this process holds (for tests: it must not grow with the systems made)."""
+    return len(_default_hubs) + sum(len(h) for h in list(_hubs.values()))
 
 
 def hub_for(name: str, system: SystemInitializer | None) -> Hub:
     """The process' hub for Redis component *name* of *system* (``None``: the default system, as it is now)."""
-    key = (0 if system is None else id(system), name)
-    hub = _hubs.get(key)
-    if hub is None or (system is not None and (hub.ref is None or hub.ref() is not system)):
-        if system is None:
+    if system is None:
+        hub = _default_hubs.get(name)
+        if hub is None:
             from infraboot._default import default_system
 
-            getter: Callable[[], SystemInitializer] = default_system
-        else:
-            ref = weakref.ref(system)
+            hub = _default_hubs[name] = Hub(name, default_system)
+        return hub
+    by_name = _hubs.get(system)
+    if by_name is None:
+        by_name = _hubs[system] = {}
+    hub = by_name.get(name)
+    if hub is None:
+        ref = weakref.ref(system)
 
-            def getter() -> SystemInitializer:  # weakly: a cache never keeps a system alive
-                found = ref()
-                if found is None:
-                    msg = f"the system of the cache's Redis {name!r} is gone"
-                    raise NotInitializedError(msg)
-                return found
+        def getter() -> SystemInitializer:  # weakly: a cache's hub never keeps a system alive
+            found = ref()
+            if found is None:
+                msg = f"the system of the cache's Redis {name!r} is gone"
+                raise NotInitializedError(msg)
+            return found
 
-        hub = _hubs[key] = Hub(name, getter, None if system is None else weakref.ref(system))
+        hub = by_name[name] = Hub(name, getter, ref)
     return hub

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from ._core import Cache
 
-__all__ = ["CacheCollector", "register_cache_metrics", "track"]
+__all__ = ["CacheCollector", "live", "register_cache_metrics", "track"]
 
 _live: weakref.WeakSet[Cache] = weakref.WeakSet()
 
@@ -26,6 +26,11 @@ _COUNTERS = {
 
 def track(cache: Cache) -> None:
     _live.add(cache)
+
+
+def live() -> list[Cache]:
+    """Every cache of this process still referenced somewhere."""
+    return list(_live)
 
 
 class CacheCollector:
