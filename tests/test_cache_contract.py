@@ -19,7 +19,7 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from infraboot import RedisComponent, RedisSettings, SystemInitializer
+from infraboot import ComponentState, RedisComponent, RedisSettings, SystemInitializer
 from infraboot.cache import Cache, ValueTooLargeError, cached
 
 from .servers import TcpProxy
@@ -256,26 +256,32 @@ async def test_a_read_in_flight_cannot_resurrect_a_delete(memory: SystemInitiali
 
 
 async def test_held_invalidations_are_replayed_by_the_listener_without_another_call(
-    proxied: SystemInitializer, redis_proxy: TcpProxy, redis_url: str
+    redis_proxy: TcpProxy, redis_url: str
 ) -> None:
-    """Deleted while Redis refuses; Redis back: the key is gone from Redis with no further cache call."""
-    cache = Cache("t-creplay", system=proxied, retry_interval=0.05)
-    await listening(cache)
-    await cache.set("k", "old")
-    redis_proxy.set_mode("refuse")
-    await cache.delete("k")
-    assert 1 == cache.stats()["pending_invalidations"]
-    redis_proxy.set_mode("forward")
+    """Deleted while the monitor has Redis down (the cache skips it); Redis back: the listener sends the delete,
+    with no further cache call."""
+    url = f"redis://{redis_proxy.url_host}/{db_of(redis_url)}"
+    settings = RedisSettings(url=url, required=False, check_timeout=0.3)
+    system = SystemInitializer([RedisComponent(settings)], check_interval=0.2, failure_threshold=1)
+    await system.initialize_all()
     direct = await start(redis_url)
     try:
+        cache = Cache("t-creplay", system=system, retry_interval=0.05)
+        await listening(cache)
+        await cache.set("k", "old")
+        redis_proxy.set_mode("refuse")
+        await until(lambda: system.state("redis") is not ComponentState.READY)
+        await cache.delete("k")
+        assert 1 == cache.stats()["pending_invalidations"]
+        redis_proxy.set_mode("forward")
         client = direct.get("redis")
         t0 = time.monotonic()
         while await client.get("t-creplay:v1:k") is not None and time.monotonic() - t0 < 10:
             await asyncio.sleep(0.02)
-        assert None is await client.get("t-creplay:v1:k")
-        assert 0 == cache.stats()["pending_invalidations"]
+        assert (None, 0) == (await client.get("t-creplay:v1:k"), cache.stats()["pending_invalidations"])
     finally:
         await direct.shutdown()
+        await system.shutdown()
 
 
 async def test_invalidations_held_at_shutdown_are_reported(
@@ -321,18 +327,24 @@ async def test_a_set_redis_missed_is_reported_and_not_kept_past_the_outage(
 
 
 async def test_delete_prefix_and_clear_on_a_blackholed_redis_take_op_timeout(
-    proxied: SystemInitializer, redis_proxy: TcpProxy
+    redis_proxy: TcpProxy, redis_url: str
 ) -> None:
     """With op_timeout=0.25, a scan on a silent Redis gives up within about that (not 5 s), and is held."""
-    cache = Cache("t-cscan", system=proxied, op_timeout=0.25)
-    for n in range(20):
-        await cache.set(f"k{n}", n)
-    redis_proxy.set_mode("blackhole", drop_existing=False)
-    t0 = time.monotonic()
-    await cache.clear()
-    took = time.monotonic() - t0
-    assert took < 0.25 + 1.0
-    assert 1 == cache.stats()["pending_invalidations"]
+    url = f"redis://{redis_proxy.url_host}/{db_of(redis_url)}"
+    system = await start(url, required=False, socket_timeout=10.0)  # only op_timeout can end the wait
+    try:
+        cache = Cache("t-cscan", system=system, op_timeout=0.25)
+        for n in range(20):
+            await cache.set(f"k{n}", n)
+        redis_proxy.set_mode("blackhole", drop_existing=False)
+        t0 = time.monotonic()
+        await cache.clear()
+        took = time.monotonic() - t0
+        assert took < 0.25 + 1.5
+        assert 1 == cache.stats()["pending_invalidations"]
+    finally:
+        cache.reset_local()
+        await system.shutdown()
 
 
 # -- lifecycle ---------------------------------------------------------------------------------------------
