@@ -75,8 +75,12 @@ class Hub:
     def attach(self, cache: Listener) -> None:
         self._caches.add(cache)
 
-    def message(self, op: str, arg: str) -> str:
-        return json.dumps({"from": self.sender, "op": op, "arg": arg}, separators=(",", ":"))
+    def message(self, op: str, arg: str, keys: list[str] | None = None) -> str:
+        """The invalidation as published: sender, op, arg and, for a tag, the keys it held."""
+        body: dict[str, Any] = {"from": self.sender, "op": op, "arg": arg}
+        if keys:
+            body["keys"] = keys
+        return json.dumps(body, separators=(",", ":"))
 
     def ensure_listening(self) -> None:
         """Start the listener (a background task of the system: shutdown cancels it) if it is not running."""
@@ -161,13 +165,16 @@ class Hub:
         try:
             parsed = json.loads(data)
             sender, op, arg = parsed["from"], parsed["op"], parsed["arg"]
-        except (ValueError, TypeError, KeyError):
+            keys = [str(k) for k in parsed.get("keys", ())]
+        except (ValueError, TypeError, KeyError, AttributeError):
             return
         if sender == self.sender:
             return  # ours: already applied locally
         self.received += 1
         for cache in list(self._caches):
             cache.apply_invalidation(str(op), str(arg), remote=True)
+            for key in keys:
+                cache.apply_invalidation("key", key, remote=False)
 
     def apply_here(self, op: str, arg: str, *, exclude: object = None) -> None:
         """An invalidation made in this process: every other cache of this process on this Redis applies it."""

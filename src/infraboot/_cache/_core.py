@@ -18,7 +18,7 @@ from infraboot.exceptions import ConfigError
 from ._codec import Codec, DecodeError, JsonSerializer, Serializer, ValueTooLargeError
 from ._coherence import CHANNEL, hub_for
 from ._l1 import Entry, LocalLevel
-from ._l2 import BYPASS, TEXT_HINT, CacheUnavailableError, SharedLevel
+from ._l2 import BYPASS, TEXT_HINT, CacheUnavailableError, SharedLevel, _Bypass
 from ._metrics import track
 from ._stats import Counters
 
@@ -50,6 +50,7 @@ class _Missing:
 
 MISSING: Any = _Missing()
 _RETRY: Any = _Missing()  # what waiters get when the call they shared was cancelled
+_MESSAGE_KEYS_MAX = 1000  # a delete_tag names up to this many keys in its message; beyond, the namespace goes
 _PENDING_MAX = 1000  # invalidations held during an outage; beyond that, the whole namespace is dropped on recovery
 
 
@@ -526,8 +527,16 @@ class Cache:
             self._hold(op, arg)
 
     async def _invalidate_l2(self, op: str, arg: str, *, trial: bool = False) -> bool:
-        message = self._hub.message(op, arg) if self.coherence else None
-        return await self.l2.run(lambda client: _remove(client, op, arg, message), trial=trial) is not BYPASS
+        """Remove in Redis and publish. A tag's members are dropped from every L1 by name too: an entry
+        re-set since without the tag is gone from Redis, so it must not live on in any L1 either."""
+        publish = self._hub.message if self.coherence else None
+        members = await self.l2.run(lambda client: _remove(client, op, arg, publish, self.prefix), trial=trial)
+        if isinstance(members, _Bypass):
+            return False
+        for key in members:
+            self._apply_local("key", key)
+            self._hub.apply_here("key", key, exclude=self)
+        return True
 
     def _hold(self, op: str, arg: str) -> None:
         """Keep an invalidation Redis did not get, for the listener to send the moment Redis answers."""
@@ -639,19 +648,26 @@ class Cache:
         )
 
 
-async def _remove(client: Any, op: str, arg: str, message: str | None) -> None:
-    """Drop a key, a tag's keys or a prefix's keys in Redis, then tell the other processes."""
+async def _remove(
+    client: Any, op: str, arg: str, publish: Callable[[str, str, list[str]], str] | None, prefix: str
+) -> list[str]:
+    """Drop a key, a tag's keys or a prefix's keys in Redis, then tell the other processes; a tag's members."""
+    members: list[str] = []
     if op == "key":
         await client.delete(arg)
     elif op == "tag":
-        members = await client.smembers(arg)
+        members = [m.decode() if isinstance(m, bytes) else str(m) for m in await client.smembers(arg)]
         await client.delete(arg, *members)
     else:
         batch = [k async for k in client.scan_iter(match=_glob_escape(arg) + "*", count=1000)]
         for i in range(0, len(batch), 500):
             await client.unlink(*batch[i : i + 500])
-    if message is not None:
-        await client.publish(CHANNEL, message)
+    if publish is not None:
+        if len(members) > _MESSAGE_KEYS_MAX:  # too many to name: the other processes drop the namespace
+            await client.publish(CHANNEL, publish("prefix", prefix, []))
+        else:
+            await client.publish(CHANNEL, publish(op, arg, members))
+    return members
 
 
 def _glob_escape(text: str) -> str:
