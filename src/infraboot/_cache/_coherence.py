@@ -121,14 +121,6 @@ class Hub:
             try:
                 async with asyncio.timeout(self.op_timeout * 4):
                     await pubsub.subscribe(CHANNEL)
-                if self._connected_once:
-                    for cache in list(self._caches):
-                        cache.remote_lost()  # messages may have been missed while away
-                self._connected_once = True
-                self.subscribed = True
-                for cache in list(self._caches):
-                    cache.l2.answered()  # Redis just answered us: no cache need wait for its trial call
-                await self._flush(trial=True)
                 await self._read(pubsub)
             except asyncio.CancelledError:
                 raise
@@ -143,20 +135,38 @@ class Hub:
                     async with asyncio.timeout(self.op_timeout):
                         await asyncio.shield(pubsub.aclose())
 
+    async def _confirmed(self) -> None:
+        """Redis confirmed a subscription: the first, or one redis-py made again by itself after a dropped
+        connection (it reconnects and resubscribes silently). Messages of the gap are lost: clear the L1s."""
+        if self._connected_once:
+            for cache in list(self._caches):
+                cache.remote_lost()
+        self._connected_once = True
+        self.subscribed = True
+        for cache in list(self._caches):
+            cache.l2.answered()  # Redis just answered us: no cache need wait for its trial call
+        await self._flush(trial=True)
+
     async def _read(self, pubsub: Any) -> None:
-        last_seen = last_ping = time.monotonic()
+        started = last_seen = last_ping = time.monotonic()
         while True:
-            msg = await pubsub.get_message(ignore_subscribe_messages=True, timeout=min(0.5, self.ping_every))
+            msg = await pubsub.get_message(ignore_subscribe_messages=False, timeout=min(0.5, self.ping_every))
             now = time.monotonic()
             if msg is not None:
                 last_seen = now
-                if msg.get("type") == "message":
+                kind = msg.get("type")
+                if kind == "message":
                     self._dispatch(msg.get("data"))
+                elif kind == "subscribe":
+                    await self._confirmed()
+            if not self.subscribed and now - started > self.op_timeout * 4:
+                msg_ = "no confirmation of the invalidation channel's subscription"
+                raise TimeoutError(msg_)
             if now - last_ping >= self.ping_every:
                 last_ping = now
                 async with asyncio.timeout(self.op_timeout * 4):
                     await pubsub.ping()
-                await self._flush(trial=True)  # Redis answered the ping: anything still held goes now
+                await self._flush(trial=True)  # anything still held is tried again at every ping
             if now - last_seen > 2 * self.ping_every + self.op_timeout * 4:
                 msg_ = "no answer to the invalidation channel's ping"
                 raise TimeoutError(msg_)
