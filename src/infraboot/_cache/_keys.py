@@ -215,7 +215,10 @@ class KeyBuilder:
             return key
         if isinstance(template, str):
             if self._positional is not None and not kwargs and len(args) == len(self._names):
-                return self._positional.format(*[escape_field(a) for a in args])  # the fast path: a positional call
+                if len(args) == 1:  # the fastest path: one argument, most often an int (its digits need no escape)
+                    one = args[0]
+                    return self._positional.format(one if type(one) is int else escape_field(one))
+                return self._positional.format(*[a if type(a) is int else escape_field(a) for a in args])
             return _ESCAPING.vformat(template, args, self.bind(args, kwargs))
         result = template(*args, **kwargs)
         if not isinstance(result, str):
