@@ -110,7 +110,8 @@ class Cache:
     - ``ttl`` / ``stale_ttl``: seconds a value is fresh / then still served while one refresh runs.
     - ``l1_size`` (entries), ``l1_ttl`` (caps an entry's lifetime in L1; ``None``: the value's TTL).
     - ``serializer``: JSON by default (safe on bytes another process wrote); ``compress_over``: zlib
-      above this many bytes (``None``: never); ``max_value_size``: bytes, :class:`ValueTooLargeError` above.
+      above this many bytes (``None``: never); ``max_value_size``: bytes serialized (before compression),
+      :class:`ValueTooLargeError` above; an entry read from Redis is never inflated past it either.
     - ``op_timeout``: seconds any one Redis call may take (default 0.25) before L2 is bypassed;
       ``retry_interval``: seconds before one call tries a bypassed Redis again (default 1).
     - ``required``: ``False`` (default) serves L1 and calls through while Redis is down, never raising a
