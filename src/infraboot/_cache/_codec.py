@@ -18,6 +18,7 @@ from typing import Any, Protocol, runtime_checkable
 __all__ = [
     "Codec",
     "DecodeError",
+    "OversizeError",
     "JsonSerializer",
     "Serializer",
     "ValueTooLargeError",
@@ -101,6 +102,10 @@ class DecodeError(ValueError):
     """Bytes in Redis that this cache did not write (another format or version): read as a miss."""
 
 
+class OversizeError(DecodeError):
+    """An entry in Redis that is, or inflates to, more than ``max_value_size``: read as a miss."""
+
+
 class Codec:
     """Encode and decode values for the shared level."""
 
@@ -150,9 +155,9 @@ class Codec:
                 # Inflated at most one byte past the cap: a small entry cannot blow up into gigabytes.
                 body = inflater.decompress(body, 0 if cap is None else cap + 1)
                 if not inflater.eof and cap is not None and len(body) > cap:
-                    raise DecodeError(f"a compressed cache entry inflates past max_value_size={cap}")
+                    raise OversizeError(f"a compressed cache entry inflates past max_value_size={cap}")
             if cap is not None and len(body) > cap:
-                raise DecodeError(f"a cache entry of {len(body)} bytes is over max_value_size={cap}")
+                raise OversizeError(f"a cache entry of {len(body)} bytes is over max_value_size={cap}")
             return self.serializer.loads(body), fresh_until, tags
         except DecodeError:
             raise

@@ -15,7 +15,7 @@ from infraboot._graph import is_name
 from infraboot._log import event
 from infraboot.exceptions import ConfigError
 
-from ._codec import Codec, DecodeError, JsonSerializer, Serializer, ValueTooLargeError
+from ._codec import Codec, DecodeError, JsonSerializer, OversizeError, Serializer, ValueTooLargeError
 from ._coherence import CHANNEL, hub_for
 from ._l1 import Entry, LocalLevel
 from ._l2 import BYPASS, TEXT_HINT, CacheUnavailableError, SharedLevel, _Bypass
@@ -227,7 +227,7 @@ class Cache:
             value, fresh_until_wall, tags = self.codec.decode(data)
         except DecodeError as exc:
             self.counters.l2_misses += 1
-            if "max_value_size" in str(exc):
+            if isinstance(exc, OversizeError):
                 self.counters.oversized_reads += 1
             if isinstance(data, str) and not self._warned_text:
                 self._warned_text = True
