@@ -18,8 +18,8 @@ from typing import Any, Protocol, runtime_checkable
 __all__ = [
     "Codec",
     "DecodeError",
-    "OversizeError",
     "JsonSerializer",
+    "OversizeError",
     "Serializer",
     "ValueTooLargeError",
 ]
