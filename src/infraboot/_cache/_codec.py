@@ -2,7 +2,7 @@
 
 The header (12 bytes) holds a format byte, a flags byte, the wall-clock time until which the
 value is fresh (so every process agrees on when a stale-while-revalidate value went stale) and
-the length of the entry's tags, which follow it (a JSON list): a process that reads the value
+the length of the entry's tags, which follow it (UTF-8, NUL-separated): a process that reads the value
 from Redis knows its tags, so ``delete_tag`` reaches its L1 copy too. ``max_value_size`` caps the
 *decoded* size: a compressed entry is inflated at most that far, whoever wrote it.
 """
@@ -132,7 +132,10 @@ class Codec:
             packed = zlib.compress(body, 6)
             if len(packed) < len(body):
                 body, flags = packed, _COMPRESSED
-        listed = json.dumps(list(tags), separators=(",", ":")).encode() if tags else b""
+        listed = "\x00".join(tags).encode() if tags else b""
+        if tags and listed.count(b"\x00") != len(tags) - 1:
+            msg = f"a tag of the cache value for {key!r} holds a NUL character; use tags without one"
+            raise ValueError(msg)
         if len(listed) > _MAX_TAGS:
             msg = f"cache value for {key!r} has {len(listed)} bytes of tags, over {_MAX_TAGS}; use fewer, shorter tags"
             raise ValueTooLargeError(msg)
@@ -149,7 +152,7 @@ class Codec:
         body = data[start:]
         cap = self.max_size
         try:
-            tags = tuple(str(t) for t in json.loads(data[_HEADER.size : start])) if tags_len else ()
+            tags = tuple(data[_HEADER.size : start].decode().split("\x00")) if tags_len else ()
             if flags & _COMPRESSED:
                 inflater = zlib.decompressobj()
                 # Inflated at most one byte past the cap: a small entry cannot blow up into gigabytes.

@@ -460,7 +460,7 @@ class Cache:
             full_tags.append(index)
         try:
             data = self.codec.encode(value, time.time() + fresh, full_tags, key=full)
-        except (ValueTooLargeError, TypeError) as exc:
+        except (ValueError, TypeError) as exc:  # too large (a ValueError), a NUL in a tag, not serializable
             if raise_too_large:
                 raise
             self.counters.not_stored += 1
