@@ -15,7 +15,7 @@ from infraboot._graph import is_name
 from infraboot._log import event
 from infraboot.exceptions import ConfigError
 
-from ._codec import Codec, DecodeError, JsonSerializer, OversizeError, Serializer, ValueTooLargeError
+from ._codec import Codec, DecodeError, JsonSerializer, OversizeError, Serializer
 from ._coherence import CHANNEL, hub_for
 from ._l1 import Entry, LocalLevel
 from ._l2 import BYPASS, TEXT_HINT, CacheUnavailableError, SharedLevel, _Bypass
