@@ -7,7 +7,6 @@ import logging
 import math
 import time
 import uuid
-from collections import deque
 from collections.abc import Awaitable, Callable, Collection, Coroutine
 from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar
 
@@ -17,6 +16,7 @@ from infraboot.exceptions import ConfigError
 
 from ._codec import Codec, DecodeError, JsonSerializer, OversizeError, Serializer
 from ._coherence import CHANNEL, hub_for
+from ._held import Held
 from ._l1 import Entry, LocalLevel
 from ._l2 import BYPASS, TEXT_HINT, CacheUnavailableError, SharedLevel, _Bypass
 from ._metrics import track
@@ -51,7 +51,6 @@ class _Missing:
 MISSING: Any = _Missing()
 _RETRY: Any = _Missing()  # what waiters get when the call they shared was cancelled
 _MESSAGE_KEYS_MAX = 1000  # a delete_tag names up to this many keys in its message; beyond, the namespace goes
-_PENDING_MAX = 1000  # invalidations held during an outage; beyond that, the whole namespace is dropped on recovery
 
 
 def _seconds(problems: list[str], field: str, value: object, *, none_ok: bool = False, zero_ok: bool = False) -> None:
@@ -169,10 +168,8 @@ class Cache:
         self._inflight: dict[str, asyncio.Future[Any]] = {}
         self._background: set[asyncio.Task[Any]] = set()
         self._epoch = 0  # bumped by every invalidation: a load that saw it change does not store its value
-        self._pending: deque[tuple[str, str]] = deque()
-        self._pending_overflow = False
+        self._held = Held(self.prefix)
         self._warned_text = False
-        self._flushing = False
         self._unshared_logged = False
         self._hub = hub_for(redis, system)
         self._hub.retry_interval = min(self._hub.retry_interval, retry_interval)
@@ -541,21 +538,18 @@ class Cache:
 
     def _hold(self, op: str, arg: str) -> None:
         """Keep an invalidation Redis did not get, for the listener to send the moment Redis answers."""
-        if len(self._pending) >= _PENDING_MAX:
-            self._pending_overflow = True
-        else:
-            self._pending.append((op, arg))
+        self._held.add(op, arg)
         self._hub.ensure_listening()  # the listener replays it; it runs (and retries) while Redis is away
 
     @property
     def pending(self) -> int:
         """Invalidations held for Redis (the whole namespace counts as one when more overflowed)."""
-        return len(self._pending) + (1 if self._pending_overflow else 0)
+        return len(self._held)
 
     def _on_l2_recovered(self) -> None:
         """Redis answers again: send the invalidations that could not reach it meanwhile."""
         self._unshared_logged = False
-        if self.pending and not self._flushing:
+        if self._held and not self._held.flushing:
             self._spawn(self.flush_pending(), "infraboot-cache-replay")
 
     async def flush_pending(self, *, trial: bool = False) -> bool:
@@ -563,32 +557,20 @@ class Cache:
         here while Redis was away is dropped with it, so every process reads the same afterwards);
         stops at the first that fails. ``True`` when none is left. *trial*: try even inside the bypass
         window (the listener just heard Redis answer)."""
-        if self._flushing:
-            return not self.pending
-        self._flushing = True
+
+        async def send(op: str, arg: str) -> bool:
+            self._apply_local(op, arg)
+            return await self._invalidate_l2(op, arg, trial=trial)
+
         try:
-            if self._pending_overflow:
-                self._pending_overflow = False
-                self._pending.clear()
-                self._pending.append(("prefix", self.prefix))
-            while self._pending:
-                op, arg = self._pending[0]
-                self._apply_local(op, arg)
-                if not await self._invalidate_l2(op, arg, trial=trial):
-                    return False
-                self._pending.popleft()
-            return True
-        except CacheUnavailableError:
+            return await self._held.flush(send)
+        except CacheUnavailableError:  # a required cache whose Redis is still away: held, as it was
             return False
-        finally:
-            self._flushing = False
 
     def report_dropped(self) -> None:
         """Shutdown came with invalidations still held: count and log them (Redis may serve those keys)."""
-        dropped = self.pending
+        dropped = self._held.clear()
         if dropped:
-            self._pending.clear()
-            self._pending_overflow = False
             self.counters.invalidations_dropped += dropped
             event(
                 logging.ERROR,
@@ -603,8 +585,7 @@ class Cache:
         """Empty L1 and forget held invalidations (the test kit calls this between tests)."""
         self._epoch += 1
         self.l1.clear()
-        self._pending.clear()
-        self._pending_overflow = False
+        self._held.clear()
 
     # -- coherence ------------------------------------------------------------------------------
 
