@@ -219,6 +219,18 @@ async def test_a_set_reaches_another_processs_l1(two: tuple[SystemInitializer, .
     assert took < 0.5
 
 
+async def test_a_process_that_only_writes_hears_other_processes_invalidations(
+    two: tuple[SystemInitializer, ...],
+) -> None:
+    """A only sets k (never reads Redis); B deletes k: A stops serving its own value within half a second."""
+    a, b = Cache("t-cwriter", system=two[0]), Cache("t-cwriter", system=two[1])
+    await a.set("k", "v1")
+    await until(lambda: a.stats()["coherent"], timeout=5)
+    await b.delete("k")
+    took = await until(lambda: len(a.l1) == 0, timeout=5)
+    assert (None, True) == (await a.get("k"), took < 0.5)
+
+
 class _HeldGet:
     """A Redis client whose GETs wait for *gate*: a read kept in flight while the test invalidates."""
 

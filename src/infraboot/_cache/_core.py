@@ -430,7 +430,9 @@ class Cache:
         stale = self.stale_ttl if stale_ttl is None else stale_ttl
         self._hub.apply_here("key", full, exclude=self)  # other caches of this process on the same key
         stored = await self._store(full, value, ttl, stale, tags, publish=True)
-        if not stored:
+        if stored:
+            self.l2_used()  # a process that only writes keeps values in L1 too: it must hear other processes
+        else:
             self.counters.unshared_sets += 1
             if not self._unshared_logged:
                 self._unshared_logged = True
