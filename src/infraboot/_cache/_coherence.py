@@ -6,6 +6,10 @@ level as soon as the message arrives (milliseconds on a LAN). When the subscript
 (Redis down, a partition caught by the listener's ping), messages may be lost: the local
 level keeps serving during the outage, each entry at most until its own TTL, and is cleared
 the moment the subscription is back.
+
+The listener also sends the invalidations its caches hold for Redis (made while it was away):
+as soon as its subscription is up again, at every ping while some are held, and once more, within
+:data:`SHUTDOWN_FLUSH` seconds, when shutdown cancels it; what is still held then is logged and counted.
 """
 
 from __future__ import annotations
@@ -27,10 +31,11 @@ from infraboot.exceptions import ComponentUnavailableError, NotInitializedError
 if TYPE_CHECKING:
     from infraboot._system import SystemInitializer
 
-__all__ = ["CHANNEL", "Hub", "Listener", "hub_for"]
+__all__ = ["CHANNEL", "SHUTDOWN_FLUSH", "Hub", "Listener", "hub_count", "hub_for"]
 
 CHANNEL = "infraboot:cache:invalidate"
 _PING_EVERY = 2.0  # seconds between the listener's pings; a silent line is noticed within about twice that
+SHUTDOWN_FLUSH = 0.4  # seconds held invalidations get at shutdown (inside the teardown's 0.5 s for background work)
 
 
 class Listener(Protocol):
@@ -39,6 +44,13 @@ class Listener(Protocol):
     def apply_invalidation(self, op: str, arg: str, *, remote: bool) -> None: ...
 
     def remote_lost(self) -> None: ...
+
+    @property
+    def pending(self) -> int: ...
+
+    async def flush_pending(self, *, trial: bool = False) -> bool: ...
+
+    def report_dropped(self) -> None: ...
 
 
 class Hub:
@@ -51,7 +63,7 @@ class Hub:
         self.ref = ref
         self._system = system
         self.sender = f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
-        self._caches: weakref.WeakSet[Any] = weakref.WeakSet()
+        self._caches: weakref.WeakSet[Any] = weakref.WeakSet()  # Listener: caches; weakly, a cache may go
         self._task: asyncio.Task[None] | None = None
         self.subscribed = False
         self.received = 0
@@ -63,8 +75,12 @@ class Hub:
     def attach(self, cache: Listener) -> None:
         self._caches.add(cache)
 
-    def message(self, op: str, arg: str) -> str:
-        return json.dumps({"from": self.sender, "op": op, "arg": arg}, separators=(",", ":"))
+    def message(self, op: str, arg: str, keys: list[str] | None = None) -> str:
+        """The invalidation as published: sender, op, arg and, for a tag, the keys it held."""
+        body: dict[str, Any] = {"from": self.sender, "op": op, "arg": arg}
+        if keys:
+            body["keys"] = keys
+        return json.dumps(body, separators=(",", ":"))
 
     def ensure_listening(self) -> None:
         """Start the listener (a background task of the system: shutdown cancels it) if it is not running."""
@@ -76,9 +92,11 @@ class Hub:
         if task is not None and not task.done() and task.get_loop() is loop:
             return
         try:
-            self._task = self._system().spawn(self._listen(), name=f"infraboot-cache-listener-{self.name}")
-        except Exception:  # a system that cannot take tasks now (stopping): the next call tries again
-            self._task = loop.create_task(asyncio.sleep(0))
+            system = self._system()
+        except NotInitializedError:  # its system is gone: nothing to listen to
+            return
+        if system.phase == "running":  # a stopping or stopped system takes no new work: the next call tries again
+            self._task = system.spawn(self._listen(), name=f"infraboot-cache-listener-{self.name}")
 
     def _client(self) -> Any:
         try:
@@ -87,6 +105,13 @@ class Hub:
             return None
 
     async def _listen(self) -> None:
+        try:
+            await self._subscribed()
+        except asyncio.CancelledError:
+            await self._last_flush()
+            raise
+
+    async def _subscribed(self) -> None:
         while True:
             client = self._client()
             if client is None:
@@ -96,13 +121,6 @@ class Hub:
             try:
                 async with asyncio.timeout(self.op_timeout * 4):
                     await pubsub.subscribe(CHANNEL)
-                if self._connected_once:
-                    for cache in list(self._caches):
-                        cache.remote_lost()  # messages may have been missed while away
-                self._connected_once = True
-                self.subscribed = True
-                for cache in list(self._caches):
-                    cache.l2.answered()  # Redis just answered us: no cache need wait for its trial call
                 await self._read(pubsub)
             except asyncio.CancelledError:
                 raise
@@ -117,19 +135,38 @@ class Hub:
                     async with asyncio.timeout(self.op_timeout):
                         await asyncio.shield(pubsub.aclose())
 
+    async def _confirmed(self) -> None:
+        """Redis confirmed a subscription: the first, or one redis-py made again by itself after a dropped
+        connection (it reconnects and resubscribes silently). Messages of the gap are lost: clear the L1s."""
+        if self._connected_once:
+            for cache in list(self._caches):
+                cache.remote_lost()
+        self._connected_once = True
+        self.subscribed = True
+        for cache in list(self._caches):
+            cache.l2.answered()  # Redis just answered us: no cache need wait for its trial call
+        await self._flush(trial=True)
+
     async def _read(self, pubsub: Any) -> None:
-        last_seen = last_ping = time.monotonic()
+        started = last_seen = last_ping = time.monotonic()
         while True:
-            msg = await pubsub.get_message(ignore_subscribe_messages=True, timeout=min(0.5, self.ping_every))
+            msg = await pubsub.get_message(ignore_subscribe_messages=False, timeout=min(0.5, self.ping_every))
             now = time.monotonic()
             if msg is not None:
                 last_seen = now
-                if msg.get("type") == "message":
+                kind = msg.get("type")
+                if kind == "message":
                     self._dispatch(msg.get("data"))
+                elif kind == "subscribe":
+                    await self._confirmed()
+            if not self.subscribed and now - started > self.op_timeout * 4:
+                msg_ = "no confirmation of the invalidation channel's subscription"
+                raise TimeoutError(msg_)
             if now - last_ping >= self.ping_every:
                 last_ping = now
                 async with asyncio.timeout(self.op_timeout * 4):
                     await pubsub.ping()
+                await self._flush(trial=True)  # anything still held is tried again at every ping
             if now - last_seen > 2 * self.ping_every + self.op_timeout * 4:
                 msg_ = "no answer to the invalidation channel's ping"
                 raise TimeoutError(msg_)
@@ -138,45 +175,86 @@ class Hub:
         try:
             parsed = json.loads(data)
             sender, op, arg = parsed["from"], parsed["op"], parsed["arg"]
-        except (ValueError, TypeError, KeyError):
+            keys = [str(k) for k in parsed.get("keys", ())]
+        except (ValueError, TypeError, KeyError, AttributeError):
             return
         if sender == self.sender:
             return  # ours: already applied locally
         self.received += 1
         for cache in list(self._caches):
             cache.apply_invalidation(str(op), str(arg), remote=True)
+            for key in keys:
+                cache.apply_invalidation("key", key, remote=False)
 
-    def apply_here(self, op: str, arg: str) -> None:
-        """An invalidation made in this process: every cache of this process on this Redis applies it."""
+    def apply_here(self, op: str, arg: str, *, exclude: object = None) -> None:
+        """An invalidation made in this process: every other cache of this process on this Redis applies it."""
         for cache in list(self._caches):
-            cache.apply_invalidation(op, arg, remote=False)
+            if cache is not exclude:
+                cache.apply_invalidation(op, arg, remote=False)
+
+    async def _flush(self, *, trial: bool) -> None:
+        for cache in list(self._caches):
+            if cache.pending:
+                await cache.flush_pending(trial=trial)
+
+    async def _last_flush(self) -> None:
+        """Shutdown cancelled the listener: send what is held within SHUTDOWN_FLUSH, report what is not.
+        The teardown cancels again every so often; this cleanup is bounded, so it waits those out."""
+        caches = [c for c in list(self._caches) if c.pending]
+        if not caches:
+            return
+        work = asyncio.ensure_future(self._flush(trial=True))
+        end = time.monotonic() + SHUTDOWN_FLUSH
+        while not work.done() and (left := end - time.monotonic()) > 0:
+            with contextlib.suppress(asyncio.CancelledError):
+                await asyncio.wait({work}, timeout=left)
+        if not work.done():
+            work.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await asyncio.wait({work}, timeout=0.05)
+        elif not work.cancelled() and work.exception() is not None:
+            event(logging.WARNING, "cache_replay_failed", self.name, error=type(work.exception()).__name__)
+        for cache in caches:
+            cache.report_dropped()
 
     def close(self) -> None:
         if self._task is not None:
             self._task.cancel()
 
 
-_hubs: dict[tuple[int, str], Hub] = {}
+# One hub per (system, Redis component): weakly keyed by the system, so the table never outgrows the
+# systems alive (a test suite makes thousands); the default system's hubs are few (one per name).
+_hubs: weakref.WeakKeyDictionary[SystemInitializer, dict[str, Hub]] = weakref.WeakKeyDictionary()
+_default_hubs: dict[str, Hub] = {}
+
+
+def hub_count() -> int:
+    """How many hubs this process holds (for tests: it must not grow with the systems made)."""
+    return len(_default_hubs) + sum(len(h) for h in list(_hubs.values()))
 
 
 def hub_for(name: str, system: SystemInitializer | None) -> Hub:
     """The process' hub for Redis component *name* of *system* (``None``: the default system, as it is now)."""
-    key = (0 if system is None else id(system), name)
-    hub = _hubs.get(key)
-    if hub is None or (system is not None and (hub.ref is None or hub.ref() is not system)):
-        if system is None:
+    if system is None:
+        hub = _default_hubs.get(name)
+        if hub is None:
             from infraboot._default import default_system
 
-            getter: Callable[[], SystemInitializer] = default_system
-        else:
-            ref = weakref.ref(system)
+            hub = _default_hubs[name] = Hub(name, default_system)
+        return hub
+    by_name = _hubs.get(system)
+    if by_name is None:
+        by_name = _hubs[system] = {}
+    hub = by_name.get(name)
+    if hub is None:
+        ref = weakref.ref(system)
 
-            def getter() -> SystemInitializer:  # weakly: a cache never keeps a system alive
-                found = ref()
-                if found is None:
-                    msg = f"the system of the cache's Redis {name!r} is gone"
-                    raise NotInitializedError(msg)
-                return found
+        def getter() -> SystemInitializer:  # weakly: a cache's hub never keeps a system alive
+            found = ref()
+            if found is None:
+                msg = f"the system of the cache's Redis {name!r} is gone"
+                raise NotInitializedError(msg)
+            return found
 
-        hub = _hubs[key] = Hub(name, getter, None if system is None else weakref.ref(system))
+        hub = by_name[name] = Hub(name, getter, ref)
     return hub

@@ -7,36 +7,38 @@ import logging
 import math
 import time
 import uuid
-from collections import deque
-from collections.abc import Awaitable, Callable, Collection, Coroutine, Iterable
+from collections.abc import Awaitable, Callable, Collection, Coroutine
 from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar
 
 from infraboot._graph import is_name
 from infraboot._log import event
 from infraboot.exceptions import ConfigError
 
-from ._codec import Codec, DecodeError, JsonSerializer, Serializer, ValueTooLargeError
+from ._codec import Codec, DecodeError, JsonSerializer, OversizeError, Serializer
 from ._coherence import CHANNEL, hub_for
+from ._held import Held
 from ._l1 import Entry, LocalLevel
-from ._l2 import BYPASS, TEXT_HINT, SharedLevel
+from ._l2 import BYPASS, TEXT_HINT, CacheUnavailableError, SharedLevel, _Bypass
 from ._metrics import track
 from ._stats import Counters
 
 if TYPE_CHECKING:
     from infraboot._system import SystemInitializer
 
-__all__ = ["MISSING", "Cache", "Plan"]
+__all__ = ["MISSING", "Cache", "Plan", "reset_local_levels"]
 
 T = TypeVar("T")
 
 
 class Plan(NamedTuple):
-    """How one get_or_set stores its value: seconds fresh, seconds stale after that, tags, lock seconds."""
+    """How one get_or_set stores its value: seconds fresh, seconds stale after that, tags, lock seconds,
+    and the index of the ``@cached`` function that stores it (the Redis set ``invalidate_all`` empties)."""
 
     ttl: float | None
     stale_ttl: float | None
     tags: Collection[str]
     lock: float | None
+    fn_index: str | None = None
 
 
 class _Missing:
@@ -48,7 +50,7 @@ class _Missing:
 
 MISSING: Any = _Missing()
 _RETRY: Any = _Missing()  # what waiters get when the call they shared was cancelled
-_PENDING_MAX = 1000  # invalidations held during an outage; beyond that, the whole namespace is dropped on recovery
+_MESSAGE_KEYS_MAX = 1000  # a delete_tag names up to this many keys in its message; beyond, the namespace goes
 
 
 def _seconds(problems: list[str], field: str, value: object, *, none_ok: bool = False, zero_ok: bool = False) -> None:
@@ -107,7 +109,8 @@ class Cache:
     - ``ttl`` / ``stale_ttl``: seconds a value is fresh / then still served while one refresh runs.
     - ``l1_size`` (entries), ``l1_ttl`` (caps an entry's lifetime in L1; ``None``: the value's TTL).
     - ``serializer``: JSON by default (safe on bytes another process wrote); ``compress_over``: zlib
-      above this many bytes (``None``: never); ``max_value_size``: bytes, :class:`ValueTooLargeError` above.
+      above this many bytes (``None``: never); ``max_value_size``: bytes serialized (before compression),
+      :class:`ValueTooLargeError` above; an entry read from Redis is never inflated past it either.
     - ``op_timeout``: seconds any one Redis call may take (default 0.25) before L2 is bypassed;
       ``retry_interval``: seconds before one call tries a bypassed Redis again (default 1).
     - ``required``: ``False`` (default) serves L1 and calls through while Redis is down, never raising a
@@ -165,9 +168,9 @@ class Cache:
         self._inflight: dict[str, asyncio.Future[Any]] = {}
         self._background: set[asyncio.Task[Any]] = set()
         self._epoch = 0  # bumped by every invalidation: a load that saw it change does not store its value
-        self._pending: deque[tuple[str, str]] = deque()
-        self._pending_overflow = False
+        self._held = Held(self.prefix)
         self._warned_text = False
+        self._unshared_logged = False
         self._hub = hub_for(redis, system)
         self._hub.retry_interval = min(self._hub.retry_interval, retry_interval)
         self._hub.attach(self)
@@ -181,6 +184,10 @@ class Cache:
 
     def _tag_key(self, tag: str) -> str:
         return f"{self.prefix}__tag__:{tag}"
+
+    def index_key(self, qualname: str) -> str:
+        """The Redis set of every key a ``@cached`` function *qualname* stored (what ``invalidate_all`` empties)."""
+        return f"{self.prefix}__fn__:{qualname}"
 
     # -- reading ---------------------------------------------------------------------------------
 
@@ -203,7 +210,9 @@ class Cache:
         return value
 
     async def _read_l2(self, full: str, stale_ttl: float | None) -> tuple[Any, bool]:
-        """``(value or MISSING, fresh)`` from Redis; a hit is copied into L1."""
+        """``(value or MISSING, fresh)`` from Redis; a hit is copied into L1 unless an invalidation came
+        while the GET was in flight (its answer may predate the invalidation: it must not outlive it)."""
+        epoch = self._epoch
         data = await self.l2.get(full)
         if data is BYPASS:
             return MISSING, False
@@ -212,9 +221,11 @@ class Cache:
             self.counters.l2_misses += 1
             return MISSING, False
         try:
-            value, fresh_until_wall = self.codec.decode(data)
-        except DecodeError:
+            value, fresh_until_wall, tags = self.codec.decode(data)
+        except DecodeError as exc:
             self.counters.l2_misses += 1
+            if isinstance(exc, OversizeError):
+                self.counters.oversized_reads += 1
             if isinstance(data, str) and not self._warned_text:
                 self._warned_text = True
                 event(logging.WARNING, "cache_needs_bytes", self.redis, hint=TEXT_HINT)
@@ -224,11 +235,13 @@ class Cache:
         stale = stale_ttl or 0.0
         if left > 0:
             self.counters.l2_hits += 1
-            self._keep(full, value, now + left, now + left + stale, ())
+            if epoch == self._epoch:
+                self._keep(full, value, now + left, now + left + stale, tags)
             return value, True
         if stale and -left < stale:
             self.counters.l2_stale += 1
-            self._keep(full, value, now, now + stale + left, ())
+            if epoch == self._epoch:
+                self._keep(full, value, now, now + stale + left, tags)
             return value, False
         self.counters.l2_misses += 1
         return MISSING, False
@@ -330,13 +343,24 @@ class Cache:
         if full in self._inflight:
             return
         coro = self._lead(full, compute, plan._replace(lock=None), self._claim(full), read_l2=False)
-        task = asyncio.get_running_loop().create_task(coro, name=f"infraboot-cache-refresh:{full}")
-        self._background.add(task)
+        task = self._spawn(coro, f"infraboot-cache-refresh:{full}")
         self.counters.refreshes += 1
         task.add_done_callback(self._refresh_done)
 
+    def _spawn(self, coro: Coroutine[Any, Any, Any], name: str) -> asyncio.Task[Any]:
+        """Background work of the cache's system, so that its shutdown cancels and awaits it."""
+        try:
+            system = self.l2.system()
+            task = system.spawn(coro, name=name) if system.phase == "running" else None
+        except Exception:  # no system to own it (not initialized, gone): the loop does
+            task = None
+        if task is None:
+            task = asyncio.get_running_loop().create_task(coro, name=name)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+        return task
+
     def _refresh_done(self, task: asyncio.Task[Any]) -> None:
-        self._background.discard(task)
         if not task.cancelled() and task.exception() is not None:
             self.counters.refresh_errors += 1
             event(logging.WARNING, "cache_refresh_failed", self.redis, error=type(task.exception()).__name__)
@@ -359,7 +383,7 @@ class Cache:
             result = await compute()
             self.counters.calls += 1
             if epoch == self._epoch:  # not invalidated while it ran: it may be kept
-                await self._store(full, result, plan.ttl, stale, plan.tags, raise_too_large=False)
+                await self._store(full, result, plan.ttl, stale, plan.tags, raise_too_large=False, index=plan.fn_index)
             return result
         finally:
             if token is not None:
@@ -393,10 +417,27 @@ class Cache:
         stale_ttl: float | None = None,
         tags: Collection[str] = (),
     ) -> None:
-        """Store *value* under *key* in L1 and Redis. :class:`ValueTooLargeError` over ``max_value_size``;
-        ``TypeError`` when the serializer cannot hold it. Redis being down is no error (L1 only)."""
-        self._epoch += 1  # a load in flight for this key must not overwrite a value set by hand
-        await self._store(self.full_key(key), value, ttl, self.stale_ttl if stale_ttl is None else stale_ttl, tags)
+        """Store *value* under *key* in L1 and Redis, and drop *key* from every other process' L1.
+
+        :class:`ValueTooLargeError` over ``max_value_size``; ``TypeError`` when the serializer cannot
+        hold it. Redis being down is no error: the value is kept in this process' L1 only until Redis
+        answers again (at most its TTL), counted in ``unshared_sets`` and logged once per outage
+        (``cache_set_not_shared``); once Redis answers, the key is deleted there and in every L1, so
+        that all processes read the same again (see docs/cache.md, "Coherence contract").
+        """
+        self._epoch += 1  # a load or a read in flight for this key must not overwrite a value set by hand
+        full = self.full_key(key)
+        stale = self.stale_ttl if stale_ttl is None else stale_ttl
+        self._hub.apply_here("key", full, exclude=self)  # other caches of this process on the same key
+        stored = await self._store(full, value, ttl, stale, tags, publish=True)
+        if stored:
+            self.l2_used()  # a process that only writes keeps values in L1 too: it must hear other processes
+        else:
+            self.counters.unshared_sets += 1
+            if not self._unshared_logged:
+                self._unshared_logged = True
+                event(logging.WARNING, "cache_set_not_shared", self.redis, namespace=self.namespace)
+            self._hold("key", full)
 
     async def _store(
         self,
@@ -407,33 +448,44 @@ class Cache:
         tags: Collection[str],
         *,
         raise_too_large: bool = True,
-    ) -> None:
+        index: str | None = None,
+        publish: bool = False,
+    ) -> bool:
+        """Keep *value* in L1 and write it to Redis; ``False`` when Redis was not reached."""
         fresh = self.ttl if ttl is None else ttl
         stale = stale_ttl or 0.0
+        full_tags = [self._tag_key(t) for t in tags]
+        if index is not None:
+            full_tags.append(index)
         try:
-            data = self.codec.encode(value, time.time() + fresh, key=full)
-        except (ValueTooLargeError, TypeError) as exc:
+            data = self.codec.encode(value, time.time() + fresh, full_tags, key=full)
+        except (ValueError, TypeError) as exc:  # too large (a ValueError), a NUL in a tag, not serializable
             if raise_too_large:
                 raise
             self.counters.not_stored += 1
             event(logging.WARNING, "cache_value_not_stored", self.redis, key=full, error=str(exc))
-            return
+            return True
         now = time.monotonic()
-        full_tags = [self._tag_key(t) for t in tags]
         self._keep(full, value, now + fresh, now + fresh + stale, full_tags)
         px = max(1, int((fresh + stale) * 1000))
+        message = self._hub.message("key", full) if publish and self.coherence else None
 
         async def write(client: Any) -> Any:
-            if not full_tags:
+            if not full_tags and message is None:
                 return await client.set(full, data, px=px)
             pipe = client.pipeline(transaction=False)
             pipe.set(full, data, px=px)
             for tag_key in full_tags:
                 pipe.sadd(tag_key, full)
-                pipe.pexpire(tag_key, px)
+                # The set lives as long as its longest-lived member: NX gives a new set its first TTL, GT only
+                # ever lengthens it (a shorter-lived member must not make the set forget a longer-lived one).
+                pipe.pexpire(tag_key, px, nx=True)
+                pipe.pexpire(tag_key, px, gt=True)
+            if message is not None:
+                pipe.publish(CHANNEL, message)
             return await pipe.execute()
 
-        await self.l2.run(write)
+        return await self.l2.run(write) is not BYPASS
 
     # -- invalidation ------------------------------------------------------------------------------
 
@@ -448,6 +500,11 @@ class Cache:
     async def delete_tag(self, tag: str) -> None:
         """Drop every key stored with ``tags=[tag]``, here, in Redis and elsewhere."""
         await self._invalidate("tag", self._tag_key(tag))
+
+    async def delete_function(self, qualname: str) -> None:
+        """Drop every key the ``@cached`` function *qualname* (``module.qualname``) stored, here, in Redis
+        and elsewhere (what ``fn.invalidate_all()`` calls)."""
+        await self._invalidate("tag", self.index_key(qualname))
 
     async def clear(self) -> None:
         """Drop every key of this namespace and version."""
@@ -464,36 +521,73 @@ class Cache:
 
     async def _invalidate(self, op: str, arg: str) -> None:
         self._apply_local(op, arg)
-        self._hub.apply_here(op, arg)  # other caches of this process on the same keys
+        self._hub.apply_here(op, arg, exclude=self)  # other caches of this process on the same keys
         self.counters.invalidations += 1
-        done = await self._invalidate_l2(op, arg)
-        if not done:
-            if len(self._pending) >= _PENDING_MAX:
-                self._pending_overflow = True
-            else:
-                self._pending.append((op, arg))
+        if not await self._invalidate_l2(op, arg):
+            self._hold(op, arg)
 
-    async def _invalidate_l2(self, op: str, arg: str) -> bool:
-        message = self._hub.message(op, arg) if self.coherence else None
-        return await self.l2.run(lambda client: _remove(client, op, arg, message), slow=op == "prefix") is not BYPASS
+    async def _invalidate_l2(self, op: str, arg: str, *, trial: bool = False) -> bool:
+        """Remove in Redis and publish. A tag's members are dropped from every L1 by name too: an entry
+        re-set since without the tag is gone from Redis, so it must not live on in any L1 either."""
+        publish = self._hub.message if self.coherence else None
+        members = await self.l2.run(lambda client: _remove(client, op, arg, publish, self.prefix), trial=trial)
+        if isinstance(members, _Bypass):
+            return False
+        for key in members:
+            self._apply_local("key", key)
+            self._hub.apply_here("key", key, exclude=self)
+        return True
+
+    def _hold(self, op: str, arg: str) -> None:
+        """Keep an invalidation Redis did not get, for the listener to send the moment Redis answers."""
+        self._held.add(op, arg)
+        self._hub.ensure_listening()  # the listener replays it; it runs (and retries) while Redis is away
+
+    @property
+    def pending(self) -> int:
+        """Invalidations held for Redis (the whole namespace counts as one when more overflowed)."""
+        return len(self._held)
 
     def _on_l2_recovered(self) -> None:
         """Redis answers again: send the invalidations that could not reach it meanwhile."""
-        if not (self._pending or self._pending_overflow):
-            return
-        held, overflow = list(self._pending), self._pending_overflow
-        self._pending.clear()
-        self._pending_overflow = False
-        if overflow:
-            held = [("prefix", self.prefix)]
-        task = asyncio.get_running_loop().create_task(self._replay(held), name="infraboot-cache-replay")
-        self._background.add(task)
-        task.add_done_callback(self._background.discard)
+        self._unshared_logged = False
+        if self._held and not self._held.flushing:
+            self._spawn(self.flush_pending(), "infraboot-cache-replay")
 
-    async def _replay(self, held: Iterable[tuple[str, str]]) -> None:
-        for op, arg in held:
-            if not await self._invalidate_l2(op, arg):
-                self._pending.append((op, arg))
+    async def flush_pending(self, *, trial: bool = False) -> bool:
+        """Send the held invalidations, oldest first, each applied again in this process too (a value set
+        here while Redis was away is dropped with it, so every process reads the same afterwards);
+        stops at the first that fails. ``True`` when none is left. *trial*: try even inside the bypass
+        window (the listener just heard Redis answer)."""
+
+        async def send(op: str, arg: str) -> bool:
+            self._apply_local(op, arg)
+            return await self._invalidate_l2(op, arg, trial=trial)
+
+        try:
+            return await self._held.flush(send)
+        except CacheUnavailableError:  # a required cache whose Redis is still away: held, as it was
+            return False
+
+    def report_dropped(self) -> None:
+        """Shutdown came with invalidations still held: count and log them (Redis may serve those keys)."""
+        dropped = self._held.clear()
+        if dropped:
+            self.counters.invalidations_dropped += dropped
+            event(
+                logging.ERROR,
+                "cache_invalidations_dropped",
+                self.redis,
+                namespace=self.namespace,
+                count=dropped,
+                hint="Redis may serve these keys until their TTL; delete them there, or clear the namespace",
+            )
+
+    def reset_local(self) -> None:
+        """Empty L1 and forget held invalidations (the test kit calls this between tests)."""
+        self._epoch += 1
+        self.l1.clear()
+        self._held.clear()
 
     # -- coherence ------------------------------------------------------------------------------
 
@@ -504,7 +598,7 @@ class Cache:
 
     def apply_invalidation(self, op: str, arg: str, *, remote: bool) -> None:
         """An invalidation from another process, or another cache of this one (called by the hub)."""
-        if arg.startswith(self.prefix) or self.prefix.startswith(arg):
+        if arg.startswith(self.prefix) or (op == "prefix" and self.prefix.startswith(arg)):
             self._apply_local(op, arg)
             if remote:
                 self.counters.remote_invalidations += 1
@@ -528,7 +622,7 @@ class Cache:
             l1_max=self.l1.maxsize,
             l1_evictions=self.l1.evictions,
             coherent=self._hub.subscribed,
-            pending_invalidations=len(self._pending),
+            pending_invalidations=self.pending,
         )
 
     def __repr__(self) -> str:
@@ -538,20 +632,35 @@ class Cache:
         )
 
 
-async def _remove(client: Any, op: str, arg: str, message: str | None) -> None:
-    """Drop a key, a tag's keys or a prefix's keys in Redis, then tell the other processes."""
+async def _remove(
+    client: Any, op: str, arg: str, publish: Callable[[str, str, list[str]], str] | None, prefix: str
+) -> list[str]:
+    """Drop a key, a tag's keys or a prefix's keys in Redis, then tell the other processes; a tag's members."""
+    members: list[str] = []
     if op == "key":
         await client.delete(arg)
     elif op == "tag":
-        members = await client.smembers(arg)
+        members = [m.decode() if isinstance(m, bytes) else str(m) for m in await client.smembers(arg)]
         await client.delete(arg, *members)
     else:
-        batch = [k async for k in client.scan_iter(match=_glob_escape(arg) + "*", count=500)]
+        batch = [k async for k in client.scan_iter(match=_glob_escape(arg) + "*", count=1000)]
         for i in range(0, len(batch), 500):
             await client.unlink(*batch[i : i + 500])
-    if message is not None:
-        await client.publish(CHANNEL, message)
+    if publish is not None:
+        if len(members) > _MESSAGE_KEYS_MAX:  # too many to name: the other processes drop the namespace
+            await client.publish(CHANNEL, publish("prefix", prefix, []))
+        else:
+            await client.publish(CHANNEL, publish(op, arg, members))
+    return members
 
 
 def _glob_escape(text: str) -> str:
     return "".join("\\" + c if c in "*?[]\\" else c for c in text)
+
+
+def reset_local_levels() -> None:
+    """Empty the L1 of every live cache of this process (the pytest plugin's per-test reset)."""
+    from ._metrics import live
+
+    for cache in live():
+        cache.reset_local()

@@ -29,7 +29,7 @@ class CachedFunction(Generic[P, R]):
     """An async function behind a :class:`Cache`; call it as the function itself.
 
     - ``await fn.invalidate(*args, **kwargs)``: drop the value of that call (everywhere);
-    - ``await fn.invalidate_all()``: drop every value of this function (its key prefix);
+    - ``await fn.invalidate_all()``: drop every value of this function (whatever its key template);
     - ``fn.cache``: the :class:`Cache` (``fn.cache.stats()``, ``fn.cache.delete_tag(...)``);
     - ``fn.key(*args, **kwargs)``: the key a call uses (without the namespace).
     """
@@ -54,7 +54,8 @@ class CachedFunction(Generic[P, R]):
         self.stale_ttl = stale_ttl
         self._tags = tags
         self._lock = lock
-        self._plan = None if callable(tags) else Plan(ttl, stale_ttl, tuple(tags), lock)
+        self._index = cache.index_key(keys.qualname)
+        self._plan = None if callable(tags) else Plan(ttl, stale_ttl, tuple(tags), lock, self._index)
 
     def key(self, *args: P.args, **kwargs: P.kwargs) -> str:
         """The key (without the namespace) of a call with these arguments."""
@@ -71,7 +72,7 @@ class CachedFunction(Generic[P, R]):
         plan = self._plan
         if plan is None:
             tags = self._tags(*args, **kwargs)  # type: ignore[operator]
-            plan = Plan(self.ttl, self.stale_ttl, tuple(tags), self._lock)
+            plan = Plan(self.ttl, self.stale_ttl, tuple(tags), self._lock, self._index)
         return await cache.serve(full, lambda: self._fn(*args, **kwargs), plan)
 
     async def invalidate(self, *args: P.args, **kwargs: P.kwargs) -> None:
@@ -79,8 +80,9 @@ class CachedFunction(Generic[P, R]):
         await self.cache.delete(self._keys(args, kwargs))
 
     async def invalidate_all(self) -> None:
-        """Drop every cached value of this function, in every process."""
-        await self.cache.delete_prefix(self._keys.static_prefix())
+        """Drop every cached value of this function, in every process, and no other function's: each value
+        is stored with the function's own index (a tag named by ``module.qualname``), whatever its key."""
+        await self.cache.delete_function(self._keys.qualname)
 
     def __get__(self, instance: object, owner: type | None = None) -> Any:
         if instance is None:

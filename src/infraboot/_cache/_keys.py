@@ -1,33 +1,87 @@
-"""Cache keys of a function call: from a template (``"user:{user_id}"``), a callable, or the arguments."""
+"""Cache keys of a function call: from a template (``"user:{user_id}"``), a callable, or the arguments.
+
+Keys are unambiguous by construction, and the same in every process and Python version:
+
+- **argument keys** (no ``key=``) encode each argument with its type: ``n`` (None), ``b1``/``b0``,
+  ``i42``, ``f1.5`` (``repr``), ``s3:abc`` (a str, length-prefixed: no character inside needs escaping),
+  ``y2:00ff`` (bytes, hex), ``l(...)``/``t(...)`` (list/tuple), ``S(...)`` (set, sorted), ``d(k=v,...)``
+  (dict, sorted by encoded key), ``o`` + type name + text for UUID, Decimal, dates and enums. Any other
+  type is a ``TypeError`` that names the fix: its ``repr`` is not a stable key;
+- **template keys** percent-encode every character of a field's text outside ``[A-Za-z0-9_]``
+  (ints as their digits), so a field never imitates the template's own separators.
+"""
 
 from __future__ import annotations
 
+import datetime
+import decimal
+import enum
 import hashlib
 import inspect
+import re
 import string
+import uuid
 from collections.abc import Callable, Mapping
 from typing import Any
 
 from infraboot.exceptions import ConfigError
 
-__all__ = ["KeyBuilder", "key_part"]
+__all__ = ["KeyBuilder", "encode_arg", "escape_field"]
 
 _P = inspect.Parameter
 _MAX_KEY = 200  # longer argument keys are hashed: Redis keys stay short and never carry big payloads
-_PLAIN = (str, int, float, bool, type(None))
+_TEXT_TYPES = (uuid.UUID, decimal.Decimal, datetime.datetime, datetime.date, datetime.time, datetime.timedelta)
+_UNSAFE = re.compile(r"[^A-Za-z0-9_]")
 
 
-def key_part(value: object) -> str:
-    """One argument as it appears in a key: scalars as themselves, the rest by ``repr``."""
-    if isinstance(value, str):
-        return value
-    if isinstance(value, _PLAIN):
-        return repr(value)
-    if isinstance(value, list | tuple):
-        return "[" + ",".join(key_part(v) for v in value) + "]"
-    if isinstance(value, Mapping):
-        return "{" + ",".join(f"{key_part(k)}={key_part(v)}" for k, v in sorted(value.items(), key=repr)) + "}"
-    return repr(value)
+def _percent(match: re.Match[str]) -> str:
+    return "".join(f"%{b:02X}" for b in match.group().encode())
+
+
+def escape_field(value: Any) -> str:
+    """A template field's text: ints as digits, anything else formatted, then percent-encoded."""
+    if type(value) is int:
+        return str(value)
+    text = value if type(value) is str else format(value)
+    return _UNSAFE.sub(_percent, text) if _UNSAFE.search(text) else text
+
+
+def _str(text: str) -> str:
+    return f"{len(text)}:{text}"
+
+
+def encode_arg(value: Any) -> str:
+    """One argument, typed and self-delimiting (see the module docstring); ``TypeError`` for other types."""
+    kind = type(value)
+    if kind is str:
+        return "s" + _str(value)
+    if kind is int:
+        return f"i{value}"
+    if value is None:
+        return "n"
+    if kind is bool:
+        return "b1" if value else "b0"
+    if kind is float:
+        return "f" + repr(value)
+    if kind is bytes:
+        return f"y{len(value)}:{value.hex()}"
+    if kind is list or kind is tuple:
+        return ("l(" if kind is list else "t(") + ",".join([encode_arg(v) for v in value]) + ")"
+    if kind is set or kind is frozenset:
+        return "S(" + ",".join(sorted(encode_arg(v) for v in value)) + ")"
+    if kind is dict:
+        pairs = sorted((encode_arg(k), encode_arg(v)) for k, v in value.items())
+        return "d(" + ",".join(f"{k}={v}" for k, v in pairs) + ")"
+    if isinstance(value, enum.Enum):
+        return "o" + _str(f"{kind.__module__}.{kind.__qualname__}") + encode_arg(value.value)
+    if isinstance(value, _TEXT_TYPES):
+        return "o" + _str(kind.__qualname__) + _str(str(value))
+    msg = (
+        f"@cached cannot make a stable key of a {kind.__qualname__} argument (its repr may differ between "
+        "processes or collide); give @cached a key= template or callable, or pass str/int/float/bool/None/bytes, "
+        "lists, tuples, sets or dicts of them"
+    )
+    raise TypeError(msg)
 
 
 def _split_field(field: str) -> tuple[str, str]:
@@ -44,7 +98,7 @@ class KeyBuilder:
     - ``template`` a ``str.format`` template over the parameter names (``"user:{user_id}"``) or the
       positional arguments (``"user:{0}"``);
     - a callable taking the same arguments as *fn* and returning the key;
-    - ``None``: ``module.qualname:arg1,arg2,name=value`` (``self``/``cls`` left out), hashed when long.
+    - ``None``: ``module.qualname:`` and the typed arguments (``self``/``cls`` left out), hashed when long.
     """
 
     __slots__ = (
@@ -105,43 +159,22 @@ class KeyBuilder:
             raise ConfigError(msg)
 
     def _by_position(self, template: str) -> str | None:
-        """``"user:{user_id}"`` as ``"user:{0}"``: a positional call then formats without building a dict."""
+        """``"user:{user_id}"`` as ``"user:{0}"`` when every field is a bare name (no spec, conversion,
+        attribute or index): a positional call then formats its escaped arguments without a dict."""
         pieces = []
         for literal, field, spec, conversion in string.Formatter().parse(template):
             pieces.append(literal.replace("{", "{{").replace("}", "}}"))
             if field is None:
                 continue
             root, rest = _split_field(field)
-            if root.isdigit():
-                return None  # already positional: the general path handles it
-            pieces.append("{" + str(self._names.index(root)) + rest)
-            if conversion:
-                pieces.append("!" + conversion)
-            if spec:
-                if "{" in spec:
-                    return None  # nested fields: leave them to the general path
-                pieces.append(":" + spec)
-            pieces.append("}")
+            if root.isdigit() or rest or spec or conversion:
+                return None  # the general path formats these, then escapes each field
+            pieces.append("{" + str(self._names.index(root)) + "}")
         return "".join(pieces)
 
     @property
     def qualname(self) -> str:
         return self._prefix
-
-    def static_prefix(self) -> str:
-        """What every key of this function starts with (for ``invalidate_all``)."""
-        template = self._template
-        if template is None:
-            return f"{self._prefix}:"
-        if isinstance(template, str):
-            for literal, field, _, _ in string.Formatter().parse(template):
-                return literal if field is not None else template
-            return ""
-        msg = (
-            f"invalidate_all() of {self._prefix} cannot know the keys a key= callable makes; "
-            "use a key template, or cache.delete_prefix(...) with the prefix your callable uses"
-        )
-        raise ConfigError(msg)
 
     def bind(self, args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> dict[str, Any]:
         """The call's arguments by parameter name, defaults filled in (extra ones under ``*`` and ``**``)."""
@@ -168,13 +201,13 @@ class KeyBuilder:
         if template is None:
             if not kwargs and not self._defaults and len(args) == len(self._names):
                 parts = args[1:] if self._method else args  # the fast path: positional call, every argument given
-                body = ",".join([key_part(a) for a in parts])
+                body = ",".join([encode_arg(a) for a in parts])
             else:
                 values = self.bind(args, kwargs)
                 names = self._names[1:] if self._method else self._names
-                items = [key_part(values[n]) if n in values else "" for n in names]
-                items += [key_part(v) for v in values.get("*", ())]
-                items += [f"{k}={key_part(v)}" for k, v in sorted(values.get("**", {}).items())]
+                items = [encode_arg(values[n]) if n in values else "-" for n in names]
+                items += [encode_arg(v) for v in values.get("*", ())]
+                items += [f"{encode_arg(k)}={encode_arg(v)}" for k, v in sorted(values.get("**", {}).items())]
                 body = ",".join(items)
             key = f"{self._prefix}:{body}"
             if len(key) > _MAX_KEY:
@@ -182,10 +215,23 @@ class KeyBuilder:
             return key
         if isinstance(template, str):
             if self._positional is not None and not kwargs and len(args) == len(self._names):
-                return self._positional.format(*args)  # the fast path: a positional call
-            return template.format(*args, **self.bind(args, kwargs))
+                if len(args) == 1:  # the fastest path: one argument, most often an int (its digits need no escape)
+                    one = args[0]
+                    return self._positional.format(one if type(one) is int else escape_field(one))
+                return self._positional.format(*[a if type(a) is int else escape_field(a) for a in args])
+            return _ESCAPING.vformat(template, args, self.bind(args, kwargs))
         result = template(*args, **kwargs)
         if not isinstance(result, str):
             msg = f"the key= callable of {self._prefix} returned {type(result).__name__}; it must return a str"
             raise TypeError(msg)
         return result
+
+
+class _Escaping(string.Formatter):
+    """``str.format`` whose every field's text is escaped (see :func:`escape_field`)."""
+
+    def format_field(self, value: Any, format_spec: str) -> str:
+        return escape_field(format(value, format_spec) if format_spec else value)
+
+
+_ESCAPING = _Escaping()

@@ -112,8 +112,9 @@ class SharedLevel:
 
         return default_system()
 
-    def client(self) -> Any:
-        """The Redis client if the shared level may be used now, else ``None`` (no network I/O either way)."""
+    def client(self, *, trial: bool = False) -> Any:
+        """The Redis client if the shared level may be used now, else ``None`` (no network I/O either way).
+        *trial*: also inside the bypass window after an error (a caller that knows Redis just answered)."""
         try:
             client = self.system().get(self.name)  # one dict lookup: raises while the monitor says it is down
         except (ComponentUnavailableError, NotInitializedError):
@@ -124,7 +125,7 @@ class SharedLevel:
             now = time.monotonic()
             if self._monitor_saw_down:
                 self._monitor_saw_down = False  # down, then ready again by its probes: try at once
-            elif now < self._down_until:
+            elif now < self._down_until and not trial:
                 return None
             self._down_until = now + self.retry_interval  # this call is the trial; the others bypass meanwhile
         return client
@@ -164,18 +165,14 @@ class SharedLevel:
             raise CacheUnavailableError(msg, component=self.name)
         return BYPASS
 
-    async def run(self, op: Callable[[Any], Awaitable[T]], *, slow: bool = False) -> T | _Bypass:
-        """``await op(client)`` within ``op_timeout`` (*slow*: a scan of many keys, ten times that, at least
-        5 s); :data:`BYPASS` instead of any Redis error."""
-        client = self.client()
+    async def run(self, op: Callable[[Any], Awaitable[T]], *, trial: bool = False) -> T | _Bypass:
+        """``await op(client)``, the whole of it (every round trip of a scan included) within ``op_timeout``;
+        :data:`BYPASS` instead of any Redis error. *trial*: see :meth:`client`."""
+        client = self.client(trial=trial)
         if client is None:
             return self.bypass()
         try:
-            if slow:
-                async with asyncio.timeout(max(5.0, 10 * self.op_timeout)):
-                    result = await op(client)
-            else:
-                result = await self._deadlines.run(op(client))
+            result = await self._deadlines.run(op(client))
         except Exception as exc:
             return self._failed(exc)
         if self.tripped or self._was_bypassed:

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from ._core import Cache
 
-__all__ = ["CacheCollector", "register_cache_metrics", "track"]
+__all__ = ["CacheCollector", "live", "register_cache_metrics", "track"]
 
 _live: weakref.WeakSet[Cache] = weakref.WeakSet()
 
@@ -21,6 +21,9 @@ _COUNTERS = {
     "l2_errors": "Redis calls that failed or timed out (never raised to the caller)",
     "invalidations": "Invalidations made in this process",
     "remote_invalidations": "Invalidations received from other processes",
+    "unshared_sets": "set() calls Redis did not take (kept in this process only until Redis answers)",
+    "invalidations_dropped": "Invalidations still held for Redis at shutdown (Redis may serve those keys)",
+    "oversized_reads": "Entries in Redis over max_value_size, read as misses",
 }
 
 
@@ -28,12 +31,18 @@ def track(cache: Cache) -> None:
     _live.add(cache)
 
 
+def live() -> list[Cache]:
+    """Every cache of this process still referenced somewhere."""
+    return list(_live)
+
+
 class CacheCollector:
     """A ``prometheus_client`` collector for the given caches (``None``: every live cache, at each scrape).
 
     - ``infraboot_cache_hits_total{cache,level}`` / ``infraboot_cache_misses_total{cache,level}`` (``l1``, ``l2``);
     - ``infraboot_cache_<counter>_total{cache}`` for calls, coalesced, stale serves, L2 bypasses and errors,
-      invalidations made and received;
+      invalidations made and received, sets Redis did not take, invalidations dropped at shutdown,
+      oversized entries read;
     - ``infraboot_cache_hit_ratio{cache}``, ``infraboot_cache_l2_up{cache}``, ``infraboot_cache_l1_entries{cache}``.
 
     Caches with the same ``namespace`` are added up under one label.

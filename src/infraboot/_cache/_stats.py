@@ -21,11 +21,18 @@ COUNTERS = (
     "not_stored",
     "invalidations",
     "remote_invalidations",
+    "unshared_sets",
+    "invalidations_dropped",
+    "oversized_reads",
 )
 
 
 class Counters:
     """Hits and misses per level, stale serves, coalesced calls, function calls, refreshes, invalidations.
+
+    ``unshared_sets``: ``set`` calls that did not reach Redis (kept in this process only, until Redis
+    answers); ``invalidations_dropped``: invalidations still held for Redis at shutdown;
+    ``oversized_reads``: entries in Redis over ``max_value_size`` (decoded), read as misses.
 
     ``hit_ratio`` is the share of lookups answered from a cache (L1 or L2, stale included);
     ``l1_hit_ratio`` the share L1 answered alone; ``stale_serves`` is ``l1_stale + l2_stale``.
@@ -39,6 +46,7 @@ class Counters:
         self.l1_stale = self.l2_stale = self.coalesced = self.calls = 0
         self.refreshes = self.refresh_errors = self.lock_waits = self.not_stored = 0
         self.invalidations = self.remote_invalidations = 0
+        self.unshared_sets = self.invalidations_dropped = self.oversized_reads = 0
 
     def as_dict(self, **extra: Any) -> dict[str, Any]:
         values: dict[str, Any] = {name: getattr(self, name) for name in COUNTERS}

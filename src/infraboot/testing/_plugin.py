@@ -210,6 +210,7 @@ def infraboot_reset(request: pytest.FixtureRequest) -> Iterator[None]:
         return
     testing = set_testing(is_testing(), attempts=testing_attempts())  # restores the mode as it is now
     overrides = open_overrides()
+    _empty_caches()
     try:
         if mode == "session":
             yield
@@ -260,6 +261,13 @@ def _infraboot_open_proxies(request: pytest.FixtureRequest) -> Iterator[None]:
         ResourceWarning,
         stacklevel=2,
     )
+
+
+def _empty_caches() -> None:
+    """Every cache's L1 starts empty: a module-level ``@cached`` value must not outlive its test's fakes."""
+    core = sys.modules.get("infraboot._cache._core")  # never imported here: a suite without the cache pays nothing
+    if core is not None:
+        core.reset_local_levels()
 
 
 def _is_async(request: pytest.FixtureRequest) -> bool:
