@@ -20,7 +20,7 @@ from infraboot._database import DatabaseComponent
 from infraboot._redis import RedisComponent
 
 from .integrations.conftest import redis_clients
-from .servers import RedisServer, TcpProxy, eventually
+from .servers import RedisServer, TcpProxy, eventually, proxy_to
 
 pytestmark = pytest.mark.real
 
@@ -93,14 +93,47 @@ async def test_the_next_redis_commands_succeed_after_client_kill(redis_server: R
         assert b"v" == await client.get("k")
 
 
+async def incr_with_its_reply_lost(client: aioredis.Redis, proxy: TcpProxy, counter: aioredis.Redis) -> int:
+    """INCR "n" through *proxy*: its reply held back until the server has applied it, then the connection cut.
+
+    What a network failure between the write and its answer looks like to the client; the
+    value INCR returned (the exception propagates).
+    """
+    proxy.delay(30.0, drop_existing=False)  # the command goes through, its reply waits in the proxy
+    pending = asyncio.ensure_future(client.incr("n"))
+    try:
+        assert 1 == await eventually(lambda: _int(counter.get("n")), 1)  # the server ran it
+        proxy.restore()  # cut the connection under the waiting command; new ones go straight through
+        return int(await pending)
+    finally:
+        pending.cancel()
+
+
+async def _int(value: Awaitable[bytes | None]) -> int:
+    return int(await value or 0)
+
+
+async def test_a_command_whose_reply_was_lost_is_retried_and_may_apply_twice(redis_server: RedisServer) -> None:
+    """The built-in command retry resends an INCR whose reply was lost: it applied twice (the documented trade-off)."""
+    counter = aioredis.Redis(host="127.0.0.1", port=redis_server.port)
+    with proxy_to(redis_server.port) as proxy:
+        settings = RedisSettings(url=f"redis://{proxy.url_host}/0")
+        async with SystemInitializer([RedisComponent(settings)]) as system:
+            assert 2 == await incr_with_its_reply_lost(system.get("redis"), proxy, counter)
+    assert 2 == await _int(counter.get("n"))
+    await counter.aclose()
+
+
 async def test_client_options_retry_replaces_the_command_retry(redis_server: RedisServer) -> None:
-    """client_options={"retry": Retry(NoBackoff(), 0)} turns the retry off: a killed connection fails the command."""
-    settings = RedisSettings(url=redis_server.url(), client_options={"retry": Retry(NoBackoff(), 0)})
-    async with SystemInitializer([RedisComponent(settings)]) as system:
-        client = system.get("redis")
-        assert 1 == await kill_normal_clients(redis_server.port)
-        with pytest.raises(aioredis.ConnectionError):
-            await client.ping()
+    """client_options={"retry": Retry(NoBackoff(), 0)} turns the retry off: an INCR whose reply was lost fails, applied once."""
+    counter = aioredis.Redis(host="127.0.0.1", port=redis_server.port)
+    with proxy_to(redis_server.port) as proxy:
+        settings = RedisSettings(url=f"redis://{proxy.url_host}/0", client_options={"retry": Retry(NoBackoff(), 0)})
+        async with SystemInitializer([RedisComponent(settings)]) as system:
+            with pytest.raises(aioredis.ConnectionError):
+                await incr_with_its_reply_lost(system.get("redis"), proxy, counter)
+    assert 1 == await _int(counter.get("n"))
+    await counter.aclose()
 
 
 async def test_a_recovered_redis_has_its_warmup_connections_again(redis_server: RedisServer) -> None:
