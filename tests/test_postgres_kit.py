@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import os
 import subprocess
 import sys
@@ -161,7 +162,9 @@ async def test_a_failing_block_rolls_back_only_since_the_last_commit(infraboot_d
 
 
 # Another dependency than DatabaseSession (its options differ), on the same component: the same session.
-OtherSession = Annotated[AsyncSession, Depends(ib.database_session_for("database", autoflush=False), scope="function")]
+# FastAPI < 0.118 has no scope= and ends it before the response already.
+BEFORE_RESPONSE: dict[str, Any] = {"scope": "function"} if "scope" in inspect.signature(Depends).parameters else {}
+OtherSession = Annotated[AsyncSession, Depends(ib.database_session_for("database", autoflush=False), **BEFORE_RESPONSE)]
 
 
 def make_app() -> FastAPI:

@@ -12,7 +12,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import contextvars
+import hmac
 import importlib.util
+import ipaddress
 import json
 import logging
 import os
@@ -263,10 +265,77 @@ async def probe(kind: str, system: SystemInitializer) -> HealthReport:
     return await system.readiness()
 
 
-async def answer_drain(system: SystemInitializer) -> bytes:
-    """Run (or join) the system's drain and return the JSON body that ``/drainz`` answers with 200."""
+async def answer_drain(system: SystemInitializer, scope: Scope) -> tuple[int, bytes, list[tuple[bytes, bytes]]]:
+    """Status, JSON body and extra headers of a request to ``/drainz``; a ``POST`` allowed in runs (or joins) the drain.
+
+    ``POST`` drains and ``DELETE`` undoes a drain; any other method is 405 and changes nothing.
+    Without a ``drain_token`` only a loopback caller is let in (403 otherwise); with one, every
+    caller must send ``Authorization: Bearer <token>`` (401 otherwise). The token is never logged.
+    """
+    method = scope["method"]
+    if method not in _DRAIN_METHODS:
+        detail = "POST /drainz drains and DELETE /drainz undoes it; GET and HEAD never drain"
+        return 405, _detail(detail), [(b"allow", b"POST, DELETE")]
+    client = scope.get("client")
+    peer = str(client[0]) if client else "local"
+    refusal = drain_refusal(system.drain_token, client, _header(scope, b"authorization"))
+    if refusal is not None:
+        status, reason = refusal
+        event(logging.WARNING, "drain_refused", method=method, peer=peer, reason=reason)
+        extra = [(b"www-authenticate", b"Bearer")] if status == 401 else []
+        return status, _detail(f"drain refused: {reason}"), extra
+    if method == "DELETE":
+        undone = system.undrain()
+        return 200, json.dumps({"status": "serving", "undone": undone}, separators=(",", ":")).encode(), []
+    event(logging.INFO, "drain_started", peer=peer, delay=system.drain_delay)
     report = await system.drain()
-    return json.dumps(report.to_dict(), separators=(",", ":")).encode()
+    return 200, json.dumps(report.to_dict(), separators=(",", ":")).encode(), []
+
+
+def drain_refusal(token: str | None, client: Any, authorization: str | None) -> tuple[int, str] | None:
+    """Why a drain request is refused, as (status, reason); ``None`` when it may drain.
+
+    *client* is the ASGI ``(host, port)`` of the peer (``None``: a Unix socket or an
+    in-process call); *authorization* the request's ``Authorization`` header.
+    """
+    if token is not None:
+        scheme, _, presented = (authorization or "").partition(" ")
+        if scheme.lower() == "bearer" and hmac.compare_digest(presented.strip().encode(), token.encode()):
+            return None
+        return 401, "a missing or wrong bearer token (send Authorization: Bearer <INFRABOOT_DRAIN_TOKEN>)"
+    if is_loopback(client):
+        return None
+    return 403, (
+        "only a caller on this host (loopback) may drain while no token is set; "
+        "set INFRABOOT_DRAIN_TOKEN and send Authorization: Bearer <token>"
+    )
+
+
+def is_loopback(client: Any) -> bool:
+    """The ASGI peer is this host: 127.0.0.0/8, ::1, a Unix socket (``None``) or Starlette's in-process TestClient."""
+    if client is None:
+        return True
+    host = str(client[0])
+    if host == "testclient":
+        return True
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        address = address.ipv4_mapped
+    return address.is_loopback
+
+
+def _header(scope: Scope, name: bytes) -> str | None:
+    for key, value in scope.get("headers") or ():
+        if key.lower() == name:
+            return bytes(value).decode("latin-1")
+    return None
+
+
+def _detail(text: str) -> bytes:
+    return json.dumps({"detail": text}, separators=(",", ":")).encode()
 
 
 def render(report: HealthReport, *, details: bool = False) -> bytes:
@@ -313,7 +382,7 @@ class MetricsEndpoint:
 
 
 _PROBE_METHODS = ("GET", "HEAD")
-_DRAIN_METHODS = ("GET", "POST")  # a Kubernetes preStop httpGet sends GET
+_DRAIN_METHODS = ("POST", "DELETE")  # a safe method (GET, HEAD) never changes readiness
 _DEFAULT = object()  # the collector that follows whatever the default system is at scrape time
 
 
@@ -337,8 +406,9 @@ class ProbeMiddleware:
 
     ``GET``/``HEAD`` on ``/livez``, ``/readyz``, ``/startupz``, ``/health``, ``/ready`` (and
     ``/metrics`` when ``prometheus_client`` is installed; ``metrics=True`` answers it with a 501
-    naming the install command when it is not, ``metrics=False`` leaves it out) are answered here, and ``GET``/``POST``
-    on ``/drainz`` runs the system's drain (a Kubernetes ``preStop`` hook); everything else
+    naming the install command when it is not, ``metrics=False`` leaves it out) are answered here, and
+    ``POST /drainz`` runs the system's drain (a Kubernetes ``preStop`` hook; loopback callers only unless
+    ``drain_token`` is set, ``DELETE`` undoes it, see :func:`answer_drain`); everything else
     goes to *app*, counted as work in flight for the drain (``drain=False`` leaves ``/drainz`` out).
     ``paths`` replaces the map (``{"/k8s/ready": "readiness"}``), ``prefix`` is put before
     every path; ``details=True`` adds latency and error codes to the body.
@@ -376,7 +446,7 @@ class ProbeMiddleware:
             await self.app(scope, receive, send)
             return
         kind = self.paths.get(scope["path"])
-        if kind is not None and scope["method"] in (_DRAIN_METHODS if kind == "drain" else _PROBE_METHODS):
+        if kind is not None and (kind == "drain" or scope["method"] in _PROBE_METHODS):
             await self._answer(kind, scope, send)
             return
         drainer = resolve_system(self.system, scope.get("state")).drainer
@@ -387,9 +457,10 @@ class ProbeMiddleware:
             drainer.leave()
 
     async def _answer(self, kind: str, scope: Scope, send: Send) -> None:
+        extra: list[tuple[bytes, bytes]] = []
         if kind == "drain":
-            status, ctype = 200, "application/json"
-            body = await answer_drain(resolve_system(self.system, scope.get("state")))
+            ctype = "application/json"
+            status, body, extra = await answer_drain(resolve_system(self.system, scope.get("state")), scope)
         elif kind == "metrics":
             if self._metrics is None:  # the extra is missing: say so instead of a silent 404
                 status, body, ctype = 501, NO_METRICS.encode(), "text/plain; charset=utf-8"
@@ -402,6 +473,7 @@ class ProbeMiddleware:
             (b"content-type", ctype.encode()),
             (b"content-length", str(len(body)).encode()),
             (b"cache-control", b"no-store"),
+            *extra,
         ]
         await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": b"" if scope["method"] == "HEAD" else body})

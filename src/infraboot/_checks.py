@@ -6,7 +6,7 @@ import difflib
 import math
 from typing import TypedDict
 
-__all__ = ["SystemSettings", "count_problem", "seconds_problem", "system_settings_problems"]
+__all__ = ["SystemSettings", "count_problem", "seconds_problem", "system_settings_problems", "token_problem"]
 
 
 class SystemSettings(TypedDict, total=False):
@@ -21,6 +21,26 @@ class SystemSettings(TypedDict, total=False):
     success_threshold: int
     recovery: bool
     drain_delay: float
+    drain_token: str | None
+
+
+#: The shortest ``drain_token`` accepted: a guessable token is no better than none.
+MIN_TOKEN_LENGTH = 16
+
+
+def token_problem(field: str, value: object) -> str | None:
+    """A problem line when *value* is not ``None`` nor a string of at least 16 characters; it never shows the value."""
+    if value is None:
+        return None
+    hint = "e.g. the output of: python -c 'import secrets; print(secrets.token_urlsafe(32))'"
+    if not isinstance(value, str):
+        return f"{field} must be a string (a {type(value).__name__} was given), {hint}"
+    if len(value) < MIN_TOKEN_LENGTH or value != value.strip():
+        return (
+            f"{field} must be at least {MIN_TOKEN_LENGTH} characters without surrounding spaces "
+            f"(the value given has {len(value)}), {hint}"
+        )
+    return None
 
 
 def seconds_problem(
@@ -65,6 +85,8 @@ def system_settings_problems(given: dict[str, object]) -> list[str]:
             problem = count_problem(key, value, minimum=1, example=f"{key}=1")
         elif key == "drain_delay":
             problem = seconds_problem(key, value, allow_zero=True, example="drain_delay=5")
+        elif key == "drain_token":
+            problem = token_problem(key, value)
         elif key == "recovery":
             problem = None if isinstance(value, bool) else f"recovery={value!r} must be True or False"
         else:

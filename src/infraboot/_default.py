@@ -77,6 +77,7 @@ _ENV_SETTINGS: dict[str, tuple[str, type, str]] = {
     "INFRABOOT_FAILURE_THRESHOLD": ("failure_threshold", int, "3"),
     "INFRABOOT_SUCCESS_THRESHOLD": ("success_threshold", int, "1"),
     "INFRABOOT_DRAIN_DELAY": ("drain_delay", float, "5"),
+    "INFRABOOT_DRAIN_TOKEN": ("drain_token", str, ""),  # a secret: checked for length, never echoed
 }
 #: The ``INFRABOOT_*`` variables the default system reads.
 ENV_VARIABLES = tuple(_ENV_SETTINGS)
@@ -101,13 +102,20 @@ def settings_from_env(environ: Mapping[str, str] | None = None) -> dict[str, Any
 
 def _read_env(env: Mapping[str, str]) -> tuple[dict[str, Any], list[str]]:
     """The valid settings among the ``INFRABOOT_*`` variables, and one problem line per bad one."""
-    from ._checks import count_problem, seconds_problem
+    from ._checks import count_problem, seconds_problem, token_problem
 
     settings: dict[str, Any] = {}
     problems: list[str] = []
     for var, (key, kind, example) in _ENV_SETTINGS.items():
         raw = env.get(var)
         if raw is None or raw.strip() == "":
+            continue
+        if kind is str:
+            problem = token_problem(var, raw)
+            if problem is None:
+                settings[key] = raw
+            else:
+                problems.append(problem)
             continue
         hint = f"{var}={example}"
         if key == "check_interval":

@@ -25,6 +25,7 @@ class DrainReport:
     delay: float
     waited: float
     in_flight: int
+    resumed: bool = False  # undone (``undrain()``, ``DELETE /drainz``) before it had run its course
 
     @property
     def idle(self) -> bool:
@@ -33,7 +34,7 @@ class DrainReport:
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "status": "draining",
+            "status": "resumed" if self.resumed else "draining",
             "delay": round(self.delay, 6),
             "waited": round(self.waited, 6),
             "in_flight": self.in_flight,
@@ -48,16 +49,17 @@ class Drain:
     updates; nothing here touches a loop until someone waits.
     """
 
-    __slots__ = ("_idle", "in_flight", "since")
+    __slots__ = ("_ended", "_idle", "in_flight", "since")
 
     def __init__(self) -> None:
         self.since: float | None = None  # monotonic time the drain began; None: not draining
         self.in_flight = 0
         self._idle: list[asyncio.Future[None]] = []
+        self._ended: asyncio.Future[None] | None = None  # set by end(): the drains being waited for return
 
     @property
     def active(self) -> bool:
-        """A drain began: readiness fails from that moment (until the system stops)."""
+        """A drain began: readiness fails from that moment (until :meth:`end` or the system stops)."""
         return self.since is not None
 
     def begin(self) -> None:
@@ -85,22 +87,40 @@ class Drain:
 
     async def run(self, delay: float) -> DrainReport:
         """Begin (or join) the drain; return once *delay* has passed since it began and nothing is
-        in flight, and at the latest ``2 * delay`` after it began."""
+        in flight, and at the latest ``2 * delay`` after it began; at once when :meth:`end` undoes it."""
         self.begin()
         since = self.since
         assert since is not None
+        ended = self._ended
+        if ended is None or ended.done():
+            ended = self._ended = asyncio.get_running_loop().create_future()
         now = time.monotonic()
         if since + delay > now:
-            await asyncio.sleep(since + delay - now)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.shield(ended), since + delay - now)
         latest = since + 2 * delay
-        while self.in_flight and (left := latest - time.monotonic()) > 0:
+        while self.since == since and self.in_flight and (left := latest - time.monotonic()) > 0:
             waiter = asyncio.get_running_loop().create_future()
             self._idle.append(waiter)
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(asyncio.shield(waiter), left)
-        return DrainReport(delay=delay, waited=time.monotonic() - since, in_flight=self.in_flight)
+                await asyncio.wait_for(asyncio.wait({waiter, ended}, return_when=asyncio.FIRST_COMPLETED), left)
+        waited = time.monotonic() - since
+        return DrainReport(delay=delay, waited=waited, in_flight=self.in_flight, resumed=self.since != since)
+
+    def end(self) -> bool:
+        """Undo a drain: readiness follows the components again, and a drain being waited for returns now.
+
+        ``True`` when a drain was under way.
+        """
+        was = self.since is not None
+        self.since = None
+        ended, self._ended = self._ended, None
+        if ended is not None and not ended.done():
+            ended.set_result(None)
+        return was
 
     def reset(self) -> None:
         """Serving again from scratch (a new startup after a shutdown, a forked child)."""
         self.since = None
         self._idle = []
+        self._ended = None

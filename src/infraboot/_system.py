@@ -64,6 +64,9 @@ class SystemInitializer:
     - ``recovery``: bring optional components that failed or went down back in the
       background, with jittered backoff (default ``True``).
     - ``drain_delay``: seconds :meth:`drain` holds readiness off while still serving (default 5).
+    - ``drain_token``: the secret a ``POST /drainz`` from another host must send as
+      ``Authorization: Bearer <token>`` (default ``None``: only loopback callers may drain; see
+      ``docs/operations.md``). At least 16 characters; never logged nor shown.
 
     Every method is safe to call concurrently: concurrent ``ensure_initialized`` calls start
     each component once and share its outcome; concurrent ``shutdown``/``stop`` calls run
@@ -79,6 +82,7 @@ class SystemInitializer:
     success_threshold: int = 1
     recovery: bool = True
     drain_delay: float = 5.0
+    drain_token: str | None = None
 
     def __init__(self, components: Iterable[Component[Any]] = (), **settings: Unpack[SystemSettings]) -> None:
         self.configure(**settings)
@@ -428,6 +432,17 @@ class SystemInitializer:
         """Readiness off at once, still serving, until *delay* (``drain_delay``) passed and no work tracked
         by ``drainer.track()`` is in flight (at most twice that): ``/drainz``, SIGTERM. Calls share one."""
         return await self.drainer.run(self.drain_delay if delay is None else delay)
+
+    def undrain(self) -> bool:
+        """Undo :meth:`drain`: readiness follows the components again and a drain still waiting returns now.
+
+        ``True`` when a drain was under way. For a drain sent by mistake (``DELETE /drainz`` is
+        the HTTP form); it does not stop a shutdown that SIGTERM already began.
+        """
+        undone = self.drainer.end()
+        if undone:
+            event(logging.WARNING, "drain_undone", hint="readiness follows the components again")
+        return undone
 
     # -- health (the monitor room does the work) ------------------------------------------------------
 

@@ -19,6 +19,7 @@ component is unavailable, instead of a 500 from deep inside a handler.
 from __future__ import annotations
 
 import functools
+import inspect
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -90,7 +91,9 @@ def _unit_of_work(
     return unit_of_work
 
 
-_DatabaseUnit = Annotated[AsyncSession, Depends(_unit_of_work("database"), scope="function")]
+# FastAPI < 0.118 has no scope= and already ends a yield dependency before the response (0.118-0.120 are excluded).
+_BEFORE_RESPONSE: dict[str, Any] = {"scope": "function"} if "scope" in inspect.signature(Depends).parameters else {}
+_DatabaseUnit = Annotated[AsyncSession, Depends(_unit_of_work("database"), **_BEFORE_RESPONSE)]
 
 
 # Why two functions: FastAPI ends a dependency with yield after the response is sent (scope="request", the
@@ -154,7 +157,7 @@ def database_session_for(name: str, **options: Any) -> Callable[..., Awaitable[A
 def _session_dependency(name: str, options: tuple[tuple[str, Any], ...]) -> Callable[..., Awaitable[AsyncSession]]:
     if name == "database" and not options:
         return database_session
-    unit = Depends(_unit_of_work(name, options), scope="function")
+    unit = Depends(_unit_of_work(name, options), **_BEFORE_RESPONSE)
 
     async def dependency(session: AsyncSession = unit) -> AsyncSession:
         return session
@@ -187,9 +190,9 @@ def health_router(
     served when ``prometheus_client`` is installed and left out when it is not; ``metrics=True``
     asks for it (without the ``metrics`` extra: a 501 naming the install command),
     ``metrics=False`` leaves it out; pass your *registry* to serve your own metrics beside ours.
-    ``/drainz`` (``GET``/``POST``, a ``preStop`` hook; ``drain=False`` leaves it out) turns
-    readiness off, keeps serving and answers after
-    ``drain_delay``. The routes stay out of the OpenAPI schema.
+    ``POST /drainz`` (a ``preStop`` hook; loopback callers only unless ``drain_token`` is set;
+    ``DELETE`` undoes it; ``drain=False`` leaves it out) turns readiness off, keeps serving and
+    answers after ``drain_delay``. The routes stay out of the OpenAPI schema.
     """
     routes: list[BaseRoute] = [*health_routes(system, details=details, metrics=metrics, registry=registry, drain=drain)]
     return APIRouter(prefix=prefix, routes=routes)

@@ -127,17 +127,18 @@ def health_routes(
     your own metrics are served beside ours): by default served when ``prometheus_client``
     is installed and left out when it is not; ``metrics=True`` asks for it (without the
     ``metrics`` extra it answers 501 naming the install command), ``metrics=False`` leaves it out.
-    ``/drainz`` (``GET`` or ``POST``, for a Kubernetes ``preStop`` hook; ``drain=False`` leaves
-    it out) runs the system's drain:
-    readiness fails at once, requests keep being served, and it answers after
-    ``drain_delay``. Requests in flight are counted by :class:`ProbeMiddleware` only.
+    ``POST /drainz`` (for a Kubernetes ``preStop`` hook; ``drain=False`` leaves it out) runs the
+    system's drain: readiness fails at once, requests keep being served, and it answers after
+    ``drain_delay``. Only a loopback caller may drain, or, with ``drain_token`` set, one sending
+    ``Authorization: Bearer <token>``; ``DELETE /drainz`` undoes a drain; ``GET``/``HEAD`` answer
+    405 and change nothing. Requests in flight are counted by :class:`ProbeMiddleware` only.
     """
     routes: list[Route] = []
     endpoint_metrics = MetricsEndpoint(registry, system) if metrics is not False and has_metrics() else None
     for path, kind in DEFAULT_PATHS.items():
         if kind == "drain":
             if drain:
-                routes.append(Route(path, _drain_endpoint(system), methods=["GET", "POST"], include_in_schema=False))
+                routes.append(Route(path, _drain_endpoint(system), include_in_schema=False))  # every method: 405 ours
             continue
         if kind == "metrics":
             if endpoint_metrics is not None:
@@ -169,9 +170,9 @@ def _probe_endpoint(kind: str, system: SystemInitializer | None, details: bool) 
 def _drain_endpoint(system: SystemInitializer | None) -> Any:
     async def endpoint(request: Request) -> Response:
         target = system if system is not None else system_of(request)
-        return Response(
-            await answer_drain(target), media_type="application/json", headers={"cache-control": "no-store"}
-        )
+        status, body, extra = await answer_drain(target, request.scope)
+        headers = {"cache-control": "no-store", **{k.decode(): v.decode() for k, v in extra}}
+        return Response(body, status_code=status, media_type="application/json", headers=headers)
 
     endpoint.__name__ = "infraboot_drain"
     return endpoint
