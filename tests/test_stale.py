@@ -125,7 +125,7 @@ async def test_a_command_whose_reply_was_lost_is_retried_and_may_apply_twice(red
 
 
 async def test_client_options_retry_replaces_the_command_retry(redis_server: RedisServer) -> None:
-    """client_options={"retry": Retry(NoBackoff(), 0)} turns the retry off: an INCR whose reply was lost fails, applied once."""
+    """client_options={"retry": Retry(NoBackoff(), 0)} turns it off: an INCR with its reply lost fails, applied once."""
     counter = aioredis.Redis(host="127.0.0.1", port=redis_server.port)
     with proxy_to(redis_server.port) as proxy:
         settings = RedisSettings(url=f"redis://{proxy.url_host}/0", client_options={"retry": Retry(NoBackoff(), 0)})

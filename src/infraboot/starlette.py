@@ -138,7 +138,7 @@ def health_routes(
     for path, kind in DEFAULT_PATHS.items():
         if kind == "drain":
             if drain:
-                routes.append(Route(path, _drain_endpoint(system), include_in_schema=False))  # every method: 405 ours
+                routes.append(Route(path, _drain_endpoint(system), methods=_EVERY_METHOD, include_in_schema=False))
             continue
         if kind == "metrics":
             if endpoint_metrics is not None:
@@ -150,6 +150,10 @@ def health_routes(
             continue
         routes.append(Route(path, _probe_endpoint(kind, system, details), methods=["GET"], include_in_schema=False))
     return routes
+
+
+# /drainz takes every method: POST drains, DELETE undoes, the rest get our 405 (GET and HEAD never drain).
+_EVERY_METHOD = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
 
 
 def _probe_endpoint(kind: str, system: SystemInitializer | None, details: bool) -> Any:

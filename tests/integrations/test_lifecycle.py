@@ -277,7 +277,7 @@ async def test_drainz_through_the_middleware_counts_requests_in_flight() -> None
         request = asyncio.ensure_future(client.get("/slow"))
         await entered.wait()
         in_flight = system.drainer.in_flight
-        drain = asyncio.ensure_future(client.get("/drainz"))
+        drain = asyncio.ensure_future(client.post("/drainz"))
         deadline = time.monotonic() + 5
         while not system.drainer.active:
             assert time.monotonic() < deadline, "/drainz never reached the system"

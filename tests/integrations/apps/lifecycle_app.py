@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -17,6 +18,9 @@ from fastapi import FastAPI
 
 import infraboot
 import infraboot.fastapi as ib
+
+# infraboot's INFO events (drain_started) to stderr, as an application's logging setup would.
+logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s %(message)s")
 
 GATE = os.environ.get("GATE_FILE")
 FAIL = os.environ.get("FAIL_FILE")
