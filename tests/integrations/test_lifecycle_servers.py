@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import signal
+import socket
 import sys
 import time
 from pathlib import Path
@@ -21,7 +22,7 @@ pytestmark = pytest.mark.real
 GRACEFUL = (0, -signal.SIGTERM)
 
 
-def uvicorn(port: int) -> list[str]:
+def uvicorn(port: int, host: str = "127.0.0.1") -> list[str]:
     return [
         sys.executable,
         "-m",
@@ -30,7 +31,7 @@ def uvicorn(port: int) -> list[str]:
         "tests/integrations/apps",
         "lifecycle_app:app",
         "--host",
-        "127.0.0.1",
+        host,
         "--port",
         str(port),
         "--timeout-graceful-shutdown",
@@ -156,6 +157,56 @@ async def test_drain_then_sigterm_under_load_fails_no_request_and_exits_cleanly(
     assert 200 == drained.status_code
     assert ("draining", 0) == (drained.json()["status"], drained.json()["in_flight"])
     assert status in GRACEFUL
+
+
+def this_hosts_other_address() -> str:
+    """An address of this host that is not loopback (a request from it is "another host" to the server)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        try:
+            probe.connect(("192.0.2.1", 9))  # no packet is sent: the kernel only picks the outgoing address
+        except OSError:
+            pytest.skip("this host has no non-loopback IPv4 address")
+        address = str(probe.getsockname()[0])
+    if address.startswith("127."):
+        pytest.skip("this host has no non-loopback IPv4 address")
+    return address
+
+
+TOKEN = "a-drain-token-for-the-uvicorn-test"
+
+
+@pytest.mark.parametrize("token", [None, TOKEN])
+async def test_under_uvicorn_only_the_prestop_post_drains(serve: Serve, port: int, token: str | None) -> None:
+    """Real uvicorn on 0.0.0.0: GET/HEAD 405, a POST from elsewhere 403 (401 with a token); loopback drains."""
+    other = this_hosts_other_address()
+    env = {"INFRABOOT_DRAIN_DELAY": "0.2"} | ({"INFRABOOT_DRAIN_TOKEN": token} if token else {})
+    app = serve(uvicorn(port, host="0.0.0.0"), port=port, **env)
+    app.wait_listening()
+    auth = {"Authorization": f"Bearer {token}"} if token else {}
+    async with httpx.AsyncClient(base_url=f"http://{other}:{port}", timeout=10) as stranger:
+        await until(200, stranger, "/readyz")
+        attacks = [
+            (await stranger.get("/drainz")).status_code,
+            (await stranger.head("/drainz")).status_code,
+            (await stranger.post("/drainz")).status_code,
+            (await stranger.post("/drainz", headers={"Authorization": "Bearer " + "x" * 32})).status_code,
+        ]
+        still_ready = (await stranger.get("/readyz")).status_code
+    # The preStop hook: `curl -X POST http://127.0.0.1:8000/drainz` (with -H "Authorization: Bearer $TOKEN" if set).
+    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=10) as local:
+        drained = await local.post("/drainz", headers=auth)
+        ready = (await local.get("/readyz")).status_code
+    app.terminate()
+    status = app.wait(timeout=20)
+
+    refused = 401 if token else 403
+    assert [405, 405, refused, refused] == attacks
+    assert 200 == still_ready
+    assert (200, "draining") == (drained.status_code, drained.json()["status"])
+    assert 503 == ready
+    assert status in GRACEFUL
+    assert (token or "never-set") not in app.output
+    assert 2 == app.output.count("drain_refused")  # the two POSTs; GET and HEAD change nothing and are not logged
 
 
 def worker(serve: Serve, **env: str) -> AppProcess:
