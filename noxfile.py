@@ -1,4 +1,4 @@
-"""Chores: nox -s tests | lint | typing | docs | bench."""
+"""Chores: nox -s tests | tests_lowest | lint | typing | docs | bench."""
 
 from __future__ import annotations
 
@@ -13,6 +13,14 @@ def tests(session: nox.Session) -> None:
     """The whole suite on every supported Python, against the local servers (scripts/services.sh starts them)."""
     session.run("bash", "scripts/services.sh", external=True)
     session.install("-e", ".[dev]")
+    session.run("pytest", *session.posargs)
+
+
+@nox.session(python="3.11")
+def tests_lowest(session: nox.Session) -> None:
+    """The whole suite against the lowest supported versions of every dependency (tests/constraints-lowest.txt)."""
+    session.run("bash", "scripts/services.sh", external=True)
+    session.install("-c", "tests/constraints-lowest.txt", "-e", ".[dev]")
     session.run("pytest", *session.posargs)
 
 
