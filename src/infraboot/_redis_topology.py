@@ -202,7 +202,11 @@ def _sentinel_redis_class() -> type[Redis]:
             finally:
                 manager = getattr(self.connection_pool, "sentinel_manager", None)
                 if manager is not None:
-                    await manager.aclose()
+                    if hasattr(manager, "aclose"):  # redis-py >= 8.1
+                        await manager.aclose()
+                    else:
+                        for sentinel in manager.sentinels:
+                            await sentinel.aclose()
 
     return SentinelMasterRedis
 
