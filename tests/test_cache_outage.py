@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+import uuid
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -62,7 +63,8 @@ async def test_blackholed_redis_costs_one_bounded_wait_then_none(
     later misses cost the function's own time, and no error reaches the caller."""
     calls: list[int] = []
 
-    @cached(ttl=60, key="bh:{n}", system=proxied, namespace="t-bh", l1_size=10_000)
+    # A namespace of this run's own: an earlier run's bh:0 (ttl 60 s) in the shared Redis would be a hit.
+    @cached(ttl=60, key="bh:{n}", system=proxied, namespace=f"t-bh-{uuid.uuid4().hex[:8]}", l1_size=10_000)
     async def load(n: int) -> int:
         calls.append(n)
         return n

@@ -146,7 +146,8 @@ async def test_a_recovered_redis_has_its_warmup_connections_again(redis_server: 
         assert await until_state(system, "redis", ComponentState.UNHEALTHY)
         redis_server.start()
         assert await until_state(system, "redis", ComponentState.READY)
-        assert 3 == await eventually(lambda: redis_clients(redis_server.port), 3)
+        # At least the warmup: a probe holding a connection while the warmup ran may have added one more.
+        assert 3 <= await eventually(lambda: at_least(redis_clients(redis_server.port), 3), 3)
     assert 0 == await eventually(lambda: redis_clients(redis_server.port), 0)
 
 
