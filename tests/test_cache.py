@@ -7,7 +7,8 @@ import logging
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -16,6 +17,8 @@ import infraboot
 import infraboot.testing
 from infraboot import ConfigError, RedisComponent, RedisSettings, StartupError, SystemInitializer
 from infraboot.cache import Cache, CacheUnavailableError, ValueTooLargeError, cached, register_cache_metrics, warmup
+
+from .servers import RedisServer, TcpProxy, proxy_to
 
 
 @pytest.fixture
@@ -482,12 +485,28 @@ async def test_stats_and_the_prometheus_collector_show_hits_per_level(memory: Sy
     assert 1.0 == registry.get_sample_value("infraboot_cache_l2_up", {"cache": "t-metrics"})
 
 
+@pytest.fixture
+def protected_redis(tmp_path: Path) -> Iterator[TcpProxy]:
+    """A proxy to a redis-server of this test's own that wants the password ``s3cr3t-canary``.
+
+    AUTH with it succeeds on every redis-py; against a server without a password it fails before redis-py 8.0.
+    """
+    server = RedisServer(tmp_path, password="s3cr3t-canary")
+    server.start()
+    try:
+        with proxy_to(server.port) as proxy:
+            yield proxy
+    finally:
+        server.kill()
+
+
 async def test_a_password_never_appears_in_stats_repr_metrics_or_logs(
-    redis_proxy: Any, caplog: pytest.LogCaptureFixture
+    protected_redis: TcpProxy, caplog: pytest.LogCaptureFixture
 ) -> None:
     """With a canary password in the Redis URL and Redis refusing, no cache output carries it."""
     from prometheus_client import CollectorRegistry, generate_latest
 
+    redis_proxy = protected_redis
     url = f"redis://:s3cr3t-canary@{redis_proxy.url_host}/9"
     system = SystemInitializer([RedisComponent(RedisSettings(url=url, required=False))], check_interval=None)
     await system.initialize_all()
