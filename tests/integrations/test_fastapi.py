@@ -179,6 +179,11 @@ async def test_several_workers_each_have_their_own_connections(
         responses = await asyncio.gather(
             *(client.get(p) for _ in range(30) for p in ("/hits", "/notes/count", "/readyz"))
         )
+    # Both workers up before SIGTERM: one still in its startup would stop it and fail the boot (gunicorn exits 1).
+    deadline = time.monotonic() + 30
+    while app.output.count("Application startup complete") < 2:
+        assert time.monotonic() < deadline, app.output[-3000:]
+        await asyncio.sleep(0.02)
     app.terminate()
     status = app.wait(30)
     assert {200} == {r.status_code for r in responses}
