@@ -286,7 +286,7 @@ def _observed_retry_class() -> Callable[..., Retry]:
             memo[id(self.traffic)] = self.traffic
             clone = object.__new__(type(self))
             memo[id(self)] = clone
-            for key, value in self.__dict__.items():
+            for key, value in _attributes(self):
                 setattr(clone, key, copy.deepcopy(value, memo))
             return clone
 
@@ -302,6 +302,18 @@ def _observed_retry_class() -> Callable[..., Retry]:
             return result
 
     return ObservedRetry
+
+
+def _attributes(obj: Any) -> list[tuple[str, Any]]:
+    """Every attribute *obj* holds: its ``__dict__`` and the ``__slots__`` of its classes (redis-py 6's ``Retry``)."""
+    found: list[tuple[str, Any]] = []
+    for cls in type(obj).__mro__:
+        slots = cls.__dict__.get("__slots__", ())
+        for name in (slots,) if isinstance(slots, str) else slots:
+            if name not in ("__dict__", "__weakref__") and hasattr(obj, name):
+                found.append((name, getattr(obj, name)))
+    found.extend(vars(obj).items())
+    return found
 
 
 def keepalive_options() -> dict[int, int]:
