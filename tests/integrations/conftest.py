@@ -38,16 +38,19 @@ def serve(tmp_path: Path) -> Iterator[Serve]:
         process.close()
 
 
-def uvicorn_args(app: str, port: int, *extra: str) -> list[str]:
+APPS = "tests/integrations/apps"  # the suite's own apps; uvicorn_args() serves examples/ by default
+
+
+def uvicorn_args(app: str, port: int, *extra: str, app_dir: str = "examples", host: str = "127.0.0.1") -> list[str]:
     return [
         sys.executable,
         "-m",
         "uvicorn",
         "--app-dir",
-        "examples",
+        app_dir,
         app,
         "--host",
-        "127.0.0.1",
+        host,
         "--port",
         str(port),
         *extra,

@@ -13,7 +13,7 @@ import pytest
 
 httpx = pytest.importorskip("httpx")
 
-from tests.integrations.conftest import Serve
+from tests.integrations.conftest import APPS, Serve, uvicorn_args
 from tests.servers import AppProcess
 
 pytestmark = pytest.mark.real
@@ -23,20 +23,7 @@ GRACEFUL = (0, -signal.SIGTERM)
 
 
 def uvicorn(port: int, host: str = "127.0.0.1") -> list[str]:
-    return [
-        sys.executable,
-        "-m",
-        "uvicorn",
-        "--app-dir",
-        "tests/integrations/apps",
-        "lifecycle_app:app",
-        "--host",
-        host,
-        "--port",
-        str(port),
-        "--timeout-graceful-shutdown",
-        "10",
-    ]
+    return uvicorn_args("lifecycle_app:app", port, "--timeout-graceful-shutdown", "10", app_dir=APPS, host=host)
 
 
 async def statuses(client: httpx.AsyncClient, *paths: str) -> list[int]:

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import sys
 import time
 
 import pytest
 
 httpx = pytest.importorskip("httpx")
 
-from tests.integrations.conftest import Serve
+from tests.integrations.conftest import APPS, Serve, uvicorn_args
 from tests.servers import TcpProxy
 
 pytestmark = pytest.mark.real
@@ -19,20 +18,7 @@ SLACK = 4.0  # a loaded machine
 
 
 def uvicorn(port: int) -> list[str]:
-    return [
-        sys.executable,
-        "-m",
-        "uvicorn",
-        "--app-dir",
-        "tests/integrations/apps",
-        "outage_app:app",
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
-        "--log-level",
-        "warning",
-    ]
+    return uvicorn_args("outage_app:app", port, "--log-level", "warning", app_dir=APPS)
 
 
 @pytest.mark.parametrize("mode", ["blackhole", "refuse", "reset"])

@@ -15,7 +15,7 @@ from packaging.version import Version
 
 httpx = pytest.importorskip("httpx")
 
-from tests.integrations.conftest import Serve
+from tests.integrations.conftest import APPS, Serve, uvicorn_args
 from tests.servers import AppProcess, TcpProxy
 
 pytestmark = pytest.mark.real
@@ -34,19 +34,7 @@ SLOW_RETRIES = {"REDIS_MAX_RETRIES": "12", "REDIS_CONNECT_TIMEOUT": "2"}
 
 
 def uvicorn(port: int, *extra: str) -> list[str]:
-    return [
-        sys.executable,
-        "-m",
-        "uvicorn",
-        "--app-dir",
-        "tests/integrations/apps",
-        "signals_app:app",
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
-        *extra,
-    ]
+    return uvicorn_args("signals_app:app", port, *extra, app_dir=APPS)
 
 
 def gunicorn(port: int, worker: str, *extra: str) -> list[str]:
