@@ -81,9 +81,7 @@ def get_session(name: str = "database", **options: Any) -> contextlib.AbstractAs
             session.add(user)
         # committed here; rolled back instead if the block raised
     """
-    system = _default._system or _default.default_system()
-    engine = system.get(name)
-    return session_scope(engine, **{**session_options(system, name), **options})
+    return (_default._system or _default.default_system()).get_session(name, **options)
 
 
 def session_options(system: SystemInitializer, name: str) -> dict[str, Any]:
@@ -163,13 +161,7 @@ def pool_stats(name: str = "database") -> dict[str, int]:
     For a database: ``size``, ``checked_out``, ``idle``, ``overflow``;
     for Redis: ``in_use``, ``available``, ``max``.
     """
-    system = _default.default_system()
-    resource = system.get(name)
-    result = system.component(name).pool_stats(resource)
-    if result is None:
-        msg = f"component {name!r} has no connection pool"
-        raise TypeError(msg)
-    return result
+    return _default.default_system().pool_stats(name)
 
 
 def configure(

@@ -133,9 +133,14 @@ def lifespan(
       starts at 1 s and doubles up to 30 s;
     - an ``async def on_failure(exc)`` of yours, called with the ``StartupError``.
 
-    *inner* is your own lifespan, run inside ours (with ``background=True`` it runs at once,
-    while the components are still starting); the state it yields is merged with ours,
-    which holds the system under ``"infraboot"``.
+    *inner* is your own lifespan, run inside ours once every component is up and ended
+    before any is stopped; the state it yields is merged with ours, which holds the system
+    under ``"infraboot"``. With ``background=True`` it runs behind the server too, once the
+    components are up: ``/startupz`` and ``/readyz`` fail until it has yielded, the state it
+    yields is set on ``app.state`` (requests read ``request.app.state.<key>``: the server took
+    the request state when it began to serve), and an error in it is a failed startup that
+    *on_failure* handles like a required component's (``"retry"`` enters it again, the
+    components kept up). When the startup fails it never runs.
     """
     wanted = None if components is None else list(components)
     if isinstance(components, str):
@@ -153,21 +158,27 @@ def lifespan(
             setattr(app_state, STATE_KEY, target)
         chosen = components_override.get()
         names = wanted if chosen is None else chosen
-        behind: asyncio.Task[None] | None = None
-        if background:
-            behind = await _start_behind(target, names, on_failure)
-        else:
-            try:
-                report = await start_unless_stopped(target, names)  # SIGTERM/SIGINT: stop and roll back now
-            except StoppedBySignal:
-                raise  # logged as a warning: a stop asked for is no failure
-            except (StartupError, ConfigError) as exc:
-                event(logging.CRITICAL, "startup_failed", error=str(exc).replace("\n", " "))
-                raise
-            event(logging.INFO, "lifespan_started", status=report.status)
         state: dict[str, Any] = {STATE_KEY: target}
-        if behind is not None:
-            state[STARTUP_KEY] = behind
+        if background:
+            behind = await _start_behind(target, names, on_failure, inner, app)
+            state[STARTUP_KEY] = behind.started
+            if app_state is not None:
+                setattr(app_state, STARTUP_KEY, behind.started)
+            try:
+                yield state
+            finally:
+                await behind.stop(target.shutdown_timeout)  # the app's own lifespan ends first, components up
+                await target.shutdown()
+                await behind.stopped(1.0)
+            return
+        try:
+            report = await start_unless_stopped(target, names)  # SIGTERM/SIGINT: stop and roll back now
+        except StoppedBySignal:
+            raise  # logged as a warning: a stop asked for is no failure
+        except (StartupError, ConfigError) as exc:
+            said_once(exc)
+            raise
+        event(logging.INFO, "lifespan_started", status=report.status)
         try:
             if inner is None:
                 yield state
@@ -175,18 +186,14 @@ def lifespan(
                 async with inner(app) as inner_state:
                     yield {**dict(inner_state or {}), **state}
         finally:
-            if behind is not None:
-                behind.cancel()  # no new attempt; shutdown() cancels the one in flight
             await target.shutdown()
-            if behind is not None:
-                await asyncio.wait({behind}, timeout=1.0)
 
     return _lifespan
 
 
 async def _start_behind(
-    target: SystemInitializer, names: list[str] | None, on_failure: OnFailure
-) -> asyncio.Task[None]:
+    target: SystemInitializer, names: list[str] | None, on_failure: OnFailure, inner: Lifespan | None, app: Any
+) -> Behind:
     """Begin the startup in a task and return it once its first step has run.
 
     That first step checks the graph and every setting before any I/O: a bad setting
@@ -195,49 +202,148 @@ async def _start_behind(
     first = asyncio.ensure_future(target.ensure_initialized(names))
     await asyncio.sleep(0)  # one loop turn: the task runs up to its first wait on the network
     if first.done() and not first.cancelled() and isinstance(first.exception(), ConfigError | DependencyError):
-        exc = first.exception()
-        event(logging.CRITICAL, "startup_failed", error=str(exc).replace("\n", " "))
-        raise cast(BaseException, exc)
+        exc = cast(BaseException, first.exception())
+        said_once(exc)
+        raise exc
     event(logging.INFO, "lifespan_started", status="starting", background=True)
-    return asyncio.get_running_loop().create_task(
-        _supervise(target, names, first, on_failure), name="infraboot-background-startup"
-    )
+    return Behind(target, names=names, first=first, on_failure=on_failure, inner=inner, app=app)
 
 
-async def _supervise(
-    target: SystemInitializer, names: list[str] | None, first: asyncio.Future[StartupReport], on_failure: OnFailure
-) -> None:
-    """See a background startup to its end; when a required component fails, do what *on_failure* says."""
+class Behind:
+    """A background startup: the components, then the app's own lifespan (*inner*), held open until :meth:`stop`.
 
-    async def start(n: int) -> StartupReport:
-        return await (first if n == 1 else target.ensure_initialized(names))
+    ``started`` is done once both are up, or once the startup gave up; until then the startup
+    and readiness probes fail. *inner* is entered and exited in this one task (a task group
+    of its own stays valid), after the components are up and before they are stopped.
+    """
 
-    def restarting(exc: Exception, attempt: int, wait: float) -> None:
-        event(logging.ERROR, "startup_failed", error=str(exc).replace("\n", " "), attempt=attempt, retry_in=wait)
+    def __init__(
+        self,
+        target: SystemInitializer,
+        *,
+        names: list[str] | None,
+        first: asyncio.Future[StartupReport],
+        on_failure: OnFailure,
+        inner: Lifespan | None,
+        app: Any,
+    ) -> None:
+        loop = asyncio.get_running_loop()
+        self.started: asyncio.Future[None] = loop.create_future()
+        self._release = asyncio.Event()
+        self._target, self._names, self._first, self._on_failure = target, names, first, on_failure
+        self._inner, self._app = inner, app
+        self.task = loop.create_task(self._run(), name="infraboot-background-startup")
 
-    try:
-        if on_failure == "retry":
-            report = await retry(
-                start,
-                policy=RESTART_POLICY,
-                retryable=lambda exc: isinstance(exc, StartupError),
-                on_retry=restarting,
-                forever=True,
-            )
-        else:
-            report = await start(1)
-    except NotInitializedError:
-        return  # the server is stopping: shutdown() began while we were starting
-    except (StartupError, ConfigError) as exc:
-        event(logging.CRITICAL, "startup_failed", error=str(exc).replace("\n", " "), background=True)
-        if callable(on_failure):
-            await on_failure(exc)
-        else:
-            await target.shutdown()  # whatever optional components did start: closed before the exit
-            exit_process(EXIT_FAILED)
-        return
-    level = logging.INFO if report.status == "ok" else logging.WARNING
-    event(level, "startup_complete", status=report.status, background=True)
+    async def _start(self, n: int, stack: contextlib.AsyncExitStack) -> StartupReport:
+        report = await (self._first if n == 1 else self._target.ensure_initialized(self._names))
+        if self._inner is not None:
+            try:
+                inner_state = await stack.enter_async_context(self._inner(self._app))
+            except Exception as exc:
+                name = getattr(self._inner, "__name__", "inner")
+                msg = (
+                    f"the app's own lifespan ({name}) failed once the components were up: "
+                    f"{type(exc).__name__}: {exc}; fix it, or start that work outside the lifespan"
+                )
+                raise StartupError(msg, component=name, attempts=n, report=report) from exc
+            # The server is serving already: its request state was fixed when the lifespan returned.
+            app_state = getattr(self._app, "state", None)
+            for key, value in dict(inner_state or {}).items():
+                setattr(app_state, key, value)
+        return report
+
+    async def _run(self) -> None:
+        def restarting(exc: Exception, attempt: int, wait: float) -> None:
+            event(logging.ERROR, "startup_failed", error=one_line(exc), attempt=attempt, retry_in=wait)
+
+        async with contextlib.AsyncExitStack() as stack:
+            try:
+                if self._on_failure == "retry":
+                    report = await retry(
+                        lambda n: self._start(n, stack),
+                        policy=RESTART_POLICY,
+                        retryable=lambda exc: isinstance(exc, StartupError),
+                        on_retry=restarting,
+                        forever=True,
+                    )
+                else:
+                    report = await self._start(1, stack)
+            except NotInitializedError:
+                return  # the server is stopping: shutdown() began while we were starting
+            except (StartupError, ConfigError) as exc:
+                event(logging.CRITICAL, "startup_failed", error=one_line(exc), background=True)
+                if callable(self._on_failure):
+                    await self._on_failure(exc)
+                else:
+                    await self._target.shutdown()  # whatever optional components did start: closed before the exit
+                    exit_process(EXIT_FAILED)
+                return
+            finally:
+                if not self.started.done():
+                    self.started.set_result(None)
+            level = logging.INFO if report.status == "ok" else logging.WARNING
+            event(level, "startup_complete", status=report.status, background=True)
+            await self._release.wait()  # the app's own lifespan stays open until the server stops
+
+    async def stop(self, budget: float) -> None:
+        """The server is stopping: an unfinished startup is cancelled, the app's own lifespan exits."""
+        self._release.set()
+        if not self.started.done():
+            self.task.cancel()  # no new attempt; shutdown() cancels the one in flight
+            return
+        await asyncio.wait({self.task}, timeout=budget)
+
+    async def stopped(self, grace: float) -> None:
+        await asyncio.wait({self.task}, timeout=grace)
+
+
+def pending(state: Mapping[str, Any] | None, app: Any = None) -> bool:
+    """A background startup (the components, then the app's own lifespan) is still under way for this request."""
+    found = (state or {}).get(STARTUP_KEY) or getattr(getattr(app, "state", None), STARTUP_KEY, None)
+    return isinstance(found, asyncio.Future) and not found.done()
+
+
+def one_line(exc: BaseException) -> str:
+    return str(exc).replace("\n", " ")
+
+
+def said_once(exc: BaseException) -> None:
+    """Log a failed startup as one line, and keep uvicorn from printing its traceback after it."""
+    event(logging.CRITICAL, "startup_failed", error=one_line(exc))
+    _ONE_LINE.expect(exc)
+
+
+class _ServerTraceback(logging.Filter):
+    """Drops uvicorn's copy of the traceback of a startup failure that infraboot has already said in one line.
+
+    Starlette sends the formatted traceback in ``lifespan.startup.failed`` and uvicorn logs it
+    on ``uvicorn.error``: 20-odd lines of our own frames under a line that already names the
+    component, the cause and the fix. Only a traceback ending in that very error is dropped.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.tails: set[str] = set()
+
+    def expect(self, exc: BaseException) -> None:
+        cls = type(exc)
+        self.tails.add(f"{cls.__module__}.{cls.__qualname__}: {str(exc).splitlines()[0] if str(exc) else ''}")
+        logger = logging.getLogger("uvicorn.error")
+        if self not in logger.filters:
+            logger.addFilter(self)
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        text = record.msg
+        if not isinstance(text, str) or not text.startswith("Traceback"):
+            return True
+        for tail in self.tails:
+            if tail in text:
+                self.tails.discard(tail)
+                return False
+        return True
+
+
+_ONE_LINE = _ServerTraceback()
 
 
 def exit_process(status: int) -> None:
@@ -256,10 +362,16 @@ def exit_process(status: int) -> None:
     os._exit(status)
 
 
-async def probe(kind: str, system: SystemInitializer) -> HealthReport:
-    """Answer one probe: ``liveness``, ``readiness`` or ``startup``."""
+async def probe(kind: str, system: SystemInitializer, *, starting: bool = False) -> HealthReport:
+    """Answer one probe: ``liveness``, ``readiness`` or ``startup``.
+
+    *starting*: a background startup is still under way (see :func:`pending`): the startup and
+    readiness probes fail while the app's own lifespan runs after the components are up.
+    """
     if kind == "liveness":
         return system.liveness()
+    if starting and system.phase == "running":
+        return HealthReport(kind, "fail", output="starting")  # type: ignore[arg-type]
     if kind == "startup":
         return system.startup()
     return await system.readiness()
@@ -449,7 +561,7 @@ class ProbeMiddleware:
         if kind is not None and (kind == "drain" or scope["method"] in _PROBE_METHODS):
             await self._answer(kind, scope, send)
             return
-        drainer = resolve_system(self.system, scope.get("state")).drainer
+        drainer = resolve_system(self.system, scope.get("state"), scope.get("app")).drainer
         drainer.in_flight += 1  # track(), inlined: this runs for every request
         try:
             await self.app(scope, receive, send)
@@ -460,14 +572,18 @@ class ProbeMiddleware:
         extra: list[tuple[bytes, bytes]] = []
         if kind == "drain":
             ctype = "application/json"
-            status, body, extra = await answer_drain(resolve_system(self.system, scope.get("state")), scope)
+            status, body, extra = await answer_drain(
+                resolve_system(self.system, scope.get("state"), scope.get("app")), scope
+            )
         elif kind == "metrics":
             if self._metrics is None:  # the extra is missing: say so instead of a silent 404
                 status, body, ctype = 501, NO_METRICS.encode(), "text/plain; charset=utf-8"
             else:
                 status, body, ctype = 200, self._metrics.body(), self._metrics.content_type
         else:
-            report = await probe(kind, resolve_system(self.system, scope.get("state")))
+            state = scope.get("state")
+            target = resolve_system(self.system, state, scope.get("app"))
+            report = await probe(kind, target, starting=pending(state, scope.get("app")))
             status, body, ctype = report.http_status, render(report, details=self.details), CONTENT_TYPE
         headers = [
             (b"content-type", ctype.encode()),

@@ -15,7 +15,7 @@ import warnings
 from collections import Counter
 from collections.abc import Coroutine, Iterable, Iterator, Mapping
 from types import MappingProxyType, TracebackType
-from typing import Any, Literal, Self, Unpack
+from typing import TYPE_CHECKING, Any, Literal, Self, Unpack
 
 from . import _fork, _graph
 from ._checks import SystemSettings, seconds_problem, system_settings_problems
@@ -32,6 +32,10 @@ from ._startup import configure_all, launch, startup_error, wait_started
 from ._state import ComponentState
 from ._teardown import Teardown
 from .exceptions import ConfigError, DependencyError, NotInitializedError
+
+if TYPE_CHECKING:
+    from redis.asyncio import Redis
+    from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 __all__ = ["Phase", "SystemInitializer"]
 
@@ -240,6 +244,42 @@ class SystemInitializer:
     def state(self, name: str) -> ComponentState:
         """The state of a registered component."""
         return self._slot(name).state
+
+    def get_redis(self, name: str = "redis") -> Redis:
+        """The ``redis.asyncio.Redis`` client of the Redis component *name* (``redis``, or a named one)."""
+        client: Redis = self.get(name)
+        return client
+
+    def get_engine(self, name: str = "database") -> AsyncEngine:
+        """The SQLAlchemy ``AsyncEngine`` of the database component *name* (``database``, or a named one)."""
+        engine: AsyncEngine = self.get(name)
+        return engine
+
+    def get_session(
+        self, name: str = "database", **options: Any
+    ) -> contextlib.AbstractAsyncContextManager[AsyncSession]:
+        """An ``AsyncSession`` on the engine of *name* that commits on success, rolls back on an exception, closes.
+
+        It takes the component's ``session_options``; keyword arguments given here win
+        (``expire_on_commit`` defaults to ``False``)::
+
+            async with system.get_session() as session:
+                session.add(user)
+            # committed here; rolled back instead if the block raised
+        """
+        from ._accessors import session_options, session_scope
+
+        return session_scope(self.get_engine(name), **{**session_options(self, name), **options})
+
+    def pool_stats(self, name: str = "database") -> dict[str, int]:
+        """Pool figures of the ready built-in component *name*: for a database ``size``, ``checked_out``,
+        ``idle``, ``overflow``; for Redis ``in_use``, ``available``, ``max``."""
+        resource = self.get(name)
+        result = self.component(name).pool_stats(resource)
+        if result is None:
+            msg = f"component {name!r} has no connection pool"
+            raise TypeError(msg)
+        return result
 
     @contextlib.contextmanager
     def override(self, name: str, resource: Any) -> Iterator[Any]:

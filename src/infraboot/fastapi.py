@@ -52,6 +52,7 @@ __all__ = [
     "lifespan",
     "redis_client",
     "redis_client_for",
+    "resource_for",
     "system_of",
 ]
 
@@ -113,32 +114,46 @@ async def database_session(session: _DatabaseUnit) -> AsyncSession:
 
 
 @functools.cache
+def resource_for(name: str, *, optional: bool = False) -> Callable[[SystemInitializer], Any]:
+    """The dependency handing out the resource of component *name* of the serving system (503 while unavailable).
+
+    For a component of your own (a raw asyncpg pool, an arq pool): no ``system_of(request)`` in
+    the handler, the system is found through the request. With ``optional=True`` it hands out
+    ``None`` instead of answering 503, for a handler with a degraded path. The same callable for
+    the same arguments, so it is also the key for ``app.dependency_overrides``::
+
+        Pool = Annotated[asyncpg.Pool, Depends(ib.resource_for("pg_pool"))]
+
+        @app.post("/notes/bulk")
+        async def add_notes(bodies: list[str], pool: Pool) -> dict[str, int]: ...
+    """
+
+    def dependency(system: System) -> Any:
+        if optional:
+            try:
+                return system.get(name)
+            except UnknownComponentError:
+                raise
+            except (ComponentUnavailableError, NotInitializedError):
+                return None
+        return _resource(system, name)
+
+    dependency.__name__ = f"resource_{name}"
+    return dependency
+
+
 def redis_client_for(name: str, *, optional: bool = False) -> Callable[[SystemInitializer], Redis]:
     """The dependency handing out the client of the Redis component *name* (503 while unavailable).
 
-    With ``optional=True`` it hands out ``None`` instead of answering 503, for a handler with a
-    degraded path (a cache it can do without). The same callable for the same arguments, so it is
-    also the key for ``app.dependency_overrides``::
+    :func:`resource_for` typed for Redis: with ``optional=True`` it hands out ``None`` instead of
+    answering 503, for a handler with a degraded path (a cache it can do without). The same
+    callable for the same arguments, so it is also the key for ``app.dependency_overrides``::
 
         CacheRedis = Annotated[Redis | None, Depends(ib.redis_client_for("cache", optional=True))]
     """
     if name == "redis" and not optional:
         return redis_client
-
-    def dependency(system: System) -> Redis:
-        if optional:
-            try:
-                found: Redis = system.get(name)
-            except UnknownComponentError:
-                raise
-            except (ComponentUnavailableError, NotInitializedError):
-                return None  # type: ignore[return-value]
-            return found
-        client: Redis = _resource(system, name)
-        return client
-
-    dependency.__name__ = f"redis_client_{name}"
-    return dependency
+    return resource_for(name, optional=optional)
 
 
 def database_session_for(name: str, **options: Any) -> Callable[..., Awaitable[AsyncSession]]:

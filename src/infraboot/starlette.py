@@ -30,6 +30,7 @@ from ._asgi import (
     answer_drain,
     has_metrics,
     lifespan,
+    pending,
     probe,
     render,
     resolve_system,
@@ -159,7 +160,7 @@ _EVERY_METHOD = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
 def _probe_endpoint(kind: str, system: SystemInitializer | None, details: bool) -> Any:
     async def endpoint(request: Request) -> Response:
         target = system if system is not None else system_of(request)
-        report = await probe(kind, target)
+        report = await probe(kind, target, starting=pending(request.scope.get("state"), request.scope.get("app")))
         return Response(
             render(report, details=details),
             status_code=report.http_status,
