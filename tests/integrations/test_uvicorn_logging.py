@@ -52,3 +52,31 @@ def test_the_documented_basicconfig_line_shows_component_ready_under_uvicorn(tmp
     with_line = startup_output(tmp_path, f"import logging\n{line.group(0)}\n{APP}")
     found = ("component_ready component=redis" in without, "component_ready component=redis" in with_line)
     assert (False, True) == found, with_line
+
+
+CANARY = "canary-pw-7f3a9"
+
+
+@pytest.mark.parametrize("background", [False, True])
+def test_a_required_failure_under_uvicorn_is_one_line_naming_the_component_and_the_fix(
+    tmp_path: Path, background: bool
+) -> None:
+    """No traceback after infraboot's line: a handful of lines in all, the component and the fix named, no password."""
+    code = APP.replace('["redis"]', f'["redis"], background={background}')
+    (tmp_path / "app.py").write_text(code)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("REDIS_", "DATABASE_", "INFRABOOT_"))}
+    env |= {"REDIS_URL": f"redis://app:{CANARY}@127.0.0.1:1/0", "REDIS_MAX_RETRIES": "0", "PYTHONUNBUFFERED": "1"}
+    command = [sys.executable, "-m", "uvicorn", "app:app", "--port", "0"]
+    done = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60, check=False)
+    lines = done.stderr.splitlines()
+    failures = [line for line in lines if line.startswith("startup_failed")]
+
+    assert (2 if background else 3) == done.returncode, done.stderr
+    assert "Traceback" not in done.stderr
+    assert CANARY not in done.stderr + done.stdout
+    # Started server process, Waiting for application startup, component_failed, startup_failed, and
+    # uvicorn's own exit line(s): "Application startup failed. Exiting." (foreground).
+    assert len(lines) <= 6, done.stderr
+    assert 1 == len(failures), done.stderr
+    assert "'redis'" in failures[0]
+    assert "REDIS_REQUIRED=false" in failures[0]
