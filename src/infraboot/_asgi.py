@@ -510,11 +510,16 @@ def _unregister(registry_ref: weakref.ref[Any], key: Any, collector: Any) -> Non
 class ProbeMiddleware:
     """Outermost ASGI middleware answering the probe paths itself.
 
-    ::
+    Add it last (Starlette and FastAPI run the last one added outermost); the app object stays
+    the one you serve, so ``uvicorn service:app`` and ``app.dependency_overrides`` keep working::
 
         app = FastAPI(lifespan=infraboot.fastapi.lifespan(["redis", "database"]))
         app.add_middleware(...)                       # your own stack
-        app = ProbeMiddleware(app)                    # outermost: probes skip your stack
+        app.add_middleware(ProbeMiddleware)           # last: outermost, probes skip your stack
+
+    Wrapping an ASGI app of any framework works too (``asgi = ProbeMiddleware(app)``, serve
+    ``asgi``). Probe answers carry ``Cache-Control: no-store``; a middleware added after this one
+    would wrap them (its headers, its auth), so at startup a warning names any that was.
 
     ``GET``/``HEAD`` on ``/livez``, ``/readyz``, ``/startupz``, ``/health``, ``/ready`` (and
     ``/metrics`` when ``prometheus_client`` is installed; ``metrics=True`` answers it with a 501
@@ -555,6 +560,8 @@ class ProbeMiddleware:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
+            if scope["type"] == "lifespan":
+                _warn_if_wrapped(scope.get("app"))
             await self.app(scope, receive, send)
             return
         kind = self.paths.get(scope["path"])
@@ -593,3 +600,18 @@ class ProbeMiddleware:
         ]
         await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": b"" if scope["method"] == "HEAD" else body})
+
+
+def _warn_if_wrapped(app: Any) -> None:
+    """Added with ``app.add_middleware`` but not last: the middleware added after it wraps the probes."""
+    stack = list(getattr(app, "user_middleware", None) or ())
+    classes = [getattr(m, "cls", None) for m in stack]
+    if ProbeMiddleware not in classes or classes[0] is ProbeMiddleware:
+        return
+    outer = ", ".join(getattr(c, "__name__", repr(c)) for c in classes[: classes.index(ProbeMiddleware)])
+    event(
+        logging.WARNING,
+        "probes_wrapped",
+        middleware=outer,
+        hint="add ProbeMiddleware last (app.add_middleware runs the last one added outermost)",
+    )

@@ -4,19 +4,22 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import signal
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Annotated
 
 import pytest
 
 pytest.importorskip("fastapi")
 httpx = pytest.importorskip("httpx")
 
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI, Request, Response
 
 import infraboot
 import infraboot.fastapi as ib
+import infraboot.testing
 from tests.integrations.conftest import Serve, gunicorn_args, pg_connections, redis_clients, uvicorn_args
 from tests.servers import RedisServer, TcpProxy, free_port
 
@@ -219,6 +222,71 @@ async def test_probe_middleware_answers_before_the_applications_middleware() -> 
     await system.shutdown()
     assert (200, 200, 200) == (ready.status_code, live.status_code, work_response.status_code)
     assert ["/work"] == seen
+
+
+def cache_publicly_app(*, probes_last: bool) -> FastAPI:
+    """An app whose own middleware stamps Cache-Control: public on every answer, with ProbeMiddleware added."""
+    app = FastAPI(lifespan=ib.lifespan([]))
+    if probes_last:
+
+        @app.middleware("http")
+        async def cache_publicly(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
+            response = await call_next(request)
+            response.headers["Cache-Control"] = "public, max-age=60"
+            return response
+
+        app.add_middleware(ib.ProbeMiddleware)
+    else:
+        app.add_middleware(ib.ProbeMiddleware)
+
+        @app.middleware("http")
+        async def cache_publicly_outside(
+            request: Request, call_next: Callable[[Request], Awaitable[Response]]
+        ) -> Response:
+            response = await call_next(request)
+            response.headers["Cache-Control"] = "public, max-age=60"
+            return response
+
+    @app.get("/work")
+    async def work(value: Annotated[str, Depends(the_value)]) -> dict[str, str]:
+        return {"value": value}
+
+    return app
+
+
+def the_value() -> str:
+    return "real"
+
+
+async def test_probe_middleware_added_last_keeps_the_app_object_and_probes_uncacheable() -> None:
+    """app.add_middleware(ProbeMiddleware) last: probes say no-store under the app's public stamp; overrides work."""
+    app = cache_publicly_app(probes_last=True)
+    app.dependency_overrides[the_value] = lambda: "overridden"
+    transport = httpx.ASGITransport(app=app)
+    async with infraboot.testing.lifespan(app), httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+        answers = {p: await client.get(p) for p in ("/readyz", "/livez", "/startupz", "/work")}
+    caching = {p: (a.status_code, a.headers["cache-control"]) for p, a in answers.items()}
+    assert {
+        "/readyz": (200, "no-store"),
+        "/livez": (200, "no-store"),
+        "/startupz": (200, "no-store"),
+        "/work": (200, "public, max-age=60"),
+    } == caching
+    assert {"value": "overridden"} == answers["/work"].json()
+
+
+async def test_a_middleware_added_after_probe_middleware_is_named_in_a_warning(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Added before the app's own middleware, the probes are wrapped by it: a startup warning says so and the fix."""
+    app = cache_publicly_app(probes_last=False)
+    with caplog.at_level(logging.WARNING, logger="infraboot"):
+        async with infraboot.testing.lifespan(app):
+            pass
+    warnings = [r.getMessage() for r in caplog.records if "probes_wrapped" in r.getMessage()]
+    assert 1 == len(warnings)
+    assert "BaseHTTPMiddleware" in warnings[0]
+    assert "add ProbeMiddleware last" in warnings[0]
 
 
 async def test_probe_middleware_says_fail_with_503_when_shutting_down() -> None:

@@ -50,11 +50,15 @@ async def test_uvicorn_listens_and_answers_liveness_while_a_component_is_still_s
         gate.touch()
         await until(200, client, "/startupz")
         once_started = await statuses(client, "/livez", "/startupz", "/readyz", "/work")
+        caching = [(await client.get(p)).headers.get("cache-control") for p in ("/readyz", "/livez", "/work")]
     app.terminate()
 
     assert [200, 503, 503, 503] == while_starting
     assert "5" == retry_after
     assert [200, 200, 200, 200] == once_started
+    # app.add_middleware(ProbeMiddleware) last: the app's own Cache-Control stamp never reaches a probe.
+    assert ["no-store", "no-store", "public, max-age=60"] == caching
+    assert "probes_wrapped" not in app.output
     assert app.wait(timeout=20) in GRACEFUL
 
 

@@ -11,10 +11,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
-from fastapi import FastAPI
+from fastapi import FastAPI, Request, Response
 
 import infraboot
 import infraboot.fastapi as ib
@@ -49,4 +49,13 @@ async def work(ms: int = 20) -> dict[str, str]:
     return {"resource": resource}
 
 
-app = ib.ProbeMiddleware(api)
+@api.middleware("http")
+async def cache_publicly(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
+    """The app's own middleware: every answer of the app may be cached for a minute."""
+    response = await call_next(request)
+    response.headers["Cache-Control"] = "public, max-age=60"
+    return response
+
+
+api.add_middleware(ib.ProbeMiddleware)  # last: outermost, so probes skip cache_publicly
+app = api  # the app object is what uvicorn serves: app.dependency_overrides keeps working
