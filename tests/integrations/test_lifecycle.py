@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import AsyncIterator
 
 import httpx
 import pytest
 from fastapi import FastAPI
+from sqlalchemy import text
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse
@@ -188,6 +190,110 @@ async def test_the_test_kit_lifespan_waits_for_a_background_startup_by_default()
         phase = system.phase
         work = await client.get("/work")
     assert ("running", 200) == (phase, work.status_code)
+
+
+# -- the app's own lifespan (inner) with background=True -----------------------------------------------
+
+
+async def until_started(app: FastAPI, client: httpx.AsyncClient, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while (await client.get("/startupz")).status_code != 200:
+        assert time.monotonic() < deadline, "the background startup never finished"
+        await asyncio.sleep(0.005)
+
+
+@pytest.mark.real
+async def test_background_inner_runs_once_the_components_are_up_and_its_state_reaches_requests(
+    database_url: str,
+) -> None:
+    """inner uses the real database in background mode; probes fail until it has yielded; it ends before shutdown."""
+    gate = Gate()
+    system = SystemInitializer(
+        [gate.component, infraboot.DatabaseComponent("database", settings={"url": database_url})],
+        check_interval=None,
+    )
+    seen: list[str] = []
+    entered = asyncio.Event()
+    go_on = asyncio.Event()
+
+    @contextlib.asynccontextmanager
+    async def create_tables(app: FastAPI) -> AsyncIterator[dict[str, int]]:
+        async with system.get("database").connect() as conn:  # failed the startup before: not up yet
+            answer = (await conn.execute(text("SELECT 41 + 1"))).scalar_one()
+        seen.append(f"entered with gated {system.state('gated').value}")
+        entered.set()
+        await go_on.wait()
+        yield {"answer": answer}
+        seen.append(f"exited with database {system.state('database').value}")
+
+    app = FastAPI(lifespan=ib.lifespan(system=system, background=True, inner=create_tables))
+    app.include_router(ib.health_router(system))
+
+    @app.get("/answer")
+    async def answer(request: Request) -> dict[str, int]:
+        return {"answer": request.app.state.answer}
+
+    async with infraboot.testing.lifespan(app, started=False), client_for(app) as client:
+        while_starting = [(await client.get(p)).status_code for p in ("/livez", "/startupz", "/readyz")]
+        gate.opened.set()
+        await entered.wait()
+        while_inner_runs = [(await client.get(p)).status_code for p in ("/startupz", "/readyz")]
+        output = (await client.get("/readyz")).json().get("output")
+        go_on.set()
+        await until_started(app, client)
+        served = (await client.get("/answer")).json()
+    assert [200, 503, 503] == while_starting
+    assert ([503, 503], "starting") == (while_inner_runs, output)
+    assert {"answer": 42} == served
+    assert ["entered with gated ready", "exited with database ready"] == seen
+    assert ComponentState.STOPPED == system.state("database")
+
+
+async def test_a_failing_background_inner_is_a_failed_startup_and_on_failure_hears_of_it() -> None:
+    """An error in inner is a StartupError naming it (the cause kept); the components are shut down after on_failure."""
+    gate = Gate()
+    gate.opened.set()
+    system = SystemInitializer([gate.component], check_interval=None)
+    heard: list[BaseException] = []
+
+    @contextlib.asynccontextmanager
+    async def broken(app: FastAPI) -> AsyncIterator[None]:
+        raise RuntimeError("no migrations table")
+        yield
+
+    async def on_failure(exc: BaseException) -> None:
+        heard.append(exc)
+
+    app = FastAPI(lifespan=ib.lifespan(system=system, background=True, inner=broken, on_failure=on_failure))
+    async with infraboot.testing.lifespan(app):
+        pass
+    assert 1 == len(heard)
+    assert isinstance(heard[0], StartupError)
+    assert "the app's own lifespan (broken) failed once the components were up" in str(heard[0])
+    assert isinstance(heard[0].__cause__, RuntimeError)
+
+
+async def test_on_failure_retry_enters_a_failing_background_inner_again_with_the_components_kept_up() -> None:
+    """on_failure="retry": inner fails twice, is entered a third time; the component started once."""
+    gate = Gate()
+    gate.opened.set()
+    system = SystemInitializer([gate.component], check_interval=None)
+    tries = 0
+
+    @contextlib.asynccontextmanager
+    async def flaky(app: FastAPI) -> AsyncIterator[None]:
+        nonlocal tries
+        tries += 1
+        if tries < 3:
+            raise ConnectionResetError("not yet")
+        yield
+
+    app = FastAPI(lifespan=ib.lifespan(system=system, background=True, inner=flaky, on_failure="retry"))
+    app.include_router(ib.health_router(system))
+    with infraboot.set_testing():
+        async with infraboot.testing.lifespan(app), client_for(app) as client:
+            ready = (await client.get("/readyz")).status_code
+    assert (3, 1, 200) == (tries, gate.starts, ready)
 
 
 # -- drain --------------------------------------------------------------------------------------------

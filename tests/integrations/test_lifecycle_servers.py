@@ -51,11 +51,13 @@ async def test_uvicorn_listens_and_answers_liveness_while_a_component_is_still_s
         await until(200, client, "/startupz")
         once_started = await statuses(client, "/livez", "/startupz", "/readyz", "/work")
         caching = [(await client.get(p)).headers.get("cache-control") for p in ("/readyz", "/livez", "/work")]
+        work = (await client.get("/work")).json()
     app.terminate()
 
     assert [200, 503, 503, 503] == while_starting
     assert "5" == retry_after
     assert [200, 200, 200, 200] == once_started
+    assert {"resource": "backend", "warmed": "backend warmed"} == work  # inner ran once the backend was up
     # app.add_middleware(ProbeMiddleware) last: the app's own Cache-Control stamp never reaches a probe.
     assert ["no-store", "no-store", "public, max-age=60"] == caching
     assert "probes_wrapped" not in app.output

@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -35,18 +36,24 @@ async def backend(ctx: infraboot.Context) -> AsyncIterator[str]:
     yield "backend"
 
 
+@contextlib.asynccontextmanager
+async def warm(app: FastAPI) -> AsyncIterator[dict[str, str]]:
+    """The app's own lifespan: with background=True it runs once the backend is up."""
+    yield {"warmed": f"{infraboot.get('backend')} warmed"}
+
+
 infraboot.register(backend)
 api = FastAPI(
-    lifespan=ib.lifespan(["backend"], background=True, on_failure=os.environ.get("ON_FAILURE", "exit")),  # type: ignore[arg-type]
+    lifespan=ib.lifespan(["backend"], background=True, inner=warm, on_failure=os.environ.get("ON_FAILURE", "exit")),  # type: ignore[arg-type]
     exception_handlers=ib.exception_handlers,
 )
 
 
 @api.get("/work")
-async def work(ms: int = 20) -> dict[str, str]:
+async def work(request: Request, ms: int = 20) -> dict[str, str]:
     resource = infraboot.get("backend")
     await asyncio.sleep(ms / 1000)  # the request's own work
-    return {"resource": resource}
+    return {"resource": resource, "warmed": request.app.state.warmed}
 
 
 @api.middleware("http")
