@@ -7,14 +7,18 @@ teardown after).
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import inspect
+import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Mapping
 from typing import Any, Generic, TypedDict, TypeVar, Unpack
 
 from ._checks import count_problem, seconds_problem
+from ._deadlines import TaskSet, run_within
 from ._errors import classify_error
 from ._graph import is_name
+from ._log import event
 from ._retry import RetryPolicy
 from ._traffic import Traffic
 from .exceptions import ConfigError
@@ -31,6 +35,7 @@ __all__ = [
 ]
 
 T = TypeVar("T")
+R = TypeVar("R")
 Closer = Callable[[str | None], Awaitable[None]]
 """Releases a started resource; takes the reason of an early stop (``None`` for an ordinary one)."""
 
@@ -99,8 +104,47 @@ class Context:
             )
             raise ConfigError(msg) from None
 
+    async def open(self, make: Awaitable[R], *, close: Callable[[R], Awaitable[object]], grace: float = 10.0) -> R:
+        """Await a client's constructor so that a cancelled attempt leaves nothing open.
+
+        For a constructor that hands back nothing until it is done (arq's ``create_pool``,
+        ``aio_pika.connect_robust``, ``SomeClient.connect()``): when this attempt is cancelled
+        (its ``timeout``, a shutdown, SIGTERM) the cancellation goes on at once, while the
+        constructor is left to finish for up to *grace* seconds and whatever it returns then
+        is closed with *close* (a constructor that fails or outlives *grace* is cancelled: it
+        releases its own pieces, or nothing can). Without this, a cancel inside the constructor
+        loses the half-made client, its connections open until the garbage collector::
+
+            pool = await ctx.open(create_pool(redis_settings), close=lambda pool: pool.aclose())
+        """
+        made = asyncio.ensure_future(make)
+        try:
+            return await asyncio.shield(made)
+        except asyncio.CancelledError:
+            # Not the component's strays: a failed startup cancels those at once, and this must outlive the attempt.
+            _CLOSING.spawn(
+                _close_when_made(self.component, made, close, grace), name=f"infraboot-open-{self.component}"
+            )
+            raise
+
     def __repr__(self) -> str:
         return f"<Context component={self.component!r} attempt={self.attempt} requires={sorted(self._resources)}>"
+
+
+_CLOSING = TaskSet()  # closers of cancelled constructors; each bounded by its own grace
+
+
+async def _close_when_made(
+    component: str, made: asyncio.Future[R], close: Callable[[R], Awaitable[object]], grace: float
+) -> None:
+    """What a cancelled attempt's constructor still returns is closed: nobody will use it."""
+    try:
+        resource = await run_within(made, grace, name=f"infraboot-open-{component}-late", abandoned=TaskSet())
+        await run_within(close(resource), grace, name=f"infraboot-open-{component}-close", abandoned=TaskSet())
+    except Exception as exc:
+        event(logging.INFO, "cancelled_open_not_closed", component, error=f"{type(exc).__name__}: {exc}")
+        return
+    event(logging.INFO, "cancelled_open_closed", component)
 
 
 class Component(Generic[T]):
