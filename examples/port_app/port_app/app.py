@@ -1,4 +1,4 @@
-"""The FastAPI app: ``create_app(settings)`` wires the infrastructure, the routes use it.
+"""The FastAPI app: ``create_app(settings)`` gives infraboot the app's settings, the routes use the resources.
 
 uvicorn --factory port_app.app:create_app
 """
@@ -22,57 +22,37 @@ from .models import Base, Note
 from .settings import Settings
 
 Cache = Annotated[Redis, Depends(ib.redis_client_for("cache"))]
+Pool = Annotated[asyncpg.Pool, Depends(ib.resource_for("pg_pool"))]  # unavailable: a 503 by exception_handlers
 
 
-def pg_pool(system: ib.System) -> asyncpg.Pool:
-    """The raw asyncpg pool; while it is unavailable, ``exception_handlers`` answer 503."""
-    pool: asyncpg.Pool = system.get("pg_pool")
-    return pool
+def configure_infrastructure(settings: Settings) -> None:
+    """Give infraboot's default system the app's settings: what is not given here still comes from the environment.
 
-
-Pool = Annotated[asyncpg.Pool, Depends(pg_pool)]
-
-
-def build_system(settings: Settings) -> infraboot.SystemInitializer:
-    """The app's infrastructure, from its own settings.
-
-    What is not given here (``REDIS_MAX_CONNECTIONS``, ``DATABASE_POOL_SIZE``, ...) still comes from the environment.
+    ``replace=True``: a test may build its app again (the test kit hands every test a fresh default system).
     """
-    return infraboot.SystemInitializer(
-        [
-            infraboot.RedisComponent(
-                "redis", settings={"url": settings.redis_url, "client_options": {"decode_responses": True}}
-            ),
-            infraboot.RedisComponent(
-                "cache",
-                settings={"url": settings.cache_url, "required": False, "client_options": {"decode_responses": True}},
-            ),
-            infraboot.DatabaseComponent(
-                "database",
-                settings={
-                    "url": settings.sqlalchemy_url,
-                    "session_options": {"expire_on_commit": False, "autoflush": False},
-                },
-            ),
-            AsyncpgPool(settings),
-        ]
+    infraboot.configure(
+        redis={"url": settings.redis_url, "client_options": {"decode_responses": True}},
+        database={"url": settings.sqlalchemy_url, "session_options": {"expire_on_commit": False, "autoflush": False}},
     )
+    cache = {"url": settings.cache_url, "required": False, "client_options": {"decode_responses": True}}
+    infraboot.register(infraboot.RedisComponent("cache", settings=cache), replace=True)
+    infraboot.register(AsyncpgPool(settings), replace=True)
+
+
+@contextlib.asynccontextmanager
+async def create_tables(app: FastAPI) -> AsyncIterator[None]:
+    """The app's own startup work: runs inside infraboot's lifespan, every component up."""
+    async with infraboot.get_engine().begin() as conn:
+        await conn.run_sync(Base.metadata.create_all)
+    yield
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     """The app on *settings* (default: ``Settings()``, from the environment)."""
     settings = Settings() if settings is None else settings
-    system = build_system(settings)
-
-    @contextlib.asynccontextmanager
-    async def create_tables(app: FastAPI) -> AsyncIterator[None]:
-        async with system.get("database").begin() as conn:
-            await conn.run_sync(Base.metadata.create_all)
-        yield
-
-    app = FastAPI(lifespan=ib.lifespan(system=system, inner=create_tables), exception_handlers=ib.exception_handlers)
-    app.state.system = system
-    app.include_router(ib.health_router(system))
+    configure_infrastructure(settings)
+    app = FastAPI(lifespan=ib.lifespan(inner=create_tables), exception_handlers=ib.exception_handlers)
+    app.include_router(ib.health_router())
 
     @app.post("/visits/{visitor}")
     async def visit(visitor: str, redis: ib.RedisClient) -> dict[str, Any]:

@@ -42,8 +42,8 @@ def app(settings: Settings) -> FastAPI:
 
 @pytest.fixture
 def system(app: FastAPI) -> infraboot.SystemInitializer:
-    found: infraboot.SystemInitializer = app.state.system
-    return found
+    """The default system the app was configured on (a fresh one for every test)."""
+    return infraboot.default_system()
 
 
 @pytest.fixture

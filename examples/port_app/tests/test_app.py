@@ -91,7 +91,7 @@ async def test_a_cache_outage_is_a_503_and_readiness_warns(
     system: infraboot.SystemInitializer, client: httpx.AsyncClient
 ) -> None:
     """While the optional cache is down its endpoints answer 503 and readiness says warn; then all recovers."""
-    async with infraboot.testing.outage("cache", system=system):
+    async with infraboot.testing.outage("cache"):
         assert 503 == (await client.get("/notes/count")).status_code
         assert "warn" == (await client.get("/readyz")).json()["status"]
     assert 200 == (await client.get("/notes/count")).status_code
