@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import math
 from collections.abc import AsyncIterator
 
@@ -124,3 +125,72 @@ def test_subclass_with_bad_class_attributes_is_refused() -> None:
 
     with pytest.raises(ConfigError, match="timeout=-3"):
         Bad()
+
+
+# -- ctx.open: a client's constructor under cancellation ------------------------------------------------
+
+
+class Client:
+    def __init__(self) -> None:
+        self.closed = False
+
+    async def aclose(self) -> None:
+        self.closed = True
+
+
+async def test_ctx_open_returns_what_the_constructor_returns_and_closes_nothing() -> None:
+    """Not cancelled: ctx.open is the constructor's result, left open for the component to use."""
+    made = Client()
+
+    async def connect() -> Client:
+        return made
+
+    ctx = infraboot.Context("client", {})
+    assert made is await ctx.open(connect(), close=Client.aclose)
+    assert False is made.closed
+
+
+async def test_ctx_open_closes_what_a_cancelled_constructor_still_returns() -> None:
+    """The attempt is cancelled mid-constructor: the cancel goes on at once, the late client is closed."""
+    go_on = asyncio.Event()
+    made: list[Client] = []
+
+    async def connect() -> Client:
+        await go_on.wait()
+        made.append(Client())
+        return made[-1]
+
+    ctx = infraboot.Context("client", {})
+    attempt = asyncio.ensure_future(ctx.open(connect(), close=Client.aclose))
+    await asyncio.sleep(0)
+    attempt.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await attempt
+    go_on.set()
+    for _ in range(100):
+        if made and made[0].closed:
+            break
+        await asyncio.sleep(0.01)
+    assert [True] == [c.closed for c in made]
+
+
+async def test_ctx_open_gives_up_on_a_constructor_that_outlives_its_grace() -> None:
+    """A constructor that never finishes is cancelled after grace: nothing waits for it forever."""
+    cancelled = asyncio.Event()
+
+    async def connect() -> Client:
+        try:
+            await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            cancelled.set()
+            raise
+        return Client()
+
+    ctx = infraboot.Context("client", {})
+    attempt = asyncio.ensure_future(ctx.open(connect(), close=Client.aclose, grace=0.05))
+    await asyncio.sleep(0)
+    attempt.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await attempt
+    await asyncio.wait_for(cancelled.wait(), timeout=5)
+    assert cancelled.is_set()
