@@ -275,3 +275,36 @@ async def test_a_blackholed_check_times_out_at_its_deadline_while_readiness_answ
     assert ("pass", True) == (first.status, answered < 0.5)
     assert 0.5 <= timed_out < 3.0
     assert "timeout" == report.components["redis"].error_code
+
+
+@pytest.mark.parametrize("loop", ["asyncio", "uvloop"])
+def test_a_connection_the_server_closed_is_replaced_before_a_command_is_written_into_it(
+    redis_proxy: TcpProxy, redis_url: str, loop: str
+) -> None:
+    """The next command after the server cut an idle pooled connection succeeds, on either event loop.
+
+    Before redis-py 8.2, writing into such a connection under uvloop raised a ``RuntimeError``
+    (no retry, not counted by passive health, a 500 in a request); infraboot's pool checks first.
+    """
+
+    async def scenario() -> bytes | None:
+        system = SystemInitializer([RedisComponent(RedisSettings(url=redis_proxy.url_for(redis_url)))])
+        await system.initialize_all()
+        try:
+            client = system.get("redis")
+            await client.set("ib-closed-idle", "v")
+            pooled = list(client.connection_pool._available_connections)
+            redis_proxy.drop_connections()  # the server side of every idle connection goes away
+            for _ in range(1000):  # until the client's loop has read the EOF of each of them
+                if all(c._writer is None or c._writer.transport.is_closing() for c in pooled):
+                    break
+                await asyncio.sleep(0.005)
+            return await client.get("ib-closed-idle")  # type: ignore[no-any-return]
+        finally:
+            await system.shutdown()
+
+    if loop == "uvloop":
+        uvloop = pytest.importorskip("uvloop")
+        assert b"v" == uvloop.run(scenario())
+    else:
+        assert b"v" == asyncio.run(scenario())

@@ -117,6 +117,7 @@ class RedisComponent(ConfiguredComponent["Redis", "RedisSettings"]):
         redis_client: Redis = Redis.from_url(
             url.get_secret_value(), **{**defaults, **settings.client_options, **kwargs}
         )
+        guard_closed_writes(redis_client.connection_pool)
         return redis_client
 
     async def start(self, ctx: Context) -> Redis:
@@ -302,6 +303,44 @@ def _observed_retry_class() -> Callable[..., Retry]:
             return result
 
     return ObservedRetry
+
+
+def guard_closed_writes(pool: Any) -> None:
+    """Make *pool*'s connections refuse to write into a socket the server already closed (redis-py < 8.2).
+
+    Before 8.2, a command written into a pooled connection the server had closed (a restart,
+    an idle timeout, a proxy cutting the line) failed with whatever the transport raised:
+    uvloop's ``RuntimeError: unable to perform operation on <TCPTransport closed=True ...>``,
+    or a ``TypeError``/``AttributeError`` on some CPython versions. That is no
+    ``ConnectionError``: the command was not retried on a fresh connection, passive health
+    did not count it, and a request met it as a 500 instead of a 503. redis-py 8.2 checks the
+    transport before writing; this gives older versions the same check (a subclass of the
+    pool's own connection class, so TLS, unix sockets and Sentinel keep theirs).
+    """
+    cls = getattr(pool, "connection_class", None)
+    if cls is not None:
+        pool.connection_class = _guarded_connection_class(cls)
+
+
+@functools.cache
+def _guarded_connection_class(cls: type) -> type:
+    import redis
+    from redis.exceptions import ConnectionError as RedisConnectionError
+
+    major, minor = (int(part) for part in redis.__version__.split(".")[:2])
+    if (major, minor) >= (8, 2) or not hasattr(cls, "_send_packed_command"):
+        return cls
+
+    written = cls._send_packed_command
+
+    async def _send_packed_command(self: Any, command: Any) -> None:
+        writer = self._writer
+        if writer is None or writer.transport.is_closing():
+            msg = "Connection closed by the server before write"
+            raise RedisConnectionError(msg)
+        await written(self, command)
+
+    return type(cls.__name__, (cls,), {"_send_packed_command": _send_packed_command, "__module__": __name__})
 
 
 def _attributes(obj: Any) -> list[tuple[str, Any]]:

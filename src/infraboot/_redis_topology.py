@@ -148,11 +148,16 @@ def _connection_kwargs(settings: RedisSettings, url: SecretURL) -> dict[str, Any
 def _sentinel_client(
     settings: RedisSettings, url: SecretURL, nodes: list[tuple[str, int]], kwargs: dict[str, Any]
 ) -> Redis:
+    from redis.asyncio.retry import Retry
     from redis.asyncio.sentinel import Sentinel
+    from redis.backoff import NoBackoff
 
     sentinel_kwargs: dict[str, Any] = {
         "socket_connect_timeout": settings.connect_timeout,
         "socket_timeout": settings.socket_timeout,
+        # One try per sentinel: master discovery moves on to the next one by itself. redis-py 8.2 does
+        # this too; before it, each sentinel's retries multiplied its timeout past the check's deadline.
+        "retry": Retry(NoBackoff(), 0),
     }
     if settings.sentinel_username:
         sentinel_kwargs["username"] = settings.sentinel_username
@@ -160,6 +165,9 @@ def _sentinel_client(
         sentinel_kwargs["password"] = settings.sentinel_password.get_secret_value()
     manager = Sentinel(nodes, sentinel_kwargs=sentinel_kwargs, **kwargs)  # type: ignore[no-untyped-call,unused-ignore]
     client: Redis = manager.master_for(redis_service_name(url), redis_class=_sentinel_redis_class(), db=redis_db(url))
+    from ._redis import guard_closed_writes
+
+    guard_closed_writes(client.connection_pool)
     return client
 
 
