@@ -83,8 +83,8 @@ async def real_startup(repeat: int = 9) -> tuple[float, float] | None:
         from sqlalchemy.ext.asyncio import create_async_engine
     except ImportError:
         return None
-    from infraboot._database import DatabaseComponent
-    from infraboot._redis import RedisComponent
+    from infraboot._components._database import DatabaseComponent
+    from infraboot._components._redis import RedisComponent
 
     async def by_hand() -> float:
         t0 = time.perf_counter()

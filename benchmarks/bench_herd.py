@@ -1,8 +1,8 @@
 """Herd simulation: 1,000 clients recovering from the same outage, through infraboot's real retry loop.
 
-No servers. Every client runs :func:`infraboot._retry.retry` -- the loop startup and
+No servers. Every client runs :func:`infraboot._engine._retry.retry` -- the loop startup and
 background recovery use, with its full-jitter backoff (the first wait drawn from
-``[0, backoff_initial]``, then tenacity's ``wait_random_exponential``) -- in an event loop
+``[0, backoff_initial]``, then doubling, capped: ``_engine._backoff.backoff``) -- in an event loop
 whose clock is virtual: a sleep advances the clock instead of waiting, so 1,000 clients
 and a 10 s outage take a fraction of a second and each attempt's time is exact.
 
@@ -28,8 +28,8 @@ from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
-from infraboot._component import Component
-from infraboot._retry import RetryPolicy, retry
+from infraboot._engine._component import Component
+from infraboot._engine._retry import RetryPolicy, retry
 
 __all__ = ["HerdResult", "VirtualClockLoop", "simulate"]
 

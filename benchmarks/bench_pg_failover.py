@@ -32,7 +32,7 @@ from sqlalchemy.ext.asyncio import create_async_engine
 from tests.pg_cluster import PgCluster, pg_binaries
 
 import infraboot
-from infraboot._default import reset_default_system
+from infraboot._front._default import reset_default_system
 
 __all__ = ["measure"]
 

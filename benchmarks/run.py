@@ -230,7 +230,7 @@ async def accessors() -> list[Row]:
 async def time_to_degrade() -> list[Row]:
     from tests.servers import TcpProxy
 
-    from infraboot._redis import RedisComponent
+    from infraboot._components._redis import RedisComponent
 
     proxy = TcpProxy(6379)
     proxy.set_mode("blackhole")
@@ -437,8 +437,8 @@ async def memory_and_connections() -> list[Row]:
     import asyncpg
     import redis.asyncio as aioredis
 
-    from infraboot._database import DatabaseComponent
-    from infraboot._redis import RedisComponent
+    from infraboot._components._database import DatabaseComponent
+    from infraboot._components._redis import RedisComponent
 
     warmup = 3
     name = f"infraboot-bench-{os.getpid()}"

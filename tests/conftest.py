@@ -89,6 +89,25 @@ def no_backoff() -> Iterator[None]:
         yield
 
 
+@pytest.fixture
+def pauses(monkeypatch: pytest.MonkeyPatch) -> list[float]:
+    """Every wait the one backoff function hands out during the test, whichever loop asked."""
+    from infraboot._cache import _core
+    from infraboot._components import _once, _redis_topology
+    from infraboot._engine import _backoff, _retry
+
+    seen: list[float] = []
+    real = _backoff.backoff
+
+    def recording(failures: int, *, initial: float, maximum: float, forever: bool = False) -> float:
+        seen.append(real(failures, initial=initial, maximum=maximum, forever=forever))
+        return seen[-1]
+
+    for module in (_backoff, _retry, _core, _once, _redis_topology):
+        monkeypatch.setattr(module, "backoff", recording)
+    return seen
+
+
 # -- real servers -----------------------------------------------------------------------------
 
 DEFAULT_REDIS = "redis://127.0.0.1:6379/9"

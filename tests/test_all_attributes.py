@@ -16,6 +16,10 @@ PUBLIC_MODULES = [
     "infraboot.asyncio",
     "infraboot.metrics",
     "infraboot.cache",
+    "infraboot.taskiq",
+    "infraboot.faststream",
+    "infraboot.celery",
+    "infraboot.otel",
 ]
 
 

@@ -663,7 +663,7 @@ async def test_recovery_does_not_pile_up_attempts_behind_an_abandoned_one() -> N
 
 async def test_a_deadline_that_passes_during_the_wait_reports_the_last_real_error() -> None:
     """The wait before a retry may end a hair past the deadline: the error is still the one that happened."""
-    from infraboot._retry import OutOfTime, RetryPolicy, retry
+    from infraboot._engine._retry import OutOfTime, RetryPolicy, retry
 
     async def attempt(n: int) -> None:
         if n == 1:
@@ -704,7 +704,7 @@ async def test_no_postgresql_socket_is_left_open_after_shutdown_of_a_cancelled_s
 ) -> None:
     """ensure_initialized() cancelled in connect, check or warmup: once shutdown() returns, no socket is open."""
     from infraboot import DatabaseSettings
-    from infraboot._database import DatabaseComponent
+    from infraboot._components._database import DatabaseComponent
 
     url, _, port = real_database
     pick = random.Random(20)

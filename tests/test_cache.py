@@ -202,6 +202,26 @@ async def test_a_redis_lock_keeps_a_second_process_from_computing(real: SystemIn
     assert 1 == one.cache.stats()["lock_waits"] + two.cache.stats()["lock_waits"]
 
 
+async def test_waiting_for_the_lock_holder_polls_without_backoff_under_set_testing(
+    real: SystemInitializer, pauses: list[float]
+) -> None:
+    """Under set_testing a lock waiter polls Redis at the short testing pause, then computes itself at lock=."""
+    from infraboot._engine._backoff import TESTING_FOREVER_WAIT
+
+    calls, fn = counting(result=7)
+    one = cached(ttl=60, key="held", lock=0.3, system=real, namespace="t-lock2", l1_size=10)(fn)
+    client = real.get("redis")
+    # A holder that never stores its value: the waiter polls until lock= runs out.
+    await client.set(one.cache.full_key("held") + ":__lock__", "another process", px=60_000)
+    with infraboot.set_testing():
+        t0 = time.monotonic()
+        assert 7 == await one()
+    assert 1 == len(calls)
+    assert time.monotonic() - t0 < 3.0
+    assert len(pauses) >= 3
+    assert {TESTING_FOREVER_WAIT} == set(pauses)
+
+
 # -- stale-while-revalidate --------------------------------------------------------------------------
 
 

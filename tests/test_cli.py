@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -11,7 +12,7 @@ from pathlib import Path
 import pytest
 
 import infraboot
-from infraboot.asyncio import _failure_lines
+from infraboot._front._failures import failure_lines
 
 from .servers import free_port
 
@@ -108,6 +109,51 @@ def test_wait_gives_up_at_the_timeout_with_the_reason() -> None:
     assert "gave up after 1.5s: redis: refused" in out.stderr
 
 
+def silent_port() -> tuple[socket.socket, int]:
+    """A port that accepts the connection (the backlog does) and never answers: a hung server."""
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(16)
+    return sock, sock.getsockname()[1]
+
+
+def test_a_start_cut_short_by_another_failure_is_not_a_failure_of_its_own() -> None:
+    """Redis hangs, the database refuses: redis is 'cancelled' in the table, and no failure line is its (#24)."""
+    sock, port = silent_port()
+    with sock:
+        out = run(
+            "check",
+            REDIS_URL=f"redis://127.0.0.1:{port}/0",
+            REDIS_CONNECT_TIMEOUT="20",
+            DATABASE_URL=f"postgresql+asyncpg://app@127.0.0.1:{free_port()}/app",
+            DATABASE_MAX_RETRIES="0",
+        )
+    assert 2 == out.returncode
+    table = dict(line.split(None, 1) for line in out.stdout.split("\n\n")[0].splitlines()[1:])
+    assert table["redis"].startswith("cancelled")
+    assert "not finished: stopped because 'database' failed" in table["redis"]
+    assert "failed after" in out.stderr  # the database's own line
+    assert "'redis'" not in out.stderr
+    assert "cancelled" not in out.stderr
+
+
+def test_wait_names_the_last_real_error_of_a_start_cut_short() -> None:
+    """At the timeout redis, retrying after 'refused', is cut short: wait says 'refused', not 'cancelled' (#24)."""
+    sock, port = silent_port()
+    with sock:
+        out = run(
+            "wait",
+            "--timeout",
+            "3",
+            REDIS_URL=f"redis://127.0.0.1:{free_port()}/0",
+            REDIS_MAX_RETRIES="1000",
+            DATABASE_URL=f"postgresql+asyncpg://app@127.0.0.1:{port}/app",
+            DATABASE_CONNECT_TIMEOUT="30",
+        )
+    assert 2 == out.returncode
+    assert "gave up after 3s: redis: refused; database: no answer (still starting)" in out.stderr, out.stderr
+
+
 def test_graph_formats() -> None:
     """graph prints the built-in components as text, mermaid and dot."""
     text, mermaid, dot = (run("graph", "--format", f) for f in ("text", "mermaid", "dot"))
@@ -182,7 +228,7 @@ def test_every_bad_infraboot_variable_is_reported_at_once() -> None:
     expected = [
         BAD_TIMEOUT,
         "infraboot: INFRABOOT_CHECK_TTL='soon': must be a number of seconds > 0, e.g. INFRABOOT_CHECK_TTL=1",
-        "infraboot: INFRABOOT_FAILURE_THRESHOLD='0': must be a whole number >= 1, e.g. INFRABOOT_FAILURE_THRESHOLD=3",
+        "infraboot: INFRABOOT_FAILURE_THRESHOLD='0': must be a whole number >= 1, e.g. INFRABOOT_FAILURE_THRESHOLD=1",
     ]
     assert (2, expected) == (out.returncode, out.stderr.splitlines())
 
@@ -241,14 +287,14 @@ def test_a_missing_extra_names_the_install_command() -> None:
 )
 def test_each_optional_dependency_maps_to_its_extra(module: str, extra: str) -> None:
     """The missing module's name picks the extra whose install command is printed."""
-    lines = _failure_lines(ModuleNotFoundError(f"No module named {module!r}", name=module))
+    lines = failure_lines(ModuleNotFoundError(f"No module named {module!r}", name=module))
     assert lines is not None
     assert f'pip install "infraboot[{extra}]"' in lines[0]
 
 
 def test_an_unknown_import_error_is_not_disguised_as_a_missing_extra() -> None:
     """An ImportError of a module no extra installs is a bug: it is not turned into an install hint."""
-    assert None is _failure_lines(ModuleNotFoundError("No module named 'myapp'", name="myapp"))
+    assert None is failure_lines(ModuleNotFoundError("No module named 'myapp'", name="myapp"))
 
 
 @pytest.mark.parametrize("command", [["graph"], ["check", "redis"], ["check", "redis", "--json"]])

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from infraboot import RedisSettings, StartupError, SystemInitializer
-from infraboot._redis import RedisComponent
-from infraboot._redis_topology import topology_details
+from infraboot._components._redis import RedisComponent
+from infraboot._components._redis_topology import topology_details
 
 from .redis_topology import RedisClusterNodes, poll
 

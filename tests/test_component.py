@@ -90,13 +90,44 @@ def test_all_problems_are_reported_at_once() -> None:
     assert 2 == len(info.value.problems)
 
 
-def test_check_must_be_async() -> None:
-    """check= must be an async function."""
+def test_check_must_be_callable() -> None:
+    """check= that is not a function is refused when the component is made."""
     with pytest.raises(ConfigError, match=r"check=.*async function"):
 
-        @infraboot.component("x", check=lambda r: None)  # type: ignore[arg-type,return-value]
+        @infraboot.component("x", check="SELECT 1")  # type: ignore[arg-type]
         async def x(ctx: infraboot.Context) -> AsyncIterator[int]:
             yield 1
+
+
+async def test_check_may_be_a_lambda_returning_a_coroutine() -> None:
+    """check=lambda client: client.ping() is a probe: its coroutine is awaited, and its failure is the check's."""
+
+    class Client:
+        def __init__(self, up: bool) -> None:
+            self.up = up
+
+        async def ping(self) -> None:
+            if not self.up:
+                raise ConnectionError("refused")
+
+    @infraboot.component("x", check=lambda client: client.ping())
+    async def x(ctx: infraboot.Context) -> AsyncIterator[Client]:
+        yield Client(up=True)
+
+    await x.check(Client(up=True))
+    with pytest.raises(ConnectionError, match="refused"):
+        await x.check(Client(up=False))
+
+
+async def test_check_returning_no_awaitable_names_the_fix() -> None:
+    """A sync check (check=lambda r: None) fails its first probe with a ConfigError saying to make it async."""
+
+    @infraboot.component("x", check=lambda r: None)  # type: ignore[arg-type,return-value]
+    async def x(ctx: infraboot.Context) -> AsyncIterator[int]:
+        yield 1
+
+    with pytest.raises(ConfigError, match=r"returned NoneType, not an awaitable; write 'async def check"):
+        await x.check(1)
 
 
 def test_subclass_settings_come_from_class_attributes() -> None:

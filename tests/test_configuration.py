@@ -11,6 +11,7 @@ from typing import Annotated
 import httpx
 import pytest
 from fastapi import Depends, FastAPI
+from sqlalchemy import text
 
 import infraboot
 import infraboot.fastapi as ib
@@ -128,7 +129,7 @@ async def test_configure_applies_nothing_when_anything_is_wrong(clean_env: pytes
     await infraboot.ensure_initialized(["redis", "database"])
     redis_url = str(system.component("redis").settings.url)  # type: ignore[attr-defined]
     await infraboot.shutdown()
-    assert ("check_ttl=-1: must be a finite number of seconds > 0, e.g. check_ttl=5.0",) == info.value.problems
+    assert ("check_ttl=-1: must be a finite number of seconds > 0, e.g. check_ttl=1",) == info.value.problems
     assert ("redis: max_retries=-1: must be a whole number >= 0, e.g. max_retries=3",) == bad_redis.value.problems
     assert ("memory://", before) == (redis_url, system.check_ttl)
 
@@ -407,7 +408,7 @@ async def test_the_default_routes_leave_metrics_out_without_the_extra(monkeypatc
 
 async def test_probe_middleware_leaves_metrics_to_the_app_without_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
     """Without prometheus_client the default ProbeMiddleware passes /metrics on; metrics=True answers 501."""
-    import infraboot._asgi as asgi
+    import infraboot._web._asgi as asgi
 
     monkeypatch.setattr(asgi, "has_metrics", lambda: False)
     app = FastAPI()
@@ -477,3 +478,40 @@ def test_a_value_given_in_code_is_named_with_its_component(clean_env: pytest.Mon
             database={"url": "sqlite+aiosqlite:///:memory:", "connect_timeout": -1},
         )
     assert ["redis", "database"] == [line.split(":")[0] for line in caught.value.problems]
+
+
+@pytest.mark.real
+async def test_configure_components_creates_named_instances_by_their_url(redis_url: str, database_url: str) -> None:
+    """configure(components=...) makes a Redis and a database instance not registered yet, told by the URL."""
+    infraboot.configure(
+        components={
+            "queue": {"url": redis_url, "client_options": {"decode_responses": True}},
+            "limiter": {"url": redis_url},
+            "reports": {"url": database_url},
+        }
+    )
+    system = infraboot.default_system()
+    kinds = {name: type(system.component(name)).__name__ for name in ("queue", "limiter", "reports")}
+    await infraboot.ensure_initialized(["queue", "limiter", "reports"])
+    try:
+        assert await infraboot.get_redis("queue").ping()
+        async with infraboot.get_session("reports") as session:
+            one = (await session.execute(text("SELECT 1"))).scalar_one()
+    finally:
+        await infraboot.shutdown()
+    assert {"queue": "RedisComponent", "limiter": "RedisComponent", "reports": "DatabaseComponent"} == kinds
+    assert 1 == one
+
+
+async def test_configure_components_without_a_kind_names_the_fix() -> None:
+    """An unknown name whose settings tell no kind: one ConfigError naming the URL or register() fix; nothing made."""
+    with pytest.raises(ConfigError, match=r"components\['search'\].*infraboot.register"):
+        infraboot.configure(components={"search": {"timeout": 3}, "queue": {"url": "memory://"}})
+    assert "queue" not in infraboot.default_system().components  # all or nothing
+
+
+async def test_configure_components_checks_a_new_instance_settings() -> None:
+    """A new instance's settings are checked like a registered one's: the field is named."""
+    with pytest.raises(ConfigError, match="connect_timeout"):
+        infraboot.configure(components={"queue": {"url": "redis://127.0.0.1:6379/0", "connect_timeout": -1}})
+    assert "queue" not in infraboot.default_system().components

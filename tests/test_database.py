@@ -11,7 +11,7 @@ from sqlalchemy import text
 
 import infraboot
 from infraboot import ComponentUnavailableError, DatabaseSettings, StartupError, SystemInitializer
-from infraboot._database import DatabaseComponent
+from infraboot._components._database import DatabaseComponent
 
 from .servers import PgBouncer, TcpProxy
 

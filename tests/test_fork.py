@@ -18,8 +18,8 @@ from sqlalchemy import text
 
 import infraboot
 from infraboot import DatabaseSettings, RedisSettings, SystemInitializer
-from infraboot._database import DatabaseComponent
-from infraboot._redis import RedisComponent
+from infraboot._components._database import DatabaseComponent
+from infraboot._components._redis import RedisComponent
 
 pytestmark = [pytest.mark.real, pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")]
 
@@ -111,7 +111,7 @@ def test_a_child_that_terminates_every_inherited_connection_leaves_the_parent_al
     loop_thread: LoopThread, database_url: str
 ) -> None:
     """Even when the child aborts each inherited asyncpg connection, the parent's epoll keeps their sockets."""
-    from infraboot import _fork
+    from infraboot._engine import _fork
 
     settings = DatabaseSettings(url=database_url, warmup_connections=3)
     system = SystemInitializer([DatabaseComponent(settings)])

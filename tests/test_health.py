@@ -12,7 +12,7 @@ import pytest
 
 import infraboot
 from infraboot import ComponentState, ComponentUnavailableError, ConfigError, SystemInitializer
-from infraboot._default import settings_from_env
+from infraboot._front._default import settings_from_env
 
 
 class Toggle(infraboot.Component[str]):

@@ -8,9 +8,9 @@ import pytest
 from sqlalchemy import text
 
 from infraboot import ConfigError, DatabaseComponent, DatabaseSettings, StartupError, SystemInitializer
-from infraboot._redact import SecretURL
-from infraboot._settings import load_settings
-from infraboot._urls import database_driver_url, database_hosts, database_url_problems
+from infraboot._base._redact import SecretURL
+from infraboot._components._settings import load_settings
+from infraboot._components._urls import database_driver_url, database_hosts, database_url_problems
 
 from .servers import free_port
 

@@ -17,7 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 import infraboot
 from infraboot import ConfigError, DatabaseComponent, DatabaseSettings, StartupError, SystemInitializer
-from infraboot._once import OnceOutcome, lock_id
+from infraboot._components._once import OnceOutcome, lock_id
 
 from .servers import AppProcess, PgBouncer
 
@@ -221,6 +221,30 @@ async def test_a_waiter_gives_up_at_its_timeout_and_leaks_no_lock(database_url: 
         await holder.dispose()
 
 
+async def test_a_waiter_polls_the_lock_without_backoff_under_set_testing(
+    database_url: str, journal: str, pauses: list[float]
+) -> None:
+    """Under set_testing the lock is polled at the short testing pause (no growing backoff) until the timeout."""
+    from infraboot._engine._backoff import TESTING_FOREVER_WAIT
+
+    holder = create_async_engine(database_url)
+    try:
+        async with holder.connect() as conn:
+            await conn.execute(text("SELECT pg_advisory_lock(:id)"), {"id": lock_id(journal, "k")})
+            system = SystemInitializer(
+                [db_component(database_url), infraboot.once(journal, key="k", timeout=1.0)(_noop)]
+            )
+            with infraboot.set_testing(), pytest.raises(StartupError):
+                await system.ensure_initialized()
+            await system.shutdown()
+            await conn.execute(text("SELECT pg_advisory_unlock_all()"))
+            await conn.commit()
+    finally:
+        await holder.dispose()
+    assert len(pauses) >= 5
+    assert {TESTING_FOREVER_WAIT} == set(pauses)
+
+
 async def test_the_documented_body_runs_with_a_pool_of_one_connection(database_url: str, journal: str) -> None:
     """With pool_size=1 and max_overflow=0 the body's begin() gets the one pooled connection: the lock has its own."""
 
@@ -269,7 +293,8 @@ async def test_a_lock_that_does_not_outlive_its_statement_is_refused_before_the_
     """When the next statement's session does not hold the lock (no real transaction), the body never runs."""
     # Stands for a connection that loses its session between statements: the lock is let go at once.
     monkeypatch.setattr(
-        "infraboot._once._TRY_LOCK", "SELECT pg_try_advisory_lock(:id) AND pg_advisory_unlock(:id) AND :app <> ''"
+        "infraboot._components._once._TRY_LOCK",
+        "SELECT pg_try_advisory_lock(:id) AND pg_advisory_unlock(:id) AND :app <> ''",
     )
     calls: list[str] = []
 
@@ -283,6 +308,60 @@ async def test_a_lock_that_does_not_outlive_its_statement_is_refused_before_the_
     await system.shutdown()
     assert ([], "config") == (calls, system.snapshot()[journal].error_code)
     assert "is not held by the session of the next statement" in str(caught.value)
+
+
+async def test_a_run_that_commits_just_before_the_lock_is_taken_is_seen_and_not_repeated(
+    database_url: str, journal: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Another process commits its record and lets go of the lock just before this one takes it: no second run.
+
+    The interleaving that made the body run twice under load: the record was read before the
+    lock was taken, so a run committing in between went unseen. Here the other run commits
+    exactly then, from a hook on the statement that takes the lock.
+    """
+    from sqlalchemy import event
+    from sqlalchemy.util import await_only
+
+    from infraboot._components import _database
+    from infraboot._components._once import _CREATE
+
+    other_engine = create_async_engine(database_url)
+    other = await other_engine.connect()
+    other_tx = await other.begin()
+    await other.execute(text(_CREATE))
+    await other.execute(text("SELECT pg_advisory_xact_lock(:id)"), {"id": lock_id(journal, "k")})
+    await other.execute(
+        text("INSERT INTO infraboot_once (name, key, duration_s, ran_by) VALUES (:n, 'k', 0.1, 'other')"),
+        {"n": journal},
+    )
+    real = _database.dedicated_engine
+
+    def dedicated(engine: AsyncEngine) -> AsyncEngine:
+        made = real(engine)
+
+        @event.listens_for(made.sync_engine, "before_cursor_execute")
+        def commit_the_other_run(*args: object) -> None:
+            if other_tx.is_active and "pg_try_advisory_xact_lock" in str(args[2]):
+                await_only(other_tx.commit())  # the other run ends: record visible, lock free
+
+        return made
+
+    monkeypatch.setattr(_database, "dedicated_engine", dedicated)
+    calls: list[str] = []
+
+    @infraboot.once(journal, key="k", timeout=10)
+    async def body(ctx: infraboot.Context) -> None:
+        calls.append("ran")
+
+    system = SystemInitializer([db_component(database_url), body])
+    try:
+        await system.ensure_initialized()
+        assert not other_tx.is_active, "the hook did not run"
+        assert ([], False) == (calls, system.get(journal).ran)
+    finally:
+        await system.shutdown()
+        await other.close()
+        await other_engine.dispose()
 
 
 async def _noop(ctx: infraboot.Context) -> None:

@@ -12,8 +12,9 @@ from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError
 
 import infraboot
-from infraboot import DatabaseComponent, DatabaseSettings, StartupError, SystemInitializer, _pg_failover
-from infraboot._pg_failover import lost_primary_reason
+from infraboot import DatabaseComponent, DatabaseSettings, StartupError, SystemInitializer
+from infraboot._components import _pg_failover
+from infraboot._components._pg_failover import lost_primary_reason
 
 from .pg_cluster import PgCluster, pg_cluster_or_skip
 

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import inspect
 import os
 import subprocess
 import sys
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -193,6 +196,86 @@ async def test_a_fastapi_endpoint_writes_through_the_test_session(infraboot_db_s
         counted = await client.get("/notes/count")
     tags = (await infraboot_db_session.execute(select(notes.c.tags))).scalar_one()
     assert (200, 200, 1, ["api"]) == (created.status_code, counted.status_code, counted.json(), tags)
+
+
+def make_app_with_a_job(runs: list[int]) -> FastAPI:
+    """An app whose lifespan runs a job every few milliseconds, writing through get_session() like the requests."""
+
+    @contextlib.asynccontextmanager
+    async def with_job(app: FastAPI) -> AsyncIterator[None]:
+        async def job() -> None:
+            while True:
+                async with infraboot.get_session() as session:
+                    await session.execute(insert(notes).values(body=f"job {len(runs)}", tags=["job"]))
+                runs.append(1)
+                await asyncio.sleep(0.002)
+
+        task = asyncio.create_task(job())
+        try:
+            yield
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    app = FastAPI(lifespan=ib.lifespan(["database"], inner=with_job))
+
+    @app.post("/notes")
+    async def add(body: str, session: ib.DatabaseSession) -> int:
+        result = await session.execute(insert(notes).values(body=body, tags=["api"]).returning(notes.c.id))
+        await asyncio.sleep(0)  # let the job try to cut in mid-request
+        return int(result.scalar_one())
+
+    return app
+
+
+async def test_a_background_job_and_requests_take_turns_on_the_test_session(
+    infraboot_db_session: AsyncSession,
+) -> None:
+    """A job and 30 concurrent requests writing through get_session(): no "concurrent operations" error."""
+    runs: list[int] = []
+    app = make_app_with_a_job(runs)
+    async with (
+        infraboot.testing.lifespan(app),
+        httpx.AsyncClient(transport=httpx.ASGITransport(app), base_url="http://test") as client,
+    ):
+        answers = await asyncio.gather(*(client.post("/notes", params={"body": f"request {i}"}) for i in range(30)))
+        while len(runs) < 5:  # the job got turns too (bounded by the test timeout)
+            await asyncio.sleep(0.01)
+        async with infraboot.get_session() as session:  # the test reads in its turn as well
+            kinds = dict((await session.execute(text("SELECT tags[1], count(*) FROM app.notes GROUP BY 1"))).all())
+    assert [200] * 30 == [a.status_code for a in answers]
+    assert 30 == kinds["api"]
+    assert kinds["job"] >= 5
+
+
+def create_app(database_url: str) -> FastAPI:
+    """An app factory that configures the database itself, as apps do with their Settings."""
+    infraboot.configure(database={"url": database_url, "session_options": {"autoflush": False}})
+    return make_app()
+
+
+async def test_an_app_factory_configuring_the_database_after_the_fixture_is_served_by_it(
+    infraboot_db_session: AsyncSession, infraboot_postgres_url: str, database_url: str
+) -> None:
+    """configure(database=...) after infraboot_db_session: accepted, the throwaway database stays, options apply."""
+    app = create_app(database_url)  # the app's own URL: the fixture's throwaway database wins
+    async with (
+        infraboot.testing.lifespan(app),
+        httpx.AsyncClient(transport=httpx.ASGITransport(app), base_url="http://test") as client,
+    ):
+        created = await client.post("/notes", params={"body": "from a factory"})
+        served_from = infraboot.get_engine().url.database
+    assert 200 == created.status_code
+    assert 1 == await count_notes(infraboot_db_session)
+    assert make_url(infraboot_postgres_url).database == served_from
+    assert infraboot_db_session.autoflush is False
+
+
+async def test_a_wrong_setting_after_the_fixture_still_fails_naming_it(infraboot_db_session: AsyncSession) -> None:
+    """The settings an app factory gives after the fixture are still checked: the field is named."""
+    with pytest.raises(infraboot.ConfigError, match="pool_size"):
+        infraboot.configure(database={"url": "postgresql+asyncpg://h/db", "pool_size": -1})
 
 
 # -- whole test runs, in subprocesses -----------------------------------------------------------

@@ -27,9 +27,9 @@ MIGRATING = Path(__file__).parent.parent / "docs" / "migrating.md"
 
 
 def asyncpg_recipe(driver: Any = asyncpg) -> tuple[str, Any]:
-    """The raw asyncpg pool component of docs/migrating.md: its code and its ``asyncpg_pool`` factory."""
+    """The raw asyncpg pool component of docs/migrating.md: its code and the component (called with the settings)."""
     text = MIGRATING.read_text()
-    code = next(b for b in re.findall(r"```py\n(.*?)```", text, re.S) if "def asyncpg_pool(" in b)
+    code = next(b for b in re.findall(r"```py\n(.*?)```", text, re.S) if "async def pg_pool(" in b)
     namespace: dict[str, Any] = {
         "asyncpg": driver,
         "infraboot": infraboot,
@@ -37,7 +37,7 @@ def asyncpg_recipe(driver: Any = asyncpg) -> tuple[str, Any]:
         "Settings": object,
     }
     exec(compile(code, str(MIGRATING), "exec"), namespace)  # noqa: S102 - the docs' own code
-    return code, namespace["asyncpg_pool"]
+    return code, namespace["pg_pool"]
 
 
 async def backends(database_url: str, application_name: str) -> int:
@@ -58,7 +58,7 @@ def app_settings(dsn: str) -> SimpleNamespace:
 async def test_the_asyncpg_pool_recipe_is_a_short_generator_that_starts_checks_and_stops(database_url: str) -> None:
     """The docs' raw asyncpg pool is at most 10 lines of component, answers queries and its probe, and closes."""
     code, asyncpg_pool = asyncpg_recipe()
-    component = code[code.index("@infraboot.component") : code.index("return pg_pool")].strip().splitlines()
+    component = code[code.index("@infraboot.component") :].strip().splitlines()
     dsn = f"{database_url}?application_name=ib_recipe_ok"
     async with SystemInitializer([asyncpg_pool(app_settings(dsn))]) as system:
         pool = system.get("pg_pool")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from infraboot import SecretURL
-from infraboot._redact import scrub
+from infraboot._base._redact import scrub
 
 CANARY = "Can@ry:/%#pw"
 

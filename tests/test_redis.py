@@ -11,7 +11,7 @@ import redis.asyncio as aioredis
 
 import infraboot
 from infraboot import ComponentState, RedisSettings, StartupError, SystemInitializer
-from infraboot._redis import RedisComponent
+from infraboot._components._redis import RedisComponent
 
 from .servers import RedisServer, TcpProxy
 

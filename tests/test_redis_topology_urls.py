@@ -5,11 +5,11 @@ from __future__ import annotations
 import pytest
 
 from infraboot import ConfigError, RedisSettings
-from infraboot._redact import SecretURL
-from infraboot._redis import RedisComponent
-from infraboot._redis_topology import build_topology_client, is_topology_client, topology_details
-from infraboot._settings import load_settings
-from infraboot._urls import redis_db, redis_nodes, redis_service_name, redis_url_problems
+from infraboot._base._redact import SecretURL
+from infraboot._components._redis import RedisComponent
+from infraboot._components._redis_topology import build_topology_client, is_topology_client, topology_details
+from infraboot._components._settings import load_settings
+from infraboot._components._urls import redis_db, redis_nodes, redis_service_name, redis_url_problems
 
 CANARY = "s3cr3t-canary"
 

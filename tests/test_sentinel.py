@@ -12,8 +12,8 @@ import pytest
 
 import infraboot
 from infraboot import RedisSettings, StartupError, SystemInitializer
-from infraboot._redis import RedisComponent
-from infraboot._redis_topology import topology_details
+from infraboot._components._redis import RedisComponent
+from infraboot._components._redis_topology import topology_details
 
 from .redis_topology import SentinelGroup
 from .servers import free_port

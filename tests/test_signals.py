@@ -14,7 +14,7 @@ import pytest
 
 import infraboot
 from infraboot import StartupError
-from infraboot._signals import StoppedBySignal, start_unless_stopped, stop_signals
+from infraboot._engine._signals import StoppedBySignal, start_unless_stopped, stop_signals
 
 from .conftest import Journal, sim
 

@@ -16,8 +16,8 @@ from sqlalchemy.ext.asyncio import create_async_engine
 
 import infraboot
 from infraboot import ComponentState, DatabaseSettings, RedisSettings, SystemInitializer
-from infraboot._database import DatabaseComponent
-from infraboot._redis import RedisComponent
+from infraboot._components._database import DatabaseComponent
+from infraboot._components._redis import RedisComponent
 
 from .integrations.conftest import redis_clients
 from .servers import RedisServer, TcpProxy, eventually, proxy_to

@@ -83,7 +83,9 @@ async def test_outage_of_a_required_component_fails_readiness(fake_redis: Any) -
     assert ("fail", "pass") == (during.status, after.status)
 
 
-async def test_lifespan_runner_starts_and_stops_an_asgi_app(infraboot_lifespan: Any) -> None:
+async def test_lifespan_runner_starts_and_stops_an_asgi_app(
+    infraboot_lifespan: infraboot.testing.LifespanRunner,
+) -> None:
     """The lifespan fixture runs startup now and shutdown at the end of the test."""
     pytest.importorskip("starlette")
     from starlette.applications import Starlette
@@ -101,7 +103,7 @@ async def test_lifespan_runner_starts_and_stops_an_asgi_app(infraboot_lifespan: 
 
 
 async def test_lifespan_runner_raises_on_a_failed_startup() -> None:
-    """A required failure in the app's lifespan becomes a RuntimeError naming it."""
+    """A required failure in the app's lifespan raises its StartupError (a RuntimeError), not the server's traceback."""
     pytest.importorskip("starlette")
     from starlette.applications import Starlette
 
@@ -113,9 +115,11 @@ async def test_lifespan_runner_raises_on_a_failed_startup() -> None:
         yield "never"
 
     infraboot.register(broken)
-    with infraboot.set_testing(), pytest.raises(RuntimeError, match="broken"):
+    with infraboot.set_testing(), pytest.raises(infraboot.StartupError, match="broken") as info:
         async with infraboot.testing.lifespan(Starlette(lifespan=infraboot.starlette.lifespan(["broken"]))):
             pass
+    assert "Traceback" not in str(info.value)
+    assert "broken" == info.value.component
 
 
 def test_fake_env_restores_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -179,7 +183,7 @@ async def test_lifespan_starts_only_the_components_named() -> None:
     assert (ComponentState.READY, ComponentState.PENDING, ComponentState.READY) == (*states, later)
 
 
-async def test_lifespan_fixture_starts_a_subset(infraboot_lifespan: Any) -> None:
+async def test_lifespan_fixture_starts_a_subset(infraboot_lifespan: infraboot.testing.LifespanRunner) -> None:
     """The fixture takes the same components=[...]."""
     await infraboot_lifespan(subset_app(), components=["other"])
     assert (ComponentState.PENDING, "other") == (infraboot.state("thing"), infraboot.get("other"))
@@ -205,7 +209,7 @@ def test_testing_mode_set_in_a_test_is_switched_back_after_it() -> None:
 
 def test_testing_mode_is_off_again() -> None:
     """The previous test's set_testing() ended with it."""
-    from infraboot._retry import is_testing
+    from infraboot._engine._retry import is_testing
 
     assert not is_testing()
 

@@ -16,10 +16,10 @@ from sqlalchemy.exc import DBAPIError
 
 import infraboot
 from infraboot import ComponentState, ComponentUnavailableError, ConfigError, SystemInitializer
-from infraboot._accessors import session_scope
-from infraboot._errors import error_chain
-from infraboot._settings import validate_config as validate_settings
-from infraboot._traffic import Traffic, is_outage
+from infraboot._base._errors import error_chain
+from infraboot._components._settings import validate_config as validate_settings
+from infraboot._engine._traffic import Traffic, is_outage
+from infraboot._front._accessors import session_scope
 from infraboot.testing import TcpProxy
 
 pytestmark = pytest.mark.real

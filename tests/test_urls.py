@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from infraboot._redact import SecretURL
-from infraboot._urls import database_driver_url, database_url_problems, redis_db, redis_url_problems
+from infraboot._base._redact import SecretURL
+from infraboot._components._urls import database_driver_url, database_url_problems, redis_db, redis_url_problems
 
 CANARY = "Ca@n:a/r%y#42"
 ENCODED = "Ca%40n%3Aa%2Fr%25y%2342"
@@ -146,7 +146,7 @@ def test_valid_database_urls_have_no_problems(url: str) -> None:
         ("sqlite+aiosqlite://host/x.db", "a SQLite URL names no host"),
         ("sqlite+aiosqlite:///x.db?mode=memory", "add uri=true"),
         ("sqlite+aiosqlite:///x.db?journal=wal", "unknown query parameter 'journal'"),
-        ("mysql://h/db", "unknown scheme 'mysql'; use one of postgresql+asyncpg://, postgresql://, postgres://"),
+        ("oracle://h/db", "unknown scheme 'oracle'; use one of postgresql+asyncpg://, postgresql://, postgres://"),
     ],
 )
 def test_bad_database_urls_name_the_problem_and_the_fix(url: str, expected: str) -> None:

@@ -16,8 +16,8 @@ from sqlalchemy.ext.asyncio import create_async_engine
 
 import infraboot
 from infraboot import DatabaseSettings, RedisSettings, StartupError, SystemInitializer
-from infraboot._database import DatabaseComponent
-from infraboot._redis import RedisComponent
+from infraboot._components._database import DatabaseComponent
+from infraboot._components._redis import RedisComponent
 
 from .integrations.conftest import pg_connections, redis_clients
 from .servers import RedisServer, TcpProxy, eventually

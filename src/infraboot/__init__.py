@@ -21,11 +21,31 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any
 
-    from ._accessors import (
+    from ._base._redact import SecretURL
+    from ._components._client_settings import HttpSettings, NatsSettings, RabbitMQSettings
+    from ._components._credentials import CredentialProvider, Credentials, FileCredentials, RdsIamCredentials
+    from ._components._database import DatabaseComponent
+    from ._components._http import HttpDependency
+    from ._components._nats import NatsComponent, NatsConnection
+    from ._components._once import once
+    from ._components._rabbitmq import MessageBroker, RabbitMQComponent
+    from ._components._redis import RedisComponent
+    from ._components._settings import DatabaseSettings, RedisSettings
+    from ._engine._backoff import set_testing
+    from ._engine._component import Component, ComponentOptions, Context, NotConfigured, component
+    from ._engine._drain import DrainReport
+    from ._engine._groups import HealthGroup
+    from ._engine._health import ComponentHealth, HealthReport
+    from ._engine._report import ComponentResult, ComponentSnapshot, ShutdownReport, StartupReport, StopResult
+    from ._engine._state import ComponentState
+    from ._engine._system import SystemInitializer
+    from ._engine._traffic import Traffic
+    from ._front._accessors import (
         close_database,
         close_redis,
         configure,
         get_engine,
+        get_message_broker,
         get_redis,
         get_session,
         init_database,
@@ -33,9 +53,7 @@ if TYPE_CHECKING:
         pool_stats,
         validate_config,
     )
-    from ._component import Component, ComponentOptions, Context, NotConfigured, component
-    from ._database import DatabaseComponent
-    from ._default import (
+    from ._front._default import (
         default_system,
         ensure_initialized,
         get,
@@ -47,17 +65,6 @@ if TYPE_CHECKING:
         startup,
         state,
     )
-    from ._drain import DrainReport
-    from ._health import ComponentHealth, HealthReport
-    from ._once import once
-    from ._redact import SecretURL
-    from ._redis import RedisComponent
-    from ._report import ComponentResult, ComponentSnapshot, ShutdownReport, StartupReport, StopResult
-    from ._retry import set_testing
-    from ._settings import DatabaseSettings, RedisSettings
-    from ._state import ComponentState
-    from ._system import SystemInitializer
-    from ._traffic import Traffic
     from .exceptions import (
         ComponentUnavailableError,
         ConfigError,
@@ -80,14 +87,27 @@ __all__ = [
     "ComponentUnavailableError",
     "ConfigError",
     "Context",
+    "CredentialProvider",
+    "Credentials",
     "DatabaseComponent",
     "DatabaseSettings",
     "DependencyError",
     "DrainReport",
+    "FileCredentials",
+    "HealthGroup",
     "HealthReport",
+    "HttpDependency",
+    "HttpSettings",
     "InfrabootError",
+    "MessageBroker",
+    "NatsComponent",
+    "NatsConnection",
+    "NatsSettings",
     "NotConfigured",
     "NotInitializedError",
+    "RabbitMQComponent",
+    "RabbitMQSettings",
+    "RdsIamCredentials",
     "RedisComponent",
     "RedisSettings",
     "SecretURL",
@@ -107,6 +127,7 @@ __all__ = [
     "ensure_initialized",
     "get",
     "get_engine",
+    "get_message_broker",
     "get_redis",
     "get_session",
     "health",
@@ -127,49 +148,63 @@ __all__ = [
 # Every public name loads on first use (PEP 562): ``import infraboot`` costs almost
 # nothing, and the console script's ``--version`` starts as fast as Python itself.
 _LAZY = {
-    "close_database": "._accessors",
-    "close_redis": "._accessors",
-    "configure": "._accessors",
-    "get_engine": "._accessors",
-    "get_redis": "._accessors",
-    "get_session": "._accessors",
-    "init_database": "._accessors",
-    "init_redis": "._accessors",
-    "pool_stats": "._accessors",
-    "validate_config": "._accessors",
-    "Component": "._component",
-    "ComponentOptions": "._component",
-    "Context": "._component",
-    "NotConfigured": "._component",
-    "DatabaseComponent": "._database",
-    "RedisComponent": "._redis",
-    "component": "._component",
-    "default_system": "._default",
-    "ensure_initialized": "._default",
-    "get": "._default",
-    "health": "._default",
-    "liveness": "._default",
-    "readiness": "._default",
-    "register": "._default",
-    "shutdown": "._default",
-    "startup": "._default",
-    "state": "._default",
-    "ComponentHealth": "._health",
-    "HealthReport": "._health",
-    "once": "._once",
-    "SecretURL": "._redact",
-    "ComponentResult": "._report",
-    "ComponentSnapshot": "._report",
-    "ShutdownReport": "._report",
-    "DrainReport": "._drain",
-    "StartupReport": "._report",
-    "StopResult": "._report",
-    "set_testing": "._retry",
-    "DatabaseSettings": "._settings",  # pydantic: never loaded by the core itself
-    "RedisSettings": "._settings",
-    "ComponentState": "._state",
-    "SystemInitializer": "._system",
-    "Traffic": "._traffic",
+    "close_database": "._front._accessors",
+    "close_redis": "._front._accessors",
+    "configure": "._front._accessors",
+    "get_engine": "._front._accessors",
+    "get_message_broker": "._front._accessors",
+    "get_redis": "._front._accessors",
+    "get_session": "._front._accessors",
+    "init_database": "._front._accessors",
+    "init_redis": "._front._accessors",
+    "pool_stats": "._front._accessors",
+    "validate_config": "._front._accessors",
+    "Component": "._engine._component",
+    "ComponentOptions": "._engine._component",
+    "Context": "._engine._component",
+    "NotConfigured": "._engine._component",
+    "DatabaseComponent": "._components._database",
+    "MessageBroker": "._components._rabbitmq",
+    "RabbitMQComponent": "._components._rabbitmq",
+    "RabbitMQSettings": "._components._client_settings",
+    "HttpDependency": "._components._http",
+    "HttpSettings": "._components._client_settings",
+    "NatsComponent": "._components._nats",
+    "NatsConnection": "._components._nats",
+    "NatsSettings": "._components._client_settings",
+    "CredentialProvider": "._components._credentials",
+    "Credentials": "._components._credentials",
+    "FileCredentials": "._components._credentials",
+    "RdsIamCredentials": "._components._credentials",
+    "RedisComponent": "._components._redis",
+    "component": "._engine._component",
+    "default_system": "._front._default",
+    "ensure_initialized": "._front._default",
+    "get": "._front._default",
+    "health": "._front._default",
+    "liveness": "._front._default",
+    "readiness": "._front._default",
+    "register": "._front._default",
+    "shutdown": "._front._default",
+    "startup": "._front._default",
+    "state": "._front._default",
+    "ComponentHealth": "._engine._health",
+    "HealthReport": "._engine._health",
+    "HealthGroup": "._engine._groups",
+    "once": "._components._once",
+    "SecretURL": "._base._redact",
+    "ComponentResult": "._engine._report",
+    "ComponentSnapshot": "._engine._report",
+    "ShutdownReport": "._engine._report",
+    "DrainReport": "._engine._drain",
+    "StartupReport": "._engine._report",
+    "StopResult": "._engine._report",
+    "set_testing": "._engine._backoff",
+    "DatabaseSettings": "._components._settings",  # pydantic: never loaded by the core itself
+    "RedisSettings": "._components._settings",
+    "ComponentState": "._engine._state",
+    "SystemInitializer": "._engine._system",
+    "Traffic": "._engine._traffic",
     "ComponentUnavailableError": ".exceptions",
     "ConfigError": ".exceptions",
     "DependencyError": ".exceptions",

@@ -1,10 +1,15 @@
 """The ``infraboot`` command line (console script and ``python -m infraboot``).
 
-- ``infraboot check [NAMES] [--json] [--timeout S]``: start, report, shut down; exit 0 / 1 / 2.
-- ``infraboot wait [NAMES] --timeout S``: block until the components are reachable.
-- ``infraboot graph [--format text|mermaid|dot]``: the dependency graph.
+- ``infraboot check [NAMES] [--json] [--timeout S] [--group G] [--app M:A]``: start, report, shut down; exit 0 / 1 / 2.
+- ``infraboot wait [NAMES] --timeout S [--app M:A]``: block until the components are reachable.
+- ``infraboot graph [--format text|mermaid|dot] [--app M:A]``: the dependency graph.
 - ``infraboot demo [--once]``: the FastAPI demo on embedded defaults, no server needed.
+- ``infraboot probe live|ready|startup``: an exec probe answered from ``INFRABOOT_STATE_FILE``.
 - ``infraboot --version``.
+
+``--app module:attr`` (or ``INFRABOOT_APP``) acts on an application's own system: the app's
+(FastAPI, Starlette), a ``SystemInitializer``, or what a module registers when imported; nothing
+of the app starts.
 
 Exit status, the same for every command and for ``infraboot.asyncio.run``:
 
@@ -19,6 +24,7 @@ Exit status, the same for every command and for ``infraboot.asyncio.run``:
 from __future__ import annotations
 
 import sys
+import time
 
 TYPE_CHECKING = False  # typing itself would double the start-up time of `infraboot --version`
 if TYPE_CHECKING:
@@ -31,19 +37,41 @@ EMBEDDED = {"REDIS_URL": "memory://", "DATABASE_URL": "sqlite+aiosqlite:///:memo
 EXIT_OK, EXIT_DEGRADED, EXIT_FAILED = 0, 1, 2
 EXIT_INTERRUPTED = 130  # 128 + SIGINT
 EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE
+#: The share of ``check --timeout S`` kept for shutting down (at most ``SHUTDOWN_RESERVE_MAX`` seconds) and
+#: for the interpreter's exit after ours (at most ``EXIT_RESERVE_MAX``: unloading SQLAlchemy and redis-py takes ~0.1 s).
+SHUTDOWN_SHARE, SHUTDOWN_RESERVE_MAX = 0.1, 2.0
+EXIT_SHARE, EXIT_RESERVE_MAX = 0.1, 0.25
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    # check --timeout S counts from the process's start when we are the program, else from here
+    started = time.monotonic() - (_age() if argv is None else 0.0)
     args = list(sys.argv[1:] if argv is None else argv)
     if args == ["--version"]:  # the fast path: nothing imported but the package's front door
         from infraboot import __version__
 
         print(__version__)
         return EXIT_OK
-    return _main(args)
+    if args[:1] == ["probe"]:  # the exec probe: no argparse, no app, no driver (docs/workers.md)
+        from infraboot._front._probe import main as probe
+
+        return probe(args[1:])
+    return _main(args, started)
 
 
-def _main(argv: list[str]) -> int:
+def _age() -> float:
+    """Seconds since this process started (Linux), the interpreter's own start included; 0 elsewhere."""
+    import os
+
+    try:
+        with open("/proc/self/stat", "rb") as f:
+            ticks = int(f.read().rpartition(b")")[2].split()[19])  # field 22, starttime, in clock ticks
+        return max(0.0, time.clock_gettime(time.CLOCK_BOOTTIME) - ticks / os.sysconf("SC_CLK_TCK"))
+    except (OSError, ValueError, IndexError, AttributeError):
+        return 0.0
+
+
+def _main(argv: list[str], started: float) -> int:
     import argparse
 
     parser = argparse.ArgumentParser(prog="infraboot", description="Start, check and stop service infrastructure.")
@@ -52,16 +80,27 @@ def _main(argv: list[str]) -> int:
     check = sub.add_parser("check", help="start the configured components, report, shut down (exit 0/1/2)")
     check.add_argument("names", nargs="*", help="components to check (default: every configured one)")
     check.add_argument("--json", action="store_true", help="print the report as JSON")
-    check.add_argument("--timeout", type=_seconds, default=None, metavar="S", help="give up after S seconds in all")
+    check.add_argument("--timeout", type=_seconds, default=None, metavar="S", help="take at most S seconds in all")
+    check.add_argument("--group", default=None, metavar="G", help="judge by health group G (its members, its policy)")
+    _app_option(check)
     wait = sub.add_parser("wait", help="block until the components are reachable (init containers, compose)")
     wait.add_argument("names", nargs="*", help="components to wait for (default: every configured one)")
     wait.add_argument("--timeout", type=_seconds, required=True, metavar="S", help="give up after S seconds (exit 2)")
+    _app_option(wait)
     graph = sub.add_parser("graph", help="print the dependency graph of the configured components")
     graph.add_argument("--format", choices=["text", "mermaid", "dot"], default="text")
+    _app_option(graph)
     demo = sub.add_parser("demo", help="serve the FastAPI demo on embedded defaults (no server needed)")
     demo.add_argument("--once", action="store_true", help="exit after printing instead of serving until Ctrl-C")
     demo.add_argument("--host", default="127.0.0.1")
     demo.add_argument("--port", type=int, default=8000)
+    # main() answers `probe` before argparse loads (an exec probe runs every few seconds); listed here for --help
+    probe = sub.add_parser(
+        "probe", help="exec probe from the state file ($INFRABOOT_STATE_FILE): exit 0 pass/warn, 1 fail, 2 misuse"
+    )
+    probe.add_argument("kind", choices=["live", "ready", "startup"], help="which probe to answer")
+    probe.add_argument("--file", metavar="PATH", help="the state file (default: $INFRABOOT_STATE_FILE)")
+    probe.add_argument("--max-age", metavar="S", help="call the file stale when older than S seconds")
     args = parser.parse_args(argv)
 
     if args.version:
@@ -75,7 +114,7 @@ def _main(argv: list[str]) -> int:
     from infraboot.exceptions import ConfigError, StartupError
 
     try:
-        code = _dispatch(args)
+        code = _dispatch(args, started)
         sys.stdout.flush()  # a closed pipe shows here, not as a warning at interpreter exit
     except KeyboardInterrupt:
         return EXIT_INTERRUPTED
@@ -83,25 +122,70 @@ def _main(argv: list[str]) -> int:
         _silence_stdout()
         return EXIT_BROKEN_PIPE
     except (ConfigError, StartupError, ImportError) as exc:
-        from infraboot.asyncio import _failure_lines
+        from infraboot._front._failures import failure_lines
 
-        lines = _failure_lines(exc)
+        lines = failure_lines(exc)
         if lines is None:
             raise  # a bug, not a configuration: the traceback is the report
         return _say(lines)
     return code
 
 
-def _dispatch(args: Any) -> int:
+def _app_option(parser: Any) -> None:
+    from infraboot._base._names import APP_VARIABLE
+
+    parser.add_argument(
+        "--app",
+        metavar="MODULE:ATTR",
+        help=f"the application's own system: its FastAPI/Starlette app, a SystemInitializer, or a module "
+        f"registering components (default: ${APP_VARIABLE}); nothing of the app starts",
+    )
+
+
+def _dispatch(args: Any, started: float) -> int:
     import asyncio
 
+    if args.command == "demo":
+        return _demo(once=args.once, host=args.host, port=args.port)
+    if args.command == "probe":  # main() answers `infraboot probe ...` first; this is for a caller of _main()
+        from infraboot._front._probe import main as probe
+
+        options = [
+            *(["--file", args.file] if args.file else []),
+            *(["--max-age", args.max_age] if args.max_age else []),
+        ]
+        return probe([args.kind, *options])
+    target = _target(args.app)
     if args.command == "check":
-        return asyncio.run(_check(args.names or None, as_json=args.json, budget=args.timeout))
+        deadline = None if args.timeout is None else _deadline(started, args.timeout)
+        return asyncio.run(_check(target, args.names, as_json=args.json, deadline=deadline, group=args.group))
     if args.command == "wait":
-        return asyncio.run(_wait(args.names or None, budget=args.timeout))
-    if args.command == "graph":
-        return _graph(args.format)
-    return _demo(once=args.once, host=args.host, port=args.port)
+        return asyncio.run(_wait(target, args.names, budget=args.timeout, started=started))
+    return _graph(target, args.format)
+
+
+def _deadline(started: float, budget: float) -> float:
+    """When our own work must be done for the process to end *budget* seconds after *started*."""
+    return started + budget - min(EXIT_SHARE * budget, EXIT_RESERVE_MAX)
+
+
+def _target(spec: str | None) -> Any:
+    """The system to act on (an ``AppTarget``): ``--app``'s, else ``INFRABOOT_APP``'s, else the default one."""
+    import os
+
+    from infraboot._base._names import APP_VARIABLE
+
+    source = "--app"
+    if spec is None:
+        spec, source = os.environ.get(APP_VARIABLE, "").strip() or None, APP_VARIABLE
+    if spec is None:
+        import infraboot
+        from infraboot._web._app import AppTarget
+
+        return AppTarget(infraboot.default_system(), None, "")
+    from infraboot._web._app import load_app
+
+    return load_app(spec, source=source)
 
 
 def _silence_stdout() -> None:
@@ -121,7 +205,7 @@ def _say(lines: list[str]) -> int:
 def _seconds(text: str) -> float:
     import argparse
 
-    from infraboot._checks import seconds_problem
+    from infraboot._base._checks import seconds_problem
 
     try:
         value: object = float(text)
@@ -133,60 +217,149 @@ def _seconds(text: str) -> float:
     return float(text)
 
 
-def _configured(names: list[str] | None) -> list[str]:
-    """The components to act on: the named ones, else every registered one that is not switched off."""
-    import infraboot
-
-    system = infraboot.default_system()
+def _configured(target: Any, names: list[str] | None) -> list[str]:
+    """The components to act on: the named ones, else those the app's lifespan starts, else every registered one."""
     if names:
         return names
-    return list(system.components)
+    if target.components is not None:
+        return list(target.components)
+    return list(target.system.components)
 
 
 # -- check -------------------------------------------------------------------------------------------
 
 
-async def _check(names: list[str] | None, *, as_json: bool, budget: float | None) -> int:
+async def _check(
+    target: Any, names: list[str] | None, *, as_json: bool, deadline: float | None, group: str | None = None
+) -> int:
     import json
     import logging
 
     import infraboot
 
     logging.getLogger("infraboot").setLevel(logging.CRITICAL)  # the table and the waterfall say it all
-    system = infraboot.default_system()
+    _quiet_asyncio()
+    system = target.system
     _warn_unknown_variables(system)
-    if budget is not None:
-        system.configure(startup_timeout=budget, shutdown_timeout=min(budget, system.shutdown_timeout))
+    if group is not None:  # an unknown group is said before anything starts; its members are what is checked
+        chosen = system.health_group(group)
+        names = names or [n for n, c in system.components.items() if chosen.covers(c)]
+    wanted = _configured(target, names)
+    reserve = 0.0 if deadline is None else _budget(system, wanted, deadline)
     try:
         try:
-            report = await system.ensure_initialized(_configured(names))
+            report = await system.ensure_initialized(wanted)
             error = None
         except infraboot.StartupError as exc:
             report, error = exc.report, exc
-        health = await system.health(fresh=True) if error is None else None
+        health = None
+        if error is None:
+            if deadline is not None:
+                system.configure(health_timeout=min(_left(deadline - reserve), system.health_timeout))
+            health = await system.health(fresh=True, group=group)
         if as_json:
             body: dict[str, Any] = {"startup": report.to_dict()}
             if health is not None:
                 body["health"] = health.to_dict(details=True)
             print(json.dumps(body, indent=2))
         else:
-            print(_table(report, health))
+            print(_table(report, health, getattr(error, "component", None)))
             print()
             print(report.render())
-        if error is not None:
-            sys.stdout.flush()  # the table first, then the reason, when both go to one terminal
-            print(f"infraboot: {error}", file=sys.stderr)
-            return EXIT_FAILED
-        if health is not None and health.status == "fail":
+        failures = _failures(system, report, health, error)
+        if failures:
+            sys.stdout.flush()  # the table first, then the reasons, when both go to one terminal
+            for line in failures:
+                print(line, file=sys.stderr)
+        if error is not None or (health is not None and health.http_status == 503):  # a group may keep a failure at 200
             return EXIT_FAILED
         return EXIT_OK if report.status == "ok" and (health is None or health.status == "pass") else EXIT_DEGRADED
     finally:
-        await system.shutdown()
+        await system.shutdown(timeout=None if deadline is None else _left(deadline))
+
+
+def _budget(system: Any, wanted: list[str], deadline: float) -> float:
+    """Fit a startup and its shutdown before *deadline*; returns the seconds kept for the shutdown."""
+    _prepare(system, wanted)  # the drivers' imports, before the startup's clock: inside our budget
+    reserve = max(0.0, min(SHUTDOWN_SHARE * (deadline - time.monotonic()), SHUTDOWN_RESERVE_MAX))
+    system.configure(
+        startup_timeout=_left(deadline - reserve),
+        shutdown_timeout=min(_left(deadline), system.shutdown_timeout),  # a rollback's too
+    )
+    return reserve
+
+
+def _quiet_asyncio() -> None:
+    """Keep asyncio's late reports off stderr, whose lines are ours (one per problem).
+
+    A driver's connect cancelled at the deadline can leave a future whose exception nobody
+    retrieves (asyncpg: ``unexpected connection_lost() call``); asyncio logs it with a
+    traceback when the future is collected, after our lines.
+    """
+    import logging
+
+    logging.getLogger("asyncio").setLevel(logging.CRITICAL)
+
+
+def _left(until: float) -> float:
+    """Seconds from now to *until*; a sliver when none are left (a budget is never zero)."""
+    return max(until - time.monotonic(), 0.01)
+
+
+def _prepare(system: Any, names: list[str]) -> None:
+    """Configure the components a startup of *names* would start: their drivers are imported now.
+
+    A startup does this again before its clock starts (so an attempt's timeout never pays for
+    an import); doing it first puts the imports inside ``check --timeout``'s budget, where the
+    wall clock counts them. Problems are left to the startup, which reports every one.
+    """
+    import contextlib
+
+    from infraboot._engine._graph import closure
+
+    graph = {n: tuple(c.requires) for n, c in system.components.items()}
+    with contextlib.suppress(Exception):
+        for name in closure([n for n in names if n in graph], graph):
+            with contextlib.suppress(Exception):
+                system.component(name).configure()
+
+
+def _failures(system: Any, report: Any, health: Any, error: Any) -> list[str]:
+    """One ``infraboot: ...`` line per component that failed to start or fails its probe."""
+    lines = [] if error is None else [f"infraboot: {error}"]
+    named = {getattr(error, "component", None)}
+    culprit = report.components.get(getattr(error, "component", None) or "")
+    out_of_time = culprit is not None and culprit.error_code == "timeout"  # the startup's time ran out for all
+    for name, r in report.components.items():
+        if name in named or r.state.value not in ("failed", "blocked"):
+            continue
+        if r.error_code == "cancelled" and not out_of_time:
+            continue  # a start cut short by another's failure is no failure of its own: the table says it
+        named.add(name)
+        kind = "required" if r.required else "optional"
+        target = system.component(name).target
+        where = f"{name!r} at {target}" if target else repr(name)
+        if r.state.value == "blocked":
+            cause = r.reason or "a requirement is unavailable"
+            lines.append(f"infraboot: {kind} component {where} did not start ({cause})")
+            continue
+        if r.error_code == "cancelled":
+            cause = f"no answer before the startup's time ran out; {r.reason}" if r.reason else "no answer in time"
+            lines.append(f"infraboot: {kind} component {where} did not finish starting ({cause})")
+            continue
+        cause = f"{r.error_code}: {str(r.error).rstrip('.')}" if r.error else str(r.error_code)
+        attempts = f"{r.attempts} attempt{'' if r.attempts == 1 else 's'}"
+        lines.append(f"infraboot: {kind} component {where} failed after {attempts} ({cause})")
+    for name, h in health.components.items() if health is not None else ():
+        if name not in named and h.status != "pass":
+            kind = "required" if h.required else "optional"
+            lines.append(f"infraboot: {kind} component {name!r} fails its probe ({h.error_code or h.state.value})")
+    return lines
 
 
 def _warn_unknown_variables(system: Any) -> None:
     """The variables under our prefixes that look misspelt, before anything starts (the log is silenced here)."""
-    from infraboot._variables import check_variables
+    from infraboot._base._variables import check_variables
 
     try:
         lines = check_variables(system.components.values(), warn=False)
@@ -197,7 +370,8 @@ def _warn_unknown_variables(system: Any) -> None:
     sys.stderr.flush()
 
 
-def _table(report: Any, health: Any) -> str:
+def _table(report: Any, health: Any, culprit: str | None = None) -> str:
+    """The check table; *culprit* is the component whose failure stopped the startup (others are cancelled)."""
     rows = [("component", "state", "latency", "attempts", "error")]
     for name, r in report.components.items():
         h = health.components.get(name) if health is not None else None
@@ -208,6 +382,11 @@ def _table(report: Any, health: Any) -> str:
             or r.error_code
             or (r.reason if r.state.value == "disabled" else None)
         )
+        if h is None and r.error_code == "cancelled":
+            state = "cancelled"
+            code = f"not finished: stopped because {culprit!r} failed" if culprit else "not finished: startup stopped"
+            if r.reason:  # it had been retrying: say after what
+                code += f" ({r.reason})"
         rows.append((name, state, latency, str(r.attempts), code or "-"))
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip() for row in rows)
@@ -216,54 +395,66 @@ def _table(report: Any, health: Any) -> str:
 # -- wait --------------------------------------------------------------------------------------------
 
 
-async def _wait(names: list[str] | None, *, budget: float) -> int:
+async def _wait(target: Any, names: list[str] | None, *, budget: float, started: float) -> int:
     import asyncio
     import logging
-    import random
-    import time
 
     import infraboot
+    from infraboot._engine._backoff import backoff
+    from infraboot._engine._startup import last_error_code
 
     logging.getLogger("infraboot").setLevel(logging.CRITICAL)  # our progress lines say it once per round
-    deadline = time.monotonic() + budget
-    wanted = _configured(names)
-    round_no, pause, last = 0, 0.2, "not tried yet"
+    _quiet_asyncio()
+    deadline = _deadline(started, budget)
+    system = target.system
+    wanted = _configured(target, names)
+    system.configure(check_interval=None, recovery=False)
+    reserve = _budget(system, wanted, deadline)
+    round_no, last = 0, "not tried: importing the drivers (and the app) took the whole time"
+    errors: dict[str, str] = {}  # the last real error of each component, over the rounds
     while True:
         round_no += 1
-        remaining = deadline - time.monotonic()
+        remaining = deadline - reserve - time.monotonic()
         if remaining <= 0:
             print(f"infraboot: gave up after {budget:g}s: {last}", file=sys.stderr)
             return EXIT_FAILED
-        infraboot._default.reset_default_system(None)  # every round from scratch, nothing half-open
-        system = infraboot.default_system()
-        system.configure(startup_timeout=remaining, check_interval=None, recovery=False)
-        try:
+        system.configure(startup_timeout=remaining, shutdown_timeout=min(_left(deadline), system.shutdown_timeout))
+        try:  # every round from scratch: the last one shut everything down, nothing is left half-open
             report = await system.ensure_initialized(wanted)
         except infraboot.StartupError as exc:
             report = exc.report
         finally:
-            await system.shutdown()
+            await system.shutdown(timeout=_left(deadline))
         if report.status == "ok":  # an optional component counts too: waiting means every one answers
             ready = ", ".join(n for n, r in report.components.items() if r.state.value in ("ready", "stopped"))
-            print(f"ready after {budget - remaining:.1f}s ({round_no} round{'s' if round_no > 1 else ''}): {ready}")
+            rounds = f"{round_no} round{'s' if round_no > 1 else ''}"
+            print(f"ready after {time.monotonic() - started:.1f}s ({rounds}): {ready}")
             return EXIT_OK
         down = [n for n, r in report.components.items() if r.error_code or r.state.value in ("failed", "blocked")]
-        last = "; ".join(f"{n}: {report.components[n].error_code or report.components[n].state.value}" for n in down)
-        print(f"waiting ({time.monotonic() - (deadline - budget):.1f}s): {last}", flush=True)
-        await asyncio.sleep(min(random.uniform(pause / 2, pause), max(0.0, deadline - time.monotonic())))
-        pause = min(pause * 2, 5.0)
+        for n in down:  # a start cut short says the error it was retrying after, else the last round's
+            r = report.components[n]
+            real = last_error_code(r) if r.error_code == "cancelled" else (r.error_code or r.state.value)
+            if real is not None:
+                errors[n] = real
+        last = "; ".join(f"{n}: {errors.get(n, 'no answer (still starting)')}" for n in down)
+        print(f"waiting ({time.monotonic() - started:.1f}s): {last}", flush=True)
+        pause = backoff(round_no, initial=0.4, maximum=5.0, forever=True)
+        await asyncio.sleep(min(pause, max(0.0, deadline - time.monotonic())))
 
 
 # -- graph -------------------------------------------------------------------------------------------
 
 
-def _graph(fmt: str) -> int:
-    import infraboot
-    from infraboot._graph import levels
+def _graph(target: Any, fmt: str) -> int:
+    from infraboot._engine._graph import closure, levels
 
-    system = infraboot.default_system()
+    system = target.system
     system.validate()
     comps = system.components
+    if target.components is not None:  # what the app's lifespan starts, with what those require
+        graph = {n: tuple(c.requires) for n, c in comps.items()}
+        shown = set(closure([n for n in target.components if n in graph], graph))
+        comps = {n: c for n, c in comps.items() if n in shown}
     if fmt == "mermaid":
         lines = ["graph TD"]
         for name, comp in comps.items():
@@ -304,7 +495,7 @@ def _demo(*, once: bool, host: str, port: int) -> int:
     for key, value in EMBEDDED.items():
         os.environ.setdefault(key, value)
     try:
-        from infraboot._demo import create_app
+        from infraboot._web._demo import create_app
     except ImportError:
         print('infraboot: the demo needs FastAPI and uvicorn: pip install "infraboot[all]"', file=sys.stderr)
         return EXIT_FAILED

@@ -30,9 +30,12 @@ import sys
 from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Iterable
 from typing import Any, TypeVar
 
-from . import _default
-from ._log import event
-from ._system import SystemInitializer
+from ._base._log import event
+from ._engine._healthport import HealthPort
+from ._engine._statefile import StateFile
+from ._engine._system import SystemInitializer
+from ._front import _default
+from ._front._failures import failure_lines
 from .exceptions import ConfigError, StartupError
 
 __all__ = ["EXIT_FAILED", "EXIT_INTERRUPTED", "run", "running"]
@@ -45,22 +48,6 @@ is invalid or an optional dependency is not installed (the same as ``infraboot c
 
 EXIT_INTERRUPTED = 130
 """Exit status of :func:`run` on a ``KeyboardInterrupt`` that its signal handling did not catch."""
-
-# The extra that installs each optional dependency (pyproject.toml's optional-dependencies).
-_EXTRAS = {
-    "redis": '"infraboot[redis]"',
-    "fakeredis": '"infraboot[redis]"',
-    "pydantic": '"infraboot[redis]" (or "infraboot[postgres]", "infraboot[sqlite]")',
-    "pydantic_settings": '"infraboot[redis]" (or "infraboot[postgres]", "infraboot[sqlite]")',
-    "pydantic_core": '"infraboot[redis]" (or "infraboot[postgres]", "infraboot[sqlite]")',
-    "sqlalchemy": '"infraboot[postgres]" (or "infraboot[sqlite]")',
-    "asyncpg": '"infraboot[postgres]"',
-    "aiosqlite": '"infraboot[sqlite]"',
-    "fastapi": '"infraboot[fastapi]"',
-    "uvicorn": '"infraboot[fastapi]"',
-    "starlette": '"infraboot[starlette]"',
-    "prometheus_client": '"infraboot[metrics]"',
-}
 
 
 @contextlib.asynccontextmanager
@@ -86,6 +73,7 @@ def run(
     components: Iterable[str] | None = None,
     system: SystemInitializer | None = None,
     signals: Collection[signal.Signals] = (signal.SIGINT, signal.SIGTERM),
+    health_port: int | None = None,
 ) -> T | None:
     """Run ``main`` in a new event loop between startup and a graceful shutdown.
 
@@ -101,6 +89,10 @@ def run(
       included) or a missing extra prints one line per problem to stderr (``infraboot: ...``,
       no traceback; a missing extra names its ``pip install`` command) and exits with
       status 2 (:data:`EXIT_FAILED`) -- the same as ``infraboot check``.
+    - With ``INFRABOOT_STATE_FILE`` set, the state file is kept fresh from before startup to after
+      shutdown, for the exec probe ``infraboot probe live|ready|startup`` (``docs/workers.md``).
+    - *health_port*: serve ``GET /livez``, ``/readyz`` and ``/startupz`` on that port (all
+      interfaces) from before startup to after shutdown, for HTTP probes (``docs/workers.md``).
     - A ``KeyboardInterrupt`` the signal handling did not catch (``signals=()``, or one
       raised before the loop ran) exits with status 130 (:data:`EXIT_INTERRUPTED`).
 
@@ -144,6 +136,12 @@ def run(
             with contextlib.suppress(NotImplementedError, RuntimeError):  # not on Windows, not off the main thread
                 loop.add_signal_handler(sig, on_signal, sig)
                 installed.append(sig)
+        state = StateFile.from_env(target)  # INFRABOOT_STATE_FILE: the exec probes' heartbeat
+        port = HealthPort(target, health_port) if health_port is not None else None
+        if port is not None:
+            await port.__aenter__()
+        if state is not None:
+            state.start()
         try:
             async with running(components, system=target):
                 started = True
@@ -158,36 +156,22 @@ def run(
                 loop.remove_signal_handler(sig)
             for drain in draining:
                 drain.cancel()
+            if state is not None:
+                await state.stop()
+            if port is not None:
+                await port.__aexit__()
 
     try:
         return asyncio.run(runner())
     except KeyboardInterrupt:
         raise SystemExit(EXIT_INTERRUPTED) from None
     except (StartupError, ConfigError, ImportError) as exc:
-        lines = _failure_lines(exc, during_startup=not started)
+        lines = failure_lines(exc, during_startup=not started)
         if lines is None:
             raise
         for line in lines:
             print(line, file=sys.stderr)
         raise SystemExit(EXIT_FAILED) from None
-
-
-def _failure_lines(exc: BaseException, *, during_startup: bool = True) -> list[str] | None:
-    """What ``run()`` and the CLI print for a failure that exits 2, one line per problem; ``None``: not one.
-
-    A configuration error gives a line per problem, a startup error its message, and an
-    ImportError of a known optional dependency (during startup) the install command.
-    """
-    if isinstance(exc, ConfigError):
-        return [f"infraboot: {problem}" for problem in exc.problems]
-    if isinstance(exc, StartupError):
-        return [f"infraboot: {exc}"]
-    if isinstance(exc, ImportError) and during_startup and exc.name:
-        module = exc.name.partition(".")[0]
-        extra = _EXTRAS.get(module)
-        if extra is not None:
-            return [f"infraboot: the optional dependency {module!r} is not installed: pip install {extra}"]
-    return None
 
 
 def _takes_an_argument(fn: Callable[..., Any]) -> bool:

@@ -16,12 +16,13 @@ network wait and L1 keeps serving; it is used again by itself once Redis answers
 
 from __future__ import annotations
 
-from ._cache._codec import JsonSerializer, Serializer, ValueTooLargeError
+from ._cache._codec import JsonSerializer, Serializer
 from ._cache._core import Cache
 from ._cache._decorator import CachedFunction, cached
-from ._cache._l2 import CacheUnavailableError
+from ._cache._match import glob_escape, match_field
 from ._cache._metrics import CacheCollector, register_cache_metrics
 from ._cache._warmup import WarmupReport, warmup
+from .exceptions import CacheUnavailableError, ValueTooLargeError
 
 __all__ = [
     "Cache",
@@ -33,6 +34,8 @@ __all__ = [
     "ValueTooLargeError",
     "WarmupReport",
     "cached",
+    "glob_escape",
+    "match_field",
     "register_cache_metrics",
     "warmup",
 ]

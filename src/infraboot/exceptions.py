@@ -12,21 +12,29 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from collections.abc import Iterable
 
-    from ._report import StartupReport
+    from ._engine._report import StartupReport
 
 __all__ = [
+    "CacheUnavailableError",
     "ComponentUnavailableError",
     "ConfigError",
     "DependencyError",
     "InfrabootError",
     "NotInitializedError",
+    "OnceLockTimeout",
     "StartupError",
+    "StoppedBySignal",
     "UnknownComponentError",
+    "ValueTooLargeError",
 ]
 
 
 class InfrabootError(Exception):
     """Base class of every error infraboot raises on purpose."""
+
+
+class _OwnMessage(Exception):
+    """Base of the errors whose message is already the whole description: shown without their type's name."""
 
 
 class ConfigError(InfrabootError, ValueError):
@@ -45,7 +53,7 @@ class ConfigError(InfrabootError, ValueError):
     @classmethod
     def from_problems(cls, problems: Iterable[str], *, title: str = "invalid configuration") -> ConfigError:
         """One error listing every problem, one per line, with secrets scrubbed."""
-        from ._redact import scrub
+        from ._base._redact import scrub
 
         clean = tuple(scrub(p) for p in problems)
         return cls(f"{title}:\n" + "\n".join(f"  - {p}" for p in clean), problems=clean)
@@ -101,3 +109,24 @@ class UnknownComponentError(DependencyError, NotInitializedError):
         super().__init__(message)
         self.name = name
         self.suggestion = suggestion
+
+
+class StoppedBySignal(StartupError):
+    """The startup was stopped by SIGTERM or SIGINT and rolled back: logged once, as a warning, not a failure.
+
+    Raised by the framework adapters' lifespan (and ``infraboot.asyncio.run``) instead of finishing
+    a startup the server is about to abandon anyway.
+    """
+
+
+class OnceLockTimeout(_OwnMessage, InfrabootError, TimeoutError):
+    """Another session held a run-once lock for longer than the task's ``timeout``; the message names it."""
+
+
+class CacheUnavailableError(ComponentUnavailableError):
+    """Raised by a cache made with ``required=True`` when its Redis cannot be used (down, unhealthy,
+    not started). An optional cache (the default) never raises it: it serves its local level instead."""
+
+
+class ValueTooLargeError(InfrabootError, ValueError):
+    """Raised by a cache's ``set`` (and a cached call's store) when a serialized value exceeds ``max_value_size``."""

@@ -26,21 +26,25 @@ from typing import TYPE_CHECKING, Annotated, Any
 from fastapi import APIRouter, Depends, HTTPException
 from starlette.routing import BaseRoute
 
-from ._accessors import session_options, session_scope
-from ._asgi import ProbeMiddleware, lifespan
-from ._system import SystemInitializer
+from ._engine._system import SystemInitializer
+from ._front._accessors import session_options, session_scope
+from ._web._asgi import ProbeMiddleware, lifespan
 from .exceptions import ComponentUnavailableError, NotInitializedError, UnknownComponentError
 from .starlette import RETRY_AFTER, exception_handlers, health_routes, system_of  # FastAPI is Starlette underneath
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis
     from sqlalchemy.ext.asyncio import AsyncSession
+
+    from ._components._rabbitmq import MessageBroker
 else:  # the drivers are optional extras: FastAPI needs no real class for a Depends() alias
     Redis = Any
     AsyncSession = Any
+    MessageBroker = Any
 
 __all__ = [
     "RETRY_AFTER",
+    "Broker",
     "DatabaseSession",
     "ProbeMiddleware",
     "RedisClient",
@@ -50,6 +54,7 @@ __all__ = [
     "exception_handlers",
     "health_router",
     "lifespan",
+    "message_broker",
     "redis_client",
     "redis_client_for",
     "resource_for",
@@ -181,6 +186,18 @@ def _session_dependency(name: str, options: tuple[tuple[str, Any], ...]) -> Call
     return dependency
 
 
+def message_broker(system: System) -> MessageBroker:
+    """The :class:`~infraboot.MessageBroker` of the serving system's ``rabbitmq`` component (503 while unavailable).
+
+    For a broker of another name: ``Depends(ib.resource_for("events"))``.
+    """
+    broker: MessageBroker = _resource(system, "rabbitmq")
+    return broker
+
+
+Broker = Annotated[MessageBroker, Depends(message_broker)]
+"""``async def handler(broker: Broker)``: the ``rabbitmq`` component's :class:`~infraboot.MessageBroker`."""
+
 RedisClient = Annotated[Redis, Depends(redis_client)]
 """``async def handler(redis: RedisClient)``: the ``redis.asyncio.Redis`` client."""
 
@@ -207,7 +224,8 @@ def health_router(
     ``metrics=False`` leaves it out; pass your *registry* to serve your own metrics beside ours.
     ``POST /drainz`` (a ``preStop`` hook; loopback callers only unless ``drain_token`` is set;
     ``DELETE`` undoes it; ``drain=False`` leaves it out) turns readiness off, keeps serving and
-    answers after ``drain_delay``. The routes stay out of the OpenAPI schema.
+    answers after ``drain_delay``. ``GET /readyz/<group>`` answers a health group (``health_groups``).
+    The routes stay out of the OpenAPI schema.
     """
     routes: list[BaseRoute] = [*health_routes(system, details=details, metrics=metrics, registry=registry, drain=drain)]
     return APIRouter(prefix=prefix, routes=routes)

@@ -35,9 +35,9 @@ except ImportError:  # pragma: no cover - depends on the installed extras
     msg = 'infraboot.metrics needs prometheus_client: pip install "infraboot[metrics]"'
     raise ImportError(msg) from None
 
-from ._health import LATENCY_BUCKETS
-from ._state import ComponentState
-from ._system import SystemInitializer
+from ._engine._health import LATENCY_BUCKETS
+from ._engine._state import ComponentState
+from ._engine._system import SystemInitializer
 
 __all__ = ["InfrabootCollector", "register_metrics"]
 
@@ -55,7 +55,7 @@ class InfrabootCollector(Collector):
     def _target(self) -> SystemInitializer | None:
         if self._system is not None:
             return self._system()
-        from ._default import default_system
+        from ._front._default import default_system
 
         return default_system()
 

@@ -14,7 +14,7 @@ from starlette.applications import Starlette
 import infraboot.fastapi as ib
 import infraboot.starlette as ibs
 from infraboot import ConfigError, SystemInitializer
-from infraboot._asgi import is_loopback
+from infraboot._web._asgi import is_loopback
 
 TOKEN = "s3cret-drain-token-canary-0123456789"
 STRANGER = ("203.0.113.7", 40000)  # a peer on another host (TEST-NET-3)
@@ -228,7 +228,7 @@ def test_a_weak_drain_token_is_refused_without_echoing_it(token: object) -> None
 
 def test_infraboot_drain_token_comes_from_the_environment_and_is_never_echoed() -> None:
     """INFRABOOT_DRAIN_TOKEN sets the default system's token; a short one names the variable, not the value."""
-    from infraboot._default import settings_from_env
+    from infraboot._front._default import settings_from_env
 
     assert {"drain_token": TOKEN} == settings_from_env({"INFRABOOT_DRAIN_TOKEN": TOKEN})
     with pytest.raises(ConfigError, match="INFRABOOT_DRAIN_TOKEN") as caught:

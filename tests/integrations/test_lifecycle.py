@@ -46,12 +46,19 @@ class Gate:
         self.component = gated
 
 
-async def started(system: SystemInitializer, timeout: float = 5.0) -> None:
-    """Wait until the system's startup has finished (its startup probe passes)."""
+async def started(system: SystemInitializer, app: object, timeout: float = 5.0) -> None:
+    """Wait until the system's startup has finished (its startup probe passes) and the app's background startup too.
+
+    The components are up a moment before the background startup settles (the app's own
+    lifespan runs in between): the probes say "starting" until both are done.
+    """
     deadline = time.monotonic() + timeout
     while system.startup().status != "pass":
         assert time.monotonic() < deadline, f"startup not finished: {system.phase}"
         await asyncio.sleep(0.005)
+    behind = getattr(getattr(app, "state", None), "infraboot_startup", None)
+    assert isinstance(behind, asyncio.Future), "no background startup on the app's state"
+    await asyncio.wait_for(asyncio.shield(behind), max(0.0, deadline - time.monotonic()))
 
 
 def client_for(app: object) -> httpx.AsyncClient:
@@ -83,7 +90,7 @@ async def test_background_lifespan_serves_probes_while_a_component_is_still_star
     async with infraboot.testing.lifespan(app, started=False), client_for(app) as client:
         live, startup, ready, work = [await client.get(p) for p in ("/livez", "/startupz", "/readyz", "/work")]
         gate.opened.set()
-        await started(system)
+        await started(system, app)
         after = [await client.get(p) for p in ("/startupz", "/readyz", "/work")]
 
     assert (200, 503, 503, 503) == tuple(r.status_code for r in (live, startup, ready, work))
@@ -152,7 +159,7 @@ async def test_on_failure_retry_starts_again_until_the_component_comes_up() -> N
                 await asyncio.sleep(0.01)
             unready = await client.get("/readyz")
             gate.fail = False
-            await started(system)
+            await started(system, app)
             ready = await client.get("/readyz")
 
     assert (503, 200) == (unready.status_code, ready.status_code)
@@ -175,7 +182,7 @@ async def test_starlette_lifespan_serves_while_starting_too() -> None:
     async with infraboot.testing.lifespan(app, started=False), client_for(app) as client:
         before = await client.get("/readyz")
         gate.opened.set()
-        await started(system)
+        await started(system, app)
         after = await client.get("/readyz")
     assert (503, 200) == (before.status_code, after.status_code)
 
@@ -423,7 +430,7 @@ def test_a_bad_drain_delay_is_refused_with_the_setting_named(value: object) -> N
 
 def test_infraboot_drain_delay_comes_from_the_environment_and_is_checked() -> None:
     """INFRABOOT_DRAIN_DELAY sets the default system's drain; a bad value names the variable."""
-    from infraboot._default import settings_from_env
+    from infraboot._front._default import settings_from_env
 
     assert {"drain_delay": 0.0} == settings_from_env({"INFRABOOT_DRAIN_DELAY": "0"})
     with pytest.raises(ConfigError, match="INFRABOOT_DRAIN_DELAY='-2'"):

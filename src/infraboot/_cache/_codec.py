@@ -15,6 +15,8 @@ import zlib
 from collections.abc import Collection
 from typing import Any, Protocol, runtime_checkable
 
+from infraboot.exceptions import ValueTooLargeError
+
 __all__ = [
     "Codec",
     "DecodeError",
@@ -92,10 +94,6 @@ def _not_json(value: Any) -> str | None:
         else:
             return f"{where}, a {kind.__qualname__}"
     return None
-
-
-class ValueTooLargeError(ValueError):
-    """Raised by ``set`` (and a cached call's store) when a serialized value exceeds ``max_value_size``."""
 
 
 class DecodeError(ValueError):

@@ -25,11 +25,11 @@ import weakref
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Protocol
 
-from infraboot._log import event
+from infraboot._base._log import event
 from infraboot.exceptions import ComponentUnavailableError, NotInitializedError
 
 if TYPE_CHECKING:
-    from infraboot._system import SystemInitializer
+    from infraboot._engine._system import SystemInitializer
 
 __all__ = ["CHANNEL", "SHUTDOWN_FLUSH", "Hub", "Listener", "hub_count", "hub_for"]
 
@@ -238,7 +238,7 @@ def hub_for(name: str, system: SystemInitializer | None) -> Hub:
     if system is None:
         hub = _default_hubs.get(name)
         if hub is None:
-            from infraboot._default import default_system
+            from infraboot._front._default import default_system
 
             hub = _default_hubs[name] = Hub(name, default_system)
         return hub

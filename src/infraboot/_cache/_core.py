@@ -4,26 +4,26 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import math
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Collection, Coroutine
-from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar
+from typing import Any, NamedTuple, TypeVar
 
-from infraboot._graph import is_name
-from infraboot._log import event
+from infraboot._base._checks import seconds_problem
+from infraboot._base._log import event
+from infraboot._engine._backoff import backoff
+from infraboot._engine._graph import is_name
+from infraboot._engine._system import SystemInitializer
 from infraboot.exceptions import ConfigError
 
 from ._codec import Codec, DecodeError, JsonSerializer, OversizeError, Serializer
-from ._coherence import CHANNEL, hub_for
+from ._coherence import CHANNEL, Hub, hub_for
 from ._held import Held
 from ._l1 import Entry, LocalLevel
-from ._l2 import BYPASS, TEXT_HINT, CacheUnavailableError, SharedLevel, _Bypass
+from ._l2 import BYPASS, TEXT_HINT, CacheUnavailableError, SharedLevel, SystemSource, _Bypass, system_source
+from ._match import full_pattern, glob_escape, glob_matcher
 from ._metrics import track
 from ._stats import Counters
-
-if TYPE_CHECKING:
-    from infraboot._system import SystemInitializer
 
 __all__ = ["MISSING", "Cache", "Plan", "reset_local_levels"]
 
@@ -53,13 +53,12 @@ _RETRY: Any = _Missing()  # what waiters get when the call they shared was cance
 _MESSAGE_KEYS_MAX = 1000  # a delete_tag names up to this many keys in its message; beyond, the namespace goes
 
 
-def _seconds(problems: list[str], field: str, value: object, *, none_ok: bool = False, zero_ok: bool = False) -> None:
-    if value is None and none_ok:
-        return
-    ok = isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
-    if not ok or value < 0 or (value == 0 and not zero_ok):  # type: ignore[operator]
-        bound = ">= 0" if zero_ok else "> 0"
-        problems.append(f"{field}={value!r}: must be a finite number of seconds {bound}{' or None' if none_ok else ''}")
+def _seconds(
+    problems: list[str], field: str, value: object, example: str, *, none_ok: bool = False, zero_ok: bool = False
+) -> None:
+    problem = seconds_problem(field, value, allow_none=none_ok, allow_zero=zero_ok, example=example)
+    if problem is not None:
+        problems.append(problem + (" (or None)" if none_ok else ""))
 
 
 def _count(problems: list[str], field: str, value: object, *, minimum: int, none_ok: bool = False) -> None:
@@ -75,18 +74,18 @@ def _problems(given: dict[str, Any]) -> list[str]:
     namespace, redis, serializer = given["namespace"], given["redis"], given["serializer"]
     if not isinstance(namespace, str) or not namespace or any(c in namespace for c in " \n*?[]{}"):
         problems.append(f"namespace={namespace!r}: must be a non-empty string without spaces or glob characters")
-    _seconds(problems, "ttl", given["ttl"])
-    _seconds(problems, "stale_ttl", given["stale_ttl"], none_ok=True, zero_ok=True)
+    _seconds(problems, "ttl", given["ttl"], "ttl=300")
+    _seconds(problems, "stale_ttl", given["stale_ttl"], "stale_ttl=60", none_ok=True, zero_ok=True)
     if not isinstance(redis, str) or not is_name(redis):
         problems.append(f"redis={redis!r}: must be the name of a Redis component, e.g. redis='redis' or 'cache'")
     _count(problems, "l1_size", given["l1_size"], minimum=0)
-    _seconds(problems, "l1_ttl", given["l1_ttl"], none_ok=True)
+    _seconds(problems, "l1_ttl", given["l1_ttl"], "l1_ttl=5", none_ok=True)
     if serializer is not None and not isinstance(serializer, Serializer):
         problems.append(f"serializer={serializer!r}: must have dumps(value) -> bytes and loads(bytes) -> value")
     _count(problems, "compress_over", given["compress_over"], minimum=0, none_ok=True)
     _count(problems, "max_value_size", given["max_value_size"], minimum=1, none_ok=True)
-    _seconds(problems, "op_timeout", given["op_timeout"])
-    _seconds(problems, "retry_interval", given["retry_interval"])
+    _seconds(problems, "op_timeout", given["op_timeout"], "op_timeout=0.25")
+    _seconds(problems, "retry_interval", given["retry_interval"], "retry_interval=1")
     _count(problems, "version", given["version"], minimum=0)
     for field in ("required", "coherence"):
         if not isinstance(given[field], bool):
@@ -105,7 +104,10 @@ class Cache:
 
     - ``namespace`` / ``version``: keys are ``namespace:vVERSION:key``; bump *version* to drop them all.
     - ``redis``: the Redis component used as L2 (``"redis"``, or a named instance such as ``"cache"``),
-      with its pool and settings; ``system``: its system (default: the default system).
+      with its pool and settings; ``system``: its system (default: the default system), or a function
+      returning it, called when the cache is used: a cache made at import (``@cached`` on a route) can
+      serve a system an app factory builds later; used before that function has one (it returns
+      ``None``), the cache raises :class:`~infraboot.NotInitializedError` naming the fix.
     - ``ttl`` / ``stale_ttl``: seconds a value is fresh / then still served while one refresh runs.
     - ``l1_size`` (entries), ``l1_ttl`` (caps an entry's lifetime in L1; ``None``: the value's TTL).
     - ``serializer``: JSON by default (safe on bytes another process wrote); ``compress_over``: zlib
@@ -127,7 +129,7 @@ class Cache:
         ttl: float = 300.0,
         stale_ttl: float | None = None,
         redis: str = "redis",
-        system: SystemInitializer | None = None,
+        system: SystemSource = None,
         l1_size: int = 4096,
         l1_ttl: float | None = None,
         serializer: Serializer | None = None,
@@ -144,6 +146,7 @@ class Cache:
         problems = _problems(settings)
         if problems:
             raise ConfigError("Cache: " + "; ".join(problems), problems=tuple(problems))
+        system = system_source(system, "Cache")
 
         self.namespace = namespace
         self.version = version
@@ -171,10 +174,27 @@ class Cache:
         self._held = Held(self.prefix)
         self._warned_text = False
         self._unshared_logged = False
-        self._hub = hub_for(redis, system)
-        self._hub.retry_interval = min(self._hub.retry_interval, retry_interval)
-        self._hub.attach(self)
+        self._lazy = callable(system) and not isinstance(system, SystemInitializer)
+        self._hub_seen: Hub | None = None
+        if not self._lazy:  # a system given (or the default one): its hub now, as every process has it
+            self._attach(hub_for(redis, system))  # type: ignore[arg-type]
         track(self)
+
+    def _attach(self, hub: Hub) -> Hub:
+        hub.retry_interval = min(hub.retry_interval, self.l2.retry_interval)
+        hub.attach(self)
+        self._hub_seen = hub
+        return hub
+
+    @property
+    def _hub(self) -> Hub:
+        """The invalidation hub of the cache's system; a ``system=`` function's system is looked up at each use
+        (:class:`~infraboot.NotInitializedError` before it has one), so a cache follows the app it serves."""
+        hub = self._hub_seen
+        if not self._lazy and hub is not None:
+            return hub
+        found = hub_for(self.redis, self.l2.system())
+        return found if found is hub else self._attach(found)
 
     # -- keys ------------------------------------------------------------------------------------
 
@@ -397,10 +417,13 @@ class Cache:
             return (None if got is BYPASS else token), MISSING
         self.counters.lock_waits += 1
         deadline = time.monotonic() + seconds
-        delay = 0.005
+        polls = 0
         while time.monotonic() < deadline:
-            await asyncio.sleep(delay)  # polling Redis for another process' value: nothing here to await instead
-            delay = min(delay * 2, 0.05)
+            polls += 1
+            # Polling Redis for another process' value: nothing here to await instead.
+            await asyncio.sleep(
+                min(backoff(polls, initial=0.01, maximum=0.05, forever=True), deadline - time.monotonic())
+            )
             value, _fresh = await self._read_l2(full, stale)
             if value is not MISSING:
                 return None, value
@@ -497,6 +520,26 @@ class Cache:
         """Drop every key starting with *prefix* (within this namespace), here, in Redis and elsewhere."""
         await self._invalidate("prefix", self.full_key(prefix))
 
+    async def delete_match(self, pattern: str) -> None:
+        """Drop every key (within this namespace) matching the Redis glob *pattern*, here, in Redis and elsewhere.
+
+        ``*`` any text, ``?`` one character, ``[abc]`` / ``[a-z]`` / ``[^a]`` a set, ``\\x`` the character
+        ``x`` itself. A user-supplied part must not widen the match: put it in through
+        :func:`~infraboot.cache.match_field` for keys a ``@cached`` template made (the text the template
+        stored, which holds no glob character), or :func:`~infraboot.cache.glob_escape` for keys written
+        by hand::
+
+            @cached(ttl=60, key="user_{user_id}_items:{page}", cache=items)
+            async def user_items(user_id: str, page: int) -> list: ...
+
+            await items.delete_match(f"user_{match_field(user_id)}_items:*")   # every page of that user
+
+        Redis is searched with ``SCAN MATCH`` (every key of the database is visited; bounded by
+        ``op_timeout`` as a whole, as :meth:`delete_prefix` is); a bad pattern (an unclosed ``[``, a
+        trailing ``\\``) is a :class:`~infraboot.ConfigError` before any I/O.
+        """
+        await self._invalidate("match", full_pattern(self.prefix, pattern))
+
     async def delete_tag(self, tag: str) -> None:
         """Drop every key stored with ``tags=[tag]``, here, in Redis and elsewhere."""
         await self._invalidate("tag", self._tag_key(tag))
@@ -518,6 +561,8 @@ class Cache:
             self.l1.delete_prefix(arg)
         elif op == "tag":
             self.l1.delete_tag(arg)
+        elif op == "match":
+            self.l1.delete_where(glob_matcher(arg))
 
     async def _invalidate(self, op: str, arg: str) -> None:
         self._apply_local(op, arg)
@@ -598,7 +643,11 @@ class Cache:
 
     def apply_invalidation(self, op: str, arg: str, *, remote: bool) -> None:
         """An invalidation from another process, or another cache of this one (called by the hub)."""
-        if arg.startswith(self.prefix) or (op == "prefix" and self.prefix.startswith(arg)):
+        if (
+            arg.startswith(self.prefix)
+            or (op == "prefix" and self.prefix.startswith(arg))
+            or (op == "match" and arg.startswith(glob_escape(self.prefix)))
+        ):
             self._apply_local(op, arg)
             if remote:
                 self.counters.remote_invalidations += 1
@@ -621,7 +670,7 @@ class Cache:
             l1_size=len(self.l1),
             l1_max=self.l1.maxsize,
             l1_evictions=self.l1.evictions,
-            coherent=self._hub.subscribed,
+            coherent=self._hub_seen is not None and self._hub_seen.subscribed,
             pending_invalidations=self.pending,
         )
 
@@ -643,7 +692,8 @@ async def _remove(
         members = [m.decode() if isinstance(m, bytes) else str(m) for m in await client.smembers(arg)]
         await client.delete(arg, *members)
     else:
-        batch = [k async for k in client.scan_iter(match=_glob_escape(arg) + "*", count=1000)]
+        match = arg if op == "match" else glob_escape(arg) + "*"
+        batch = [k async for k in client.scan_iter(match=match, count=1000)]
         for i in range(0, len(batch), 500):
             await client.unlink(*batch[i : i + 500])
     if publish is not None:
@@ -652,10 +702,6 @@ async def _remove(
         else:
             await client.publish(CHANNEL, publish(op, arg, members))
     return members
-
-
-def _glob_escape(text: str) -> str:
-    return "".join("\\" + c if c in "*?[]\\" else c for c in text)
 
 
 def reset_local_levels() -> None:

@@ -6,16 +6,15 @@ import functools
 import inspect
 import time
 from collections.abc import Awaitable, Callable, Collection
-from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar
+from typing import Any, Generic, ParamSpec, TypeVar
 
+from infraboot._base._checks import seconds_problem
 from infraboot.exceptions import ConfigError
 
 from ._codec import Serializer
 from ._core import Cache, Plan
 from ._keys import KeyBuilder
-
-if TYPE_CHECKING:
-    from infraboot._system import SystemInitializer
+from ._l2 import SystemSource
 
 __all__ = ["CachedFunction", "cached"]
 
@@ -135,7 +134,7 @@ def cached(
     serializer: Serializer | None = None,
     compress_over: int | None = 1024,
     required: bool | None = None,
-    system: SystemInitializer | None = None,
+    system: SystemSource = None,
 ) -> Callable[[Callable[P, Awaitable[R]]], CachedFunction[P, R]]:
     """Cache an async function's results for *ttl* seconds, in process (L1) and in Redis (L2).
 
@@ -155,15 +154,21 @@ def cached(
     - ``cache``: share a :class:`Cache` (and its L1) between functions; the remaining keywords
       (``redis``, ``namespace``, ``version``, ``l1_size``, ``l1_ttl``, ``serializer``,
       ``compress_over``, ``required``, ``system``) build one for this function instead, see :class:`Cache`.
+      ``system`` may be a function returning the system (``system=lambda: app_system``): the decorator
+      runs at import, the app factory builds the system later, the first call finds it.
 
     Concurrent calls with the same key run the function once. Redis being down costs no waiting:
     the call is served from L1 or runs the function (see ``docs/cache.md``).
     """
-    problems = []
-    if not isinstance(ttl, int | float) or isinstance(ttl, bool) or not 0 < ttl < float("inf"):
-        problems.append(f"ttl={ttl!r}: must be a finite number of seconds > 0, e.g. @cached(ttl=60)")
-    if lock is not None and (not isinstance(lock, int | float) or isinstance(lock, bool) or not lock > 0):
-        problems.append(f"lock={lock!r}: must be seconds > 0 (how long other processes wait for the value), or None")
+    problems = [
+        p
+        for p in (
+            seconds_problem("ttl", ttl, example="@cached(ttl=60)"),
+            # lock: how long other processes wait for the value; None: no lock.
+            seconds_problem("lock", lock, allow_none=True, example="lock=2.0 (or None)"),
+        )
+        if p is not None
+    ]
     if problems:
         raise ConfigError("@cached: " + "; ".join(problems), problems=tuple(problems))
     own: dict[str, Any] = {

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from collections import OrderedDict
-from collections.abc import Collection, Iterator
+from collections.abc import Callable, Collection, Iterator
 from typing import Any
 
 __all__ = ["Entry", "LocalLevel"]
@@ -65,6 +65,12 @@ class LocalLevel:
 
     def delete_tag(self, tag: str) -> int:
         doomed = [k for k, e in self._entries.items() if tag in e.tags]
+        for k in doomed:
+            del self._entries[k]
+        return len(doomed)
+
+    def delete_where(self, matches: Callable[[str], bool]) -> int:
+        doomed = [k for k in self._entries if matches(k)]
         for k in doomed:
             del self._entries[k]
         return len(doomed)

@@ -12,18 +12,19 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any, Final, TypeVar
+from typing import Any, Final, TypeVar
 
-from infraboot._errors import classify_error
-from infraboot._log import event
-from infraboot.exceptions import ComponentUnavailableError, NotInitializedError
+from infraboot._base._errors import classify_error
+from infraboot._base._log import event
+from infraboot._engine._system import SystemInitializer
+from infraboot.exceptions import CacheUnavailableError, ComponentUnavailableError, ConfigError, NotInitializedError
 
 from ._bounded import Deadlines
 
-if TYPE_CHECKING:
-    from infraboot._system import SystemInitializer
+__all__ = ["BYPASS", "TEXT_HINT", "CacheUnavailableError", "SharedLevel", "SystemSource", "system_source"]
 
-__all__ = ["BYPASS", "TEXT_HINT", "CacheUnavailableError", "SharedLevel"]
+#: What a cache is given as ``system=``: a system, a callable returning one (bound later), or ``None`` (the default).
+SystemSource = SystemInitializer | Callable[[], SystemInitializer | None] | None
 
 T = TypeVar("T")
 TEXT_HINT = "the Redis client decodes responses to str; give the cache a Redis component without decode_responses"
@@ -40,11 +41,6 @@ BYPASS: Final = _Bypass()
 """What :meth:`SharedLevel.run` returns when Redis was not asked (or did not answer)."""
 
 
-class CacheUnavailableError(ComponentUnavailableError):
-    """Raised by a cache made with ``required=True`` when its Redis cannot be used (down, unhealthy,
-    not started). An optional cache (the default) never raises it: it serves its local level instead."""
-
-
 def _loses_connection(exc: BaseException) -> bool:
     """A connection-level failure (refused, reset, timeout, closed): the next call would wait too."""
     if isinstance(exc, TimeoutError | OSError):
@@ -56,8 +52,20 @@ def _loses_connection(exc: BaseException) -> bool:
     return isinstance(exc, rex.ConnectionError | rex.TimeoutError)
 
 
+def system_source(system: object, owner: str) -> SystemSource:
+    """*system* checked: a :class:`SystemInitializer`, a callable returning one, or ``None``."""
+    if system is None or isinstance(system, SystemInitializer) or callable(system):
+        return system
+    msg = (
+        f"{owner}: system={system!r} must be a SystemInitializer, a function returning one (bound when the cache "
+        "is first used, e.g. system=lambda: app_system), or None for the default system"
+    )
+    raise ConfigError(msg)
+
+
 class SharedLevel:
-    """Calls into the Redis component *name* of *system* (``None``: the default system, looked up per call)."""
+    """Calls into the Redis component *name* of *system* (``None``: the default system, looked up per call;
+    a callable: called per use, so a cache made at import can serve a system an app factory builds later)."""
 
     __slots__ = (
         "_deadlines",
@@ -81,7 +89,7 @@ class SharedLevel:
     def __init__(
         self,
         name: str,
-        system: SystemInitializer | None,
+        system: SystemSource,
         *,
         op_timeout: float,
         retry_interval: float,
@@ -106,17 +114,42 @@ class SharedLevel:
         self.last_error: str | None = None
 
     def system(self) -> SystemInitializer:
-        if self._system is not None:
-            return self._system
-        from infraboot._default import default_system
+        """The system this cache serves; :class:`~infraboot.NotInitializedError` naming the fix when its
+        ``system=`` function has none yet (the cache was used before the app factory built it)."""
+        source = self._system
+        if source is None:
+            from infraboot._front._default import default_system
 
-        return default_system()
+            return default_system()
+        if isinstance(source, SystemInitializer):
+            return source
+        found = source()
+        if isinstance(found, SystemInitializer):
+            return found
+        if found is None:
+            msg = (
+                f"the cache on Redis {self.name!r} was used before its system exists (its system= function "
+                f"{getattr(source, '__qualname__', source)!r} returned None); build the system first (create the "
+                "app, or enter its lifespan) before calling cached functions, or leave system= out to use the "
+                "default system"
+            )
+            raise NotInitializedError(msg)
+        msg = f"the cache's system= function returned {type(found).__name__}; it must return a SystemInitializer"
+        raise TypeError(msg)
+
+    @property
+    def bound(self) -> bool:
+        """Whether the system exists now (a ``system=`` function may return ``None`` until the app is built)."""
+        source = self._system
+        return source is None or isinstance(source, SystemInitializer) or isinstance(source(), SystemInitializer)
 
     def client(self, *, trial: bool = False) -> Any:
         """The Redis client if the shared level may be used now, else ``None`` (no network I/O either way).
-        *trial*: also inside the bypass window after an error (a caller that knows Redis just answered)."""
+        *trial*: also inside the bypass window after an error (a caller that knows Redis just answered).
+        Used before its ``system=`` function has a system: :class:`~infraboot.NotInitializedError`."""
+        system = self.system()
         try:
-            client = self.system().get(self.name)  # one dict lookup: raises while the monitor says it is down
+            client = system.get(self.name)  # one dict lookup: raises while the monitor says it is down
         except (ComponentUnavailableError, NotInitializedError):
             self._monitor_saw_down = True
             self._nudge()
@@ -144,9 +177,12 @@ class SharedLevel:
 
     @property
     def state(self) -> str:
-        """``up`` (in use), ``down`` (bypassed after an error of its own) or ``unavailable`` (component not ready)."""
+        """``up`` (in use), ``down`` (bypassed after an error of its own), ``unavailable`` (component not ready)
+        or ``unbound`` (its ``system=`` function has no system yet)."""
         if self.tripped:
             return "down"
+        if not self.bound:
+            return "unbound"
         try:
             self.system().get(self.name)
         except (ComponentUnavailableError, NotInitializedError):

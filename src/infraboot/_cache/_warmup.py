@@ -8,8 +8,9 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from typing import Any
 
-from infraboot._component import Context, FunctionComponent, component
-from infraboot._log import event
+from infraboot._base._checks import seconds_problem
+from infraboot._base._log import event
+from infraboot._engine._component import Context, FunctionComponent, component
 from infraboot.exceptions import ConfigError
 
 __all__ = ["WarmupReport", "warmup"]
@@ -54,8 +55,9 @@ def warmup(
     problems = []
     if not all(callable(s) for s in steps):
         problems.append("steps: each must be a callable returning an awaitable, e.g. lambda: get_user(1)")
-    if not isinstance(deadline, int | float) or isinstance(deadline, bool) or not 0 < deadline < float("inf"):
-        problems.append(f"deadline={deadline!r}: must be a finite number of seconds > 0")
+    problem = seconds_problem("deadline", deadline, example="deadline=10")
+    if problem is not None:
+        problems.append(problem)
     if not isinstance(concurrency, int) or isinstance(concurrency, bool) or concurrency < 1:
         problems.append(f"concurrency={concurrency!r}: must be a whole number >= 1")
     if problems:

@@ -6,24 +6,35 @@ import contextlib
 import os
 import uuid
 from collections.abc import AsyncIterator, Iterable, Iterator, Mapping
-from typing import Any
+from typing import Any, Protocol, TypeVar
 
-from infraboot import _asgi
-from infraboot._default import default_system
-from infraboot._state import ComponentState
-from infraboot._system import SystemInitializer
-from infraboot.exceptions import ComponentUnavailableError, ConfigError
+from infraboot._engine._component import refusing, substitute
+from infraboot._engine._state import ComponentState
+from infraboot._engine._system import SystemInitializer
+from infraboot._front._default import default_system
+from infraboot._web import _asgi
+from infraboot.exceptions import ComponentUnavailableError, ConfigError, StartupError
 
-__all__ = ["fake_env", "lifespan", "memory_server", "outage"]
+R = TypeVar("R")
+
+__all__ = [
+    "Fakes",
+    "LifespanRunner",
+    "fake_component",
+    "fake_database",
+    "fake_env",
+    "fake_redis",
+    "lifespan",
+    "memory_server",
+    "outage",
+]
 
 
 def memory_server(name: str) -> Any:
     """The ``fakeredis.FakeServer`` behind ``REDIS_URL=memory://<name>`` (created on first use)."""
-    import fakeredis
+    from infraboot._components._redis import memory_server as server
 
-    from infraboot._redis import _memory_servers
-
-    return _memory_servers.setdefault(name, fakeredis.FakeServer())
+    return server(name)
 
 
 @contextlib.contextmanager
@@ -34,8 +45,6 @@ def fake_env(*, redis: bool = False, database: bool = False) -> Iterator[dict[st
     is SQLite in memory on one shared connection, so tables created in one session are
     seen by the next. Yields the variables it set.
     """
-    from infraboot._redis import _memory_servers
-
     values: dict[str, str] = {}
     name = f"infraboot-test-{uuid.uuid4().hex}"
     if redis:
@@ -53,7 +62,9 @@ def fake_env(*, redis: bool = False, database: bool = False) -> Iterator[dict[st
                 os.environ.pop(key, None)
             else:
                 os.environ[key] = old
-        _memory_servers.pop(name, None)
+        from infraboot._components._redis import forget_memory_server
+
+        forget_memory_server(name)
 
 
 @contextlib.asynccontextmanager
@@ -76,19 +87,16 @@ async def outage(name: str, *, system: SystemInitializer | None = None, recover:
         msg = f"simulated outage of {name!r}"
         raise ConnectionRefusedError(msg)
 
-    component.check = refuse  # type: ignore[method-assign]
-    component._open = refuse  # type: ignore[method-assign]
-    if server is not None:
-        server.connected = False
-    try:
-        if target.state(name) is ComponentState.READY:
-            await target.health(fresh=True)
-        yield
-    finally:
-        del component.check
-        del component._open
+    with refusing(component, refuse):
         if server is not None:
-            server.connected = True
+            server.connected = False
+        try:
+            if target.state(name) is ComponentState.READY:
+                await target.health(fresh=True)
+            yield
+        finally:
+            if server is not None:
+                server.connected = True
     if recover and target.state(name) in (ComponentState.UNHEALTHY, ComponentState.FAILED, ComponentState.READY):
         if target.state(name) is ComponentState.READY:
             await target.health(fresh=True)  # a required component: one good probe flips it back
@@ -106,14 +114,27 @@ def _fake_server(system: SystemInitializer, name: str) -> Any:
     return memory_server(server_name) if server_name else None
 
 
+class LifespanRunner(Protocol):
+    """The type of the ``infraboot_lifespan`` fixture, for a test that annotates its parameters::
+
+    async def test_ready(infraboot_lifespan: infraboot.testing.LifespanRunner) -> None:
+        state = await infraboot_lifespan(app, components=["redis"])
+    """
+
+    async def __call__(
+        self, app: Any, *, components: Iterable[str] | None = None, started: bool = True
+    ) -> Mapping[str, Any]: ...
+
+
 @contextlib.asynccontextmanager
 async def lifespan(
     app: Any, *, components: Iterable[str] | None = None, started: bool = True
 ) -> AsyncIterator[Mapping[str, Any]]:
     """Run an ASGI app's lifespan around the block (any ASGI framework); yields the lifespan state.
 
-    A failed startup raises ``RuntimeError`` with the server's message; shutdown runs on
-    exit, also when the block raises::
+    A required component that fails the startup raises its :class:`~infraboot.StartupError`
+    (a ``RuntimeError``), as ``ensure_initialized`` does; another failed startup raises
+    ``RuntimeError`` with the server's message. Shutdown runs on exit, also when the block raises::
 
         async with infraboot.testing.lifespan(app):
             async with httpx.AsyncClient(transport=httpx.ASGITransport(app)) as client:
@@ -152,9 +173,12 @@ async def lifespan(
     # The app's task copies this context when it is created: the restriction is seen there only.
     restriction = _asgi.components_override.set(None if components is None else list(components))
     kit = _asgi.in_test_kit.set(True)  # a failed background startup must not end the test run
+    failures: list[BaseException] = []
+    heard = _asgi.startup_failures.set(failures)
     try:
         task = asyncio.get_running_loop().create_task(app(scope, receive, send), name="infraboot-test-lifespan")
     finally:
+        _asgi.startup_failures.reset(heard)
         _asgi.in_test_kit.reset(kit)
         _asgi.components_override.reset(restriction)
 
@@ -169,6 +193,8 @@ async def lifespan(
             raise RuntimeError(msg)
         reply = getter.result()
         if reply["type"] == f"lifespan.{kind}.failed":
+            if kind == "startup" and failures and isinstance(failures[-1], StartupError):
+                raise failures[-1]  # the test asserts on it, not on the server's traceback text
             msg = f"lifespan {kind} failed: {reply.get('message', '')}"
             raise RuntimeError(msg)
 
@@ -191,3 +217,151 @@ async def lifespan(
         finally:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+
+
+# Given-in-code fields a fake keeps: how the app uses its client or sessions (decoded strings, autoflush, ...).
+# Everything else (hosts, TLS, pool sizes, driver options of the real server) would not fit the fake.
+_REDIS_KEPT = ("client_options", "socket_timeout", "max_connections")
+_DATABASE_KEPT = ("session_options", "echo")
+SQLITE_NEEDED = (
+    'fake_database runs the database on SQLite in memory, which needs aiosqlite: pip install "infraboot[testing]" '
+    '(or "infraboot[sqlite]"), also when the app runs on PostgreSQL'
+)
+
+
+def _configured(system: SystemInitializer, name: str, kind: str) -> Any:
+    from infraboot._components._configured import ConfiguredComponent
+
+    system.state(name)  # an unknown name: UnknownComponentError with a did-you-mean
+    component = system.components[name]
+    if not isinstance(component, ConfiguredComponent) or component.settings_class != kind:
+        what = "infraboot.RedisComponent" if kind == "RedisSettings" else "infraboot.DatabaseComponent"
+        msg = (
+            f"{name!r} is a {type(component).__name__}, not a {what}; stand in for a component of your own with "
+            f"infraboot.testing.fake_component({name!r}, resource)"
+        )
+        raise ConfigError(msg)
+    return component
+
+
+@contextlib.asynccontextmanager
+async def _faked(
+    system: SystemInitializer, name: str, component: Any, settings: dict[str, Any], kept: Iterable[str]
+) -> AsyncIterator[Any]:
+    if name in {n for n, snap in system.snapshot().items() if snap.has_resource}:
+        msg = (
+            f"{name!r} is started already; a fake starts a fresh one: use it before the app's lifespan starts the "
+            f"components, or stop {name!r} first"
+        )
+        raise ConfigError(msg)
+    given, env_file = component.given
+    fields = component.given_fields()
+    component.use({**{k: fields[k] for k in kept if k in fields}, **settings, "enabled": True, "required": True})
+    try:
+        await system.ensure_initialized([name])
+        try:
+            yield system.get(name)
+        finally:
+            await system.stop([name])
+    finally:
+        component.use(given, env_file=env_file)
+
+
+@contextlib.asynccontextmanager
+async def fake_redis(name: str = "redis", *, system: SystemInitializer | None = None) -> AsyncIterator[Any]:
+    """Start the Redis component *name* (``redis``, or a named instance such as ``cache``) on a fresh
+    in-process fakeredis server inside the block; yields its client, stops it on exit.
+
+    The component keeps the ``client_options`` (``decode_responses``, ...), ``socket_timeout`` and
+    ``max_connections`` the code gave it; the URL given in code or in the environment is not used. Its
+    server shares no key with any other fake, and :func:`outage` works on it::
+
+        async with infraboot.testing.fake_redis("cache") as cache:
+            await cache.set("k", "v")
+    """
+    target = default_system() if system is None else system
+    component = _configured(target, name, "RedisSettings")
+    server = f"infraboot-fake-{uuid.uuid4().hex}"
+    from infraboot._components._redis import forget_memory_server
+
+    try:
+        async with _faked(target, name, component, {"url": f"memory://{server}"}, _REDIS_KEPT) as client:
+            yield client
+    finally:
+        forget_memory_server(server)
+
+
+@contextlib.asynccontextmanager
+async def fake_database(name: str = "database", *, system: SystemInitializer | None = None) -> AsyncIterator[Any]:
+    """Start the database component *name* on SQLite in memory inside the block; yields its ``AsyncEngine``.
+
+    Tables are shared by every session of the block (one connection). The component keeps the
+    ``session_options`` the code gave it, so ``get_session(name)`` / ``system.get_session(name)`` /
+    ``ib.DatabaseSession`` behave as in the app. Needs aiosqlite (``pip install "infraboot[testing]"``,
+    or ``"infraboot[sqlite]"``), also when the app runs on PostgreSQL.
+    """
+    import importlib.util
+
+    if importlib.util.find_spec("aiosqlite") is None:
+        raise ConfigError(SQLITE_NEEDED)
+    target = default_system() if system is None else system
+    component = _configured(target, name, "DatabaseSettings")
+    async with _faked(target, name, component, {"url": "sqlite+aiosqlite:///:memory:"}, _DATABASE_KEPT) as engine:
+        yield engine
+
+
+@contextlib.contextmanager
+def fake_component(name: str, resource: Any, *, system: SystemInitializer | None = None) -> Iterator[Any]:
+    """Make the component *name* stand in with *resource* inside the block: a start (the app's lifespan,
+    ``ensure_initialized``) yields *resource* without any I/O or settings, its probe passes, its stop does
+    nothing, and ``get(name)`` returns it (also when the component was started before the block)::
+
+        with infraboot.testing.fake_component("pg_pool", FakePool()):
+            async with infraboot.testing.lifespan(app):
+                ...
+
+    On exit the component is itself again (a start inside the block stays until it is stopped).
+    """
+    target = default_system() if system is None else system
+    target.state(name)  # an unknown name: UnknownComponentError with a did-you-mean
+    component = target.components[name]
+
+    async def stand_in(ctx: Any) -> tuple[Any, Any]:
+        async def close(reason: str | None) -> None:
+            return None
+
+        return resource, close
+
+    async def passes(*args: Any, **kwargs: Any) -> None:
+        return None
+
+    with substitute(component, open_=stand_in, check=passes, configure=lambda: None), target.override(name, resource):
+        yield resource
+
+
+class Fakes:
+    """What the ``infraboot_fake`` fixture gives: fakes of any component, each undone at the end of the test
+    (annotate it ``infraboot_fake: infraboot.testing.Fakes``).
+
+    - ``await infraboot_fake.redis("cache")``: the Redis component ``cache`` started on a fresh fakeredis
+      server (see :func:`infraboot.testing.fake_redis`); returns its client.
+    - ``await infraboot_fake.database("reports")``: a database component on SQLite in memory; returns the engine.
+    - ``infraboot_fake.component("pg_pool", FakePool())``: a component of your own stands in with a resource
+      (see :func:`infraboot.testing.fake_component`); returns the resource.
+
+    Each takes ``system=`` for a :class:`~infraboot.SystemInitializer` of your own (default: the test's
+    default system).
+    """
+
+    def __init__(self, stack: contextlib.AsyncExitStack) -> None:
+        self._stack = stack
+
+    async def redis(self, name: str = "redis", *, system: SystemInitializer | None = None) -> Any:
+        return await self._stack.enter_async_context(fake_redis(name, system=system))
+
+    async def database(self, name: str = "database", *, system: SystemInitializer | None = None) -> Any:
+        return await self._stack.enter_async_context(fake_database(name, system=system))
+
+    def component(self, name: str, resource: R, *, system: SystemInitializer | None = None) -> R:
+        faked: R = self._stack.enter_context(fake_component(name, resource, system=system))
+        return faked

@@ -7,11 +7,11 @@ from collections.abc import Iterator
 from types import TracebackType
 from typing import Any
 
-from infraboot._checks import SystemSettings
-from infraboot._component import Component
-from infraboot._default import default_system, settings_from_env
-from infraboot._default import reset_default_system as _reset
-from infraboot._system import SystemInitializer
+from infraboot._engine._component import Component
+from infraboot._engine._system import SystemInitializer
+from infraboot._engine._system_settings import SETTINGS
+from infraboot._front._default import default_system, settings_from_env
+from infraboot._front._default import reset_default_system as _reset
 from infraboot.exceptions import ConfigError
 
 __all__ = [
@@ -94,7 +94,7 @@ def reset_default_system() -> None:
     _reset(None)
 
 
-_SETTINGS = tuple(SystemSettings.__annotations__)
+_SETTINGS = tuple(SETTINGS)
 
 
 class Baseline:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
+import importlib.util
 import inspect
 import sys
 import warnings
@@ -19,17 +20,20 @@ from typing import Any, Protocol, TypeVar
 
 import pytest
 
-from infraboot._default import default_system, reset_default_system
-from infraboot._retry import is_testing, set_testing, testing_attempts
-from infraboot._system import SystemInitializer
+from infraboot._engine._backoff import is_testing, set_testing, testing_attempts
+from infraboot._engine._system import SystemInitializer
+from infraboot._front._default import default_system, reset_default_system
 
-from ._kit import fake_env, lifespan
+from . import _kit
+from ._kit import LifespanRunner, fake_env, lifespan
 from ._override import Baseline, close_open_overrides, iter_held, open_overrides, override
 from ._proxy import TcpProxy, open_proxies, proxy_factory
 
 __all__ = [
+    "drive",
     "fake_database",
     "fake_redis",
+    "infraboot_fake",
     "infraboot_lifespan",
     "infraboot_override",
     "infraboot_proxy",
@@ -146,7 +150,7 @@ def _test_loop(request: pytest.FixtureRequest) -> Iterator[_Loop | None]:
     yield _AsyncioLoop(request.getfixturevalue(f"_infraboot_loop_{scope}"))
 
 
-def _drive(
+def drive(
     request: pytest.FixtureRequest, block: Callable[[], contextlib.AbstractAsyncContextManager[T]]
 ) -> Iterator[T]:
     """Run the async *block* around the test in the test's own event loop: setup now, teardown after the test."""
@@ -363,7 +367,7 @@ def infraboot_system(request: pytest.FixtureRequest) -> Iterator[SystemInitializ
                 if not keep:
                     await system.shutdown()
 
-    yield from _drive(request, block)
+    yield from drive(request, block)
 
 
 def _started(
@@ -377,12 +381,10 @@ def _started(
                 f"fresh one for each test. Use infraboot.get({name!r}) for the session's, or stop it first"
             )
             pytest.fail(msg, pytrace=False)
-        with fake_env(**fakes):
-            await system.ensure_initialized([name])
-            try:
-                yield system.get(name)
-            finally:
-                await system.stop([name])
+        fake = _kit.fake_redis if name == "redis" else _kit.fake_database
+        with fake_env(**fakes):  # the variables too, for code of the app that reads them
+            async with fake(name, system=system) as resource:
+                yield resource
 
     return block
 
@@ -391,30 +393,50 @@ def _started(
 def fake_redis(request: pytest.FixtureRequest, infraboot_system: SystemInitializer) -> Iterator[Any]:
     """A started ``redis`` component on a fresh fakeredis server: no keys shared with any other test.
 
-    ``infraboot.get_redis()`` returns this client for the whole test.
+    ``infraboot.get_redis()`` returns this client for the whole test; the ``client_options`` the app gave
+    (``decode_responses``) hold, a URL it gave does not. A named instance: ``infraboot_fake.redis("cache")``.
     """
-    yield from _drive(request, _started(infraboot_system, "redis", redis=True))
+    yield from drive(request, _started(infraboot_system, "redis", redis=True))
 
 
 @pytest.fixture
 def fake_database(request: pytest.FixtureRequest, infraboot_system: SystemInitializer) -> Iterator[Any]:
     """A started ``database`` component on SQLite in memory; tables are shared across the test's sessions.
 
-    Yields the ``AsyncEngine``; ``infraboot.get_session()`` works for the whole test.
+    Yields the ``AsyncEngine``; ``infraboot.get_session()`` works for the whole test, with the
+    ``session_options`` the app gave. Needs aiosqlite: ``pip install "infraboot[testing]"`` (or
+    ``"infraboot[sqlite]"``), also when the app runs on PostgreSQL.
     """
-    yield from _drive(request, _started(infraboot_system, "database", database=True))
+    if importlib.util.find_spec("aiosqlite") is None:
+        pytest.fail(_kit.SQLITE_NEEDED, pytrace=False)
+    yield from drive(request, _started(infraboot_system, "database", database=True))
 
 
 @pytest.fixture
-def infraboot_lifespan(request: pytest.FixtureRequest) -> Iterator[Callable[..., Awaitable[Mapping[str, Any]]]]:
+def infraboot_fake(request: pytest.FixtureRequest, infraboot_system: SystemInitializer) -> Iterator[_kit.Fakes]:
+    """Fakes of named Redis and database instances and of an app's own components, undone after the test
+    (see :class:`Fakes`): ``await infraboot_fake.redis("cache")``, ``infraboot_fake.component("pg_pool", pool)``."""
+
+    @contextlib.asynccontextmanager
+    async def block() -> AsyncIterator[_kit.Fakes]:
+        async with contextlib.AsyncExitStack() as stack:
+            yield _kit.Fakes(stack)
+
+    yield from drive(request, block)
+
+
+@pytest.fixture
+def infraboot_lifespan(request: pytest.FixtureRequest) -> Iterator[LifespanRunner]:
     """``state = await infraboot_lifespan(app)``: run an ASGI app's lifespan until the end of the test.
+
+    Annotate it as :class:`infraboot.testing.LifespanRunner`.
 
     ``await infraboot_lifespan(app, components=["redis"])`` starts only those (see
     :func:`infraboot.testing.lifespan`).
     """
 
     @contextlib.asynccontextmanager
-    async def block() -> AsyncIterator[Callable[..., Awaitable[Mapping[str, Any]]]]:
+    async def block() -> AsyncIterator[LifespanRunner]:
         async with contextlib.AsyncExitStack() as stack:
 
             async def run(
@@ -424,7 +446,7 @@ def infraboot_lifespan(request: pytest.FixtureRequest) -> Iterator[Callable[...,
 
             yield run
 
-    yield from _drive(request, block)
+    yield from drive(request, block)
 
 
 # -- pytest-asyncio's loops, one fixture per loop scope ------------------------------------------------

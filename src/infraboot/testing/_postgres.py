@@ -10,6 +10,10 @@
   database, and one ``AsyncSession`` in an outer transaction that is rolled back at the end
   of the test; ``get_session()`` and the framework dependencies hand it out meanwhile.
 
+The server may be MySQL or MariaDB too (``mysql+asyncmy://``, ``mysql+aiomysql://``,
+``mysql://``, ``mariadb…``): the same fixtures make and drop the database there, and the
+session nests the same way (InnoDB savepoints).
+
 Nothing here imports SQLAlchemy until a fixture runs. See ``docs/testing-postgres.md``.
 """
 
@@ -20,18 +24,20 @@ import concurrent.futures
 import contextlib
 import importlib
 import inspect
+import logging
 import os
 import re
 import secrets
-from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterator, Mapping
 from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
 import pytest
 
-from infraboot._accessors import configure, session_options, use_session
-from infraboot._default import default_system
-from infraboot._errors import classify_error, describe
-from infraboot._retry import set_testing
+from infraboot._base._errors import classify_error, describe
+from infraboot._base._log import event
+from infraboot._engine._backoff import set_testing
+from infraboot._front._accessors import configure, held_by_kit, session_options, use_session
+from infraboot._front._default import default_system
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import URL
@@ -130,7 +136,7 @@ def _load_hook(spec: str) -> SchemaHook:
 
 @pytest.fixture(scope="session")
 def infraboot_postgres_url(infraboot_postgres_server: str | None, infraboot_schema: SchemaHook) -> Iterator[str]:
-    """The URL (``postgresql+asyncpg://``, password kept) of a database made for this test run, dropped at its end.
+    """The URL (``postgresql+asyncpg://`` or MySQL's, password kept) of a database made for this run, then dropped.
 
     Each pytest process -- each pytest-xdist worker too -- gets its own database,
     ``infraboot_test_<pid>_<worker>_<random>``, with the schema callback run once. Skipped
@@ -168,7 +174,7 @@ def infraboot_db_session(request: pytest.FixtureRequest, infraboot_postgres_url:
     (``get_engine().connect()``) is outside the transaction: what it commits stays.
     It runs in the test's own event loop, under pytest-asyncio (auto or strict) or anyio.
     """
-    from ._plugin import _drive
+    from ._plugin import drive
 
     @contextlib.asynccontextmanager
     async def block() -> AsyncIterator[AsyncSession]:
@@ -185,8 +191,22 @@ def infraboot_db_session(request: pytest.FixtureRequest, infraboot_postgres_url:
             async with engine.connect() as connection:
                 outer = await connection.begin()
                 session = AsyncSession(bind=connection, **options)
+
+                def take(settings: Any) -> None:
+                    # An app factory's configure(database=...) after this fixture: the throwaway URL stays,
+                    # the session-level options apply to the lent session, the rest waits for the next start.
+                    if isinstance(settings, Mapping):
+                        given = settings.get("session_options")
+                    else:
+                        given = getattr(settings, "session_options", None)
+                    for key, value in dict(given or {}).items():
+                        if key in ("autoflush", "expire_on_commit"):
+                            setattr(session.sync_session, key, value)
+                    event(logging.INFO, "settings_held", component="database", by="infraboot_db_session")
+
                 try:
-                    with use_session(session):  # seen by the test where the runner runs it in this context (anyio)
+                    # seen by the test where the runner runs it in this context (anyio)
+                    with use_session(session), held_by_kit(system, "database", take):
                         yield session
                 finally:
                     try:
@@ -198,7 +218,7 @@ def infraboot_db_session(request: pytest.FixtureRequest, infraboot_postgres_url:
         finally:
             await system.stop(["database"])
 
-    driven = _drive(request, block)
+    driven = drive(request, block)
     session = next(driven)
     try:
         # And here, for runners that start the test's task from this thread's context (pytest-asyncio).
@@ -212,34 +232,67 @@ def infraboot_db_session(request: pytest.FixtureRequest, infraboot_postgres_url:
 # -- the server side ------------------------------------------------------------------------------
 
 
+_MYSQL_DRIVERS = {"asyncmy": "asyncmy", "aiomysql": "aiomysql"}
+
+
+def _is_mysql(url: URL) -> bool:
+    return url.get_backend_name() in ("mysql", "mariadb")
+
+
+def _kind(url: URL) -> str:
+    return "MySQL/MariaDB" if _is_mysql(url) else "PostgreSQL"
+
+
+def _connect_args(url: URL) -> dict[str, Any]:
+    # asyncmy and aiomysql name their connect timeout connect_timeout; asyncpg names it timeout.
+    return {"connect_timeout": _CONNECT_TIMEOUT} if _is_mysql(url) else {"timeout": _CONNECT_TIMEOUT}
+
+
 def _server_or_skip(raw: str | None) -> URL:
     if raw is None:
         where = " or ".join(URL_VARIABLES)
-        pytest.skip(f"no PostgreSQL server for throwaway databases: set {where}")
+        pytest.skip(f"no PostgreSQL or MySQL server for throwaway databases: set {where}")
     try:
-        import asyncpg  # noqa: F401 - the component needs it too: say so here, once
         from sqlalchemy.engine import make_url
     except ImportError:
-        pytest.fail('infraboot_postgres_url needs SQLAlchemy and asyncpg: pip install "infraboot[postgres]"')
-    from infraboot._redact import SecretURL
-    from infraboot._urls import ASYNC_POSTGRES, database_driver_url
+        pytest.fail(
+            'infraboot_postgres_url needs SQLAlchemy: pip install "infraboot[postgres]" (or "infraboot[mysql]")'
+        )
+    from infraboot._base._redact import SecretURL
+    from infraboot._components._urls import ASYNC_POSTGRES, database_driver_url
 
     try:
         secret, _ = database_driver_url(SecretURL(raw))
         url = make_url(secret.get_secret_value())
     except Exception as exc:
-        pytest.skip(f"the PostgreSQL server URL cannot be parsed ({type(exc).__name__})")
-    if url.drivername != ASYNC_POSTGRES:
-        pytest.skip(f"{url.render_as_string(hide_password=True)} is not a PostgreSQL URL: no throwaway database")
+        pytest.skip(f"the database server URL cannot be parsed ({type(exc).__name__})")
+    if _is_mysql(url):
+        driver = url.get_driver_name()
+        if driver not in _MYSQL_DRIVERS:
+            shown = url.render_as_string(hide_password=True)
+            pytest.skip(
+                f"{shown}: no throwaway database with the {driver} driver; use mysql+asyncmy:// or mysql+aiomysql://"
+            )
+        module, fix = driver, ('pip install "infraboot[mysql]"' if driver == "asyncmy" else "pip install aiomysql")
+    elif url.drivername == ASYNC_POSTGRES:
+        module, fix = "asyncpg", 'pip install "infraboot[postgres]"'
+    else:
+        shown = url.render_as_string(hide_password=True)
+        pytest.skip(f"{shown} is neither a PostgreSQL nor a MySQL URL: no throwaway database")
+    try:
+        importlib.import_module(module)  # the component needs it too: say so here, once
+    except ImportError:
+        pytest.fail(f"infraboot_postgres_url on {_kind(url)} needs SQLAlchemy and {module}: {fix}")
     return url
 
 
 def _unavailable(server: URL, exc: Exception, what: str) -> NoReturn:
     where = server.render_as_string(hide_password=True)
     if classify_error(exc) in _UNREACHABLE:
-        reason = f"no PostgreSQL reachable at {where} ({describe(exc)})"
+        kind = _kind(server)
+        reason = f"no {kind} reachable at {where} ({describe(exc)})"
         if os.environ.get("CI") == "true":
-            pytest.fail(f"{reason}; under CI=true the PostgreSQL server is required", pytrace=False)
+            pytest.fail(f"{reason}; under CI=true the {kind} server is required", pytrace=False)
         pytest.skip(reason)
     pytest.fail(f"{what} on {where}: {describe(exc)}", pytrace=False)
 
@@ -253,17 +306,24 @@ def _run(coro: Coroutine[Any, Any, T]) -> T:
 
 @contextlib.asynccontextmanager
 async def _maintenance(server: URL) -> AsyncIterator[AsyncConnection]:
-    """An autocommit connection to a database of *server* other than ours: ``postgres``, the URL's, ``template1``."""
+    """An autocommit connection to a database of *server* other than ours.
+
+    PostgreSQL: ``postgres``, the URL's, ``template1``. MySQL: the URL's, then none at all.
+    """
     from sqlalchemy.ext.asyncio import create_async_engine
     from sqlalchemy.pool import NullPool
 
+    if _is_mysql(server):
+        databases: tuple[str | None, ...] = (server.database, None) if server.database else (None,)
+    else:
+        databases = tuple(dict.fromkeys(("postgres", server.database or "postgres", "template1")))
     errors: list[Exception] = []
-    for database in dict.fromkeys(("postgres", server.database or "postgres", "template1")):
+    for database in databases:
         engine = create_async_engine(
             server.set(database=database),
             poolclass=NullPool,
             isolation_level="AUTOCOMMIT",
-            connect_args={"timeout": _CONNECT_TIMEOUT},
+            connect_args=_connect_args(server),
         )
         try:
             try:
@@ -287,14 +347,17 @@ async def _create(server: URL, name: str) -> None:
     from sqlalchemy import text
 
     async with _maintenance(server) as connection:
-        await connection.execute(text(f'CREATE DATABASE "{name}"'))
+        if _is_mysql(server):
+            await connection.execute(text(f"CREATE DATABASE `{name}` CHARACTER SET utf8mb4"))
+        else:
+            await connection.execute(text(f'CREATE DATABASE "{name}"'))
 
 
 async def _apply_schema(url: URL, hook: SchemaHook) -> None:
     from sqlalchemy.ext.asyncio import create_async_engine
     from sqlalchemy.pool import NullPool
 
-    engine = create_async_engine(url, poolclass=NullPool, connect_args={"timeout": _CONNECT_TIMEOUT})
+    engine = create_async_engine(url, poolclass=NullPool, connect_args=_connect_args(url))
     try:
         result = hook(engine)
         if inspect.isawaitable(result):
@@ -307,6 +370,11 @@ async def _drop(server: URL, name: str) -> None:
     from sqlalchemy import text
 
     async with _maintenance(server) as connection:
+        if _is_mysql(server):
+            # The session fixture's connections are closed by then; a client still in a
+            # transaction on it would hold a metadata lock and make this wait for it.
+            await connection.execute(text(f"DROP DATABASE IF EXISTS `{name}`"))
+            return
         version = int((await connection.execute(text("SHOW server_version_num"))).scalar_one())
         if version >= 130000:
             await connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))

@@ -15,7 +15,7 @@ from collections.abc import Callable, Coroutine, Iterator
 from types import TracebackType
 from typing import Any, Literal, TypeVar
 
-from infraboot._redact import SecretURL
+from infraboot._base._redact import SecretURL
 
 __all__ = ["Mode", "TcpProxy", "open_proxies", "proxy_factory"]
 

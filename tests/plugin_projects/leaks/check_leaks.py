@@ -10,7 +10,7 @@ from app import POOLS
 
 import infraboot
 import infraboot.testing
-from infraboot._retry import is_testing
+from infraboot._engine._retry import is_testing
 
 KEPT: list[object] = []  # what a careless test keeps alive: an override it entered and never left
 

@@ -1,0 +1,69 @@
+"""Frozen dataclasses whose methods are written on first use, not at import.
+
+``@dataclasses.dataclass`` writes and compiles ``__init__``, ``__repr__``, ``__eq__``,
+``__hash__`` and the frozen ``__setattr__`` of each class while its module is imported: for
+the engine's dozen report classes that was a third of ``import infraboot``. Here the class
+is left as written until its first instance is made; then the real ``dataclasses.dataclass``
+turns it into a frozen dataclass (in place, without ``__slots__``), and from then on it is one.
+
+A module imports the real names for type checkers and these at run time::
+
+    if TYPE_CHECKING:
+        from dataclasses import dataclass, field
+    else:
+        from infraboot._base._record import dataclass, field
+
+Only what the engine uses is supported: ``frozen=True`` (always), ``field(default_factory=...)``.
+Not for classes that are subclassed.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+__all__ = ["dataclass", "field"]
+
+C = TypeVar("C", bound=type)
+
+_lock = threading.Lock()
+
+
+class _Factory:
+    __slots__ = ("make",)
+
+    def __init__(self, make: Callable[[], Any]) -> None:
+        self.make = make
+
+
+def field(*, default_factory: Callable[[], Any]) -> Any:
+    """A field whose default is made by *default_factory* for each instance."""
+    return _Factory(default_factory)
+
+
+def dataclass(*, frozen: bool = True, slots: bool = False) -> Callable[[C], C]:
+    """Make the class a frozen dataclass when its first instance is made (*slots* is ignored)."""
+
+    def wrap(cls: C) -> C:
+        def __init__(self: Any, *args: Any, **kwargs: Any) -> None:
+            _materialize(cls)
+            cls.__init__(self, *args, **kwargs)  # type: ignore[misc]  # the dataclass __init__ now
+
+        cls.__init__ = __init__  # type: ignore[misc]
+        return cls
+
+    return wrap
+
+
+def _materialize(cls: type) -> None:
+    with _lock:
+        if "__dataclass_fields__" in cls.__dict__:
+            return  # another thread got there first
+        import dataclasses
+
+        del cls.__init__  # type: ignore[misc]  # dataclass() writes __init__ only where the class has none
+        for name, value in list(cls.__dict__.items()):
+            if isinstance(value, _Factory):
+                setattr(cls, name, dataclasses.field(default_factory=value.make))
+        dataclasses.dataclass(frozen=True)(cls)

@@ -1,0 +1,69 @@
+"""The engine's frozen records behave as the dataclasses they are, though their methods are written on first use."""
+
+from __future__ import annotations
+
+import dataclasses
+import threading
+
+import pytest
+
+from infraboot._base._record import dataclass, field
+from infraboot._engine._health import HealthReport
+from infraboot._engine._report import ShutdownReport, StopResult
+
+
+def test_a_record_is_a_frozen_dataclass_once_made() -> None:
+    """Equality, hashing, repr and immutability are the dataclass ones; each instance gets its own default."""
+    a, b = StopResult("redis", 0.5), StopResult("redis", 0.5)
+    assert (a, hash(a), "StopResult(name='redis', duration=0.5, error=None)") == (b, hash(b), repr(a))
+    assert dataclasses.is_dataclass(StopResult)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        a.name = "other"  # type: ignore[misc]
+    assert ShutdownReport().errors == {}
+    assert HealthReport("liveness", "pass").time > 0
+
+
+def test_arguments_are_checked_as_a_dataclass_checks_them() -> None:
+    """A missing or unknown argument is a TypeError, on the first instance as on the next."""
+    with pytest.raises(TypeError):
+        StopResult("redis")  # type: ignore[call-arg]
+    with pytest.raises(TypeError):
+        StopResult("redis", 0.1, nope=1)  # type: ignore[call-arg]
+
+
+def test_threads_making_the_first_instances_at_once_all_get_records() -> None:
+    """The methods are written once, whichever thread makes the first instance."""
+
+    @dataclass(frozen=True, slots=True)
+    class Point:
+        x: int
+        tags: list[int] = field(default_factory=list)
+
+    made: list[Point] = []
+    start = threading.Barrier(8)
+
+    def make(i: int) -> None:
+        start.wait()
+        made.append(Point(i))
+
+    threads = [threading.Thread(target=make, args=(i,)) for i in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(range(8)) == sorted(p.x for p in made)
+    assert all(p.tags == [] for p in made)
+    assert len({id(p.tags) for p in made}) == 8
+
+
+def test_importing_the_engine_writes_no_dataclass_and_loads_no_difflib() -> None:
+    """`import infraboot` with the engine defers dataclasses and difflib to first use (the import-cost budget)."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, infraboot; infraboot.SystemInitializer; infraboot.ensure_initialized; infraboot.component; "
+        "print(sorted(m for m in ('dataclasses', 'difflib', 'tenacity') if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert "[]" == out.stdout.strip()
