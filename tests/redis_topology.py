@@ -261,6 +261,30 @@ class RedisClusterNodes:
         msg = f"no replica of {master}"
         raise LookupError(msg)
 
+    def promote(self, replica: int, timeout: float = 30.0) -> None:
+        """``CLUSTER FAILOVER`` on *replica* until it is a master.
+
+        A manual failover needs the replica's link to its master up and in sync; one asked before that (or
+        whose master was slow to pause its clients) times out inside Redis after 5 s without a word, so the
+        replica is asked again until *timeout*."""
+
+        def link_up() -> bool:
+            with self.node(replica) as n:
+                return n.info("replication").get("master_link_status") == "up"
+
+        poll("the replica's link to its master is up", link_up, timeout, interval=0.1)
+        deadline = time.monotonic() + timeout
+        while True:
+            with self.node(replica) as n:
+                n.execute_command("CLUSTER FAILOVER")
+            try:
+                poll("the replica takes over", lambda: self.role(replica) == "master", 6.0)
+            except AssertionError:
+                if time.monotonic() > deadline:
+                    raise
+            else:
+                return
+
     def wait_ok(self, timeout: float = 30.0) -> None:
         """Every live node says ``cluster_state:ok`` and knows every slot."""
 

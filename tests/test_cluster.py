@@ -64,9 +64,7 @@ async def test_commands_succeed_again_after_a_manual_failover_and_a_killed_maste
 
         master = cluster.masters()[0]
         replica = cluster.replica_of(master)
-        with cluster.node(replica) as node:
-            node.execute_command("CLUSTER FAILOVER")
-        poll("the replica takes over", lambda: cluster.role(replica) == "master", 15.0)
+        cluster.promote(replica)
         assert await write_all_until_ok(system, "1", timeout=10.0) < 10.0
 
         cluster.kill(replica)  # now a master; its replica (the old master) takes over after node-timeout
