@@ -400,6 +400,33 @@ async def test_shutdown_timeout_bounds_the_whole_shutdown() -> None:
     assert S.STOPPED == system.state("stuck")
 
 
+async def test_a_dependent_that_uses_up_the_shutdown_leaves_its_requirement_a_timeout_not_a_hang() -> None:
+    """A requirement's stop waits for its dependents' stops only until the shutdown deadline."""
+    closed: list[str] = []
+
+    @infraboot.component("base")
+    async def base(ctx: infraboot.Context) -> AsyncIterator[str]:
+        yield "b"
+        closed.append("base")
+
+    @infraboot.component("top", requires=["base"], stop_timeout=60)
+    async def top(ctx: infraboot.Context) -> AsyncIterator[str]:
+        yield "t"
+        await asyncio.sleep(3600)
+
+    system = SystemInitializer([base, top], shutdown_timeout=0.3)
+    await system.initialize_all()
+    t0 = time.monotonic()
+    report = await system.shutdown()
+
+    assert time.monotonic() - t0 < 2.0
+    assert ["top", "base"] == [r.name for r in report.stopped]
+    assert "what was left of the shutdown_timeout" in report.errors["top"]
+    assert "shutdown_timeout was used up before this component could stop" == report.errors["base"]
+    assert [] == closed
+    assert {S.STOPPED} == {system.state("top"), system.state("base")}
+
+
 async def test_generator_that_never_yields_fails_with_the_fix() -> None:
     """A generator that returns without yielding is a definition error, not retried."""
 

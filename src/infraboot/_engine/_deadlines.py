@@ -35,6 +35,7 @@ __all__ = [
     "run_within",
     "shielded",
     "start_task",
+    "task_for",
     "wait_one",
     "wait_until",
 ]
@@ -138,6 +139,11 @@ def start_task(coro: Coroutine[Any, Any, T], name: str) -> asyncio.Task[T]:
     if not _EAGER or loop.get_task_factory() is not None:
         return loop.create_task(coro, name=name)
     return asyncio.Task(_interruptible(coro), loop=loop, name=name, eager_start=True)  # type: ignore[call-arg,unused-ignore]
+
+
+def task_for(work: Awaitable[T], name: str) -> asyncio.Task[T]:
+    """A task for *work*: :func:`start_task` for a coroutine, else the awaitable's own task (or one around it)."""
+    return start_task(work, name) if asyncio.iscoroutine(work) else _task(work, name)
 
 
 async def _interruptible(coro: Coroutine[Any, Any, T]) -> T:
@@ -272,7 +278,7 @@ async def run_within(
     *on_late_result* receives it (to close a connection nobody will use). When the
     caller is cancelled, the work is cancelled too, within the same grace.
     """
-    task = start_task(work, name) if asyncio.iscoroutine(work) else _task(work, name)
+    task = task_for(work, name)
     if not task.done():  # work that never waited is done already (Python 3.12+): no timer, no callback
         loop = asyncio.get_running_loop()
         waiter: asyncio.Future[None] = loop.create_future()

@@ -188,7 +188,7 @@ class Slot:
         self.settled: asyncio.Future[None] | None = None  # done when the start under way has ended
         self.start: Any = None  # the start under way (infraboot._engine._startup), to cancel it
         self.recovery: asyncio.Task[None] | None = None
-        self.stop_task: asyncio.Task[Any] | None = None
+        self.stop_task: asyncio.Future[Any] | None = None
         self.probe = Probe()
         #: Passive health: the component's driver hooks report what live traffic sees here.
         self.traffic = Traffic(self.probe, None if on_failing is None else functools.partial(on_failing, self))
@@ -229,9 +229,9 @@ class Slot:
         """*task* brings this component back in the background."""
         self.recovery = task
 
-    def stopping(self, task: asyncio.Task[Any]) -> None:
-        """*task* is this component's stop; a second stop shares it."""
-        self.stop_task = task
+    def stopping(self, stop: asyncio.Future[Any]) -> None:
+        """*stop* (done with its ``StopResult``) is this component's stop; a second stop shares it."""
+        self.stop_task = stop
 
     def cannot_heal(self) -> None:
         """The last failure will not heal by waiting: recovery does not try again."""

@@ -1,9 +1,9 @@
 """Stopping components: dependents first, each teardown once, everything within a deadline.
 
-A teardown runs in a task of its own under ``min(stop_timeout, what is left of the
-deadline)``; one that hangs or ignores its cancellation is abandoned and named in the
-report. A component already being stopped (by a concurrent ``shutdown()`` or
-``stop()``) is not stopped again: the second caller shares the first one's stop.
+A stop is driven by callbacks (:class:`_Stop`), not by a task of its own. Its teardown runs in
+a task under ``min(stop_timeout, what is left of the deadline)``; one that hangs or ignores
+its cancellation is abandoned and named in the report. A component already being stopped (by a
+concurrent ``shutdown()`` or ``stop()``) is not stopped again: the second caller shares that stop.
 """
 
 from __future__ import annotations
@@ -20,16 +20,7 @@ from infraboot._base._errors import describe
 from infraboot._base._log import event
 
 from . import _graph
-from ._deadlines import (
-    ABANDON_GRACE,
-    DeadlineExceeded,
-    TaskSet,
-    cancel_until_done,
-    retrieve,
-    run_within,
-    start_task,
-    wait_until,
-)
+from ._deadlines import ABANDON_GRACE, TaskSet, cancel_until_done, retrieve, task_for, wait_until
 from ._report import ShutdownReport, StopResult
 from ._slot import HOLDING, Slot
 from ._startup import abort
@@ -145,7 +136,7 @@ class Teardown:
             for r in graph[n]:
                 if r in wanted:
                     required_by[r].append(n)
-        tasks: dict[str, asyncio.Task[StopResult]] = {}
+        tasks: dict[str, asyncio.Future[StopResult]] = {}
         # Dependents first: reversed closure order puts every dependent before what it requires.
         order = [n for n in reversed(_graph.closure(names, graph)) if n in wanted]
         for n in order:
@@ -171,56 +162,149 @@ class Teardown:
         return ShutdownReport(stopped=tuple(results), duration=time.monotonic() - t0, errors=MappingProxyType(errors))
 
     def _stop_task(
-        self, slot: Slot, dependents: list[asyncio.Task[StopResult]], deadline: float, reason: str | None
-    ) -> asyncio.Task[StopResult]:
+        self, slot: Slot, dependents: list[asyncio.Future[StopResult]], deadline: float, reason: str | None
+    ) -> asyncio.Future[StopResult]:
         """The stop of *slot*: the one in flight, or a new one. A teardown never runs twice."""
-        task = slot.stop_task
-        if task is None or task.done():
-            task = start_task(self._stop_one(slot, dependents, deadline, reason), name=f"infraboot-stop-{slot.name}")
-            if task.done():
-                retrieve(task)
-            else:
-                task.add_done_callback(retrieve)
-            slot.stopping(task)
-        return task
-
-    async def _stop_one(
-        self, slot: Slot, dependents: list[asyncio.Task[StopResult]], deadline: float, reason: str | None
-    ) -> StopResult:
-        if dependents:
-            await wait_until(dependents, deadline)
-        comp = slot.component
-        closer = slot.closer
-        slot.transition(_S.STOPPING)  # get() refuses from here on; the resource stays until the closer ran
-        event(logging.DEBUG, "component_stopping", slot.name)
-        t0 = time.monotonic()
-        error = code = None
-        budget = min(comp.stop_timeout, deadline - t0)
-        try:
-            if budget <= 0:
-                error, code = "shutdown_timeout was used up before this component could stop", "timeout"
-            elif closer is not None:
-                await run_within(closer(reason), budget, name=f"infraboot-teardown-{slot.name}", abandoned=slot.strays)
-        except DeadlineExceeded as exc:
-            if budget >= comp.stop_timeout:
-                error = f"stop did not finish within stop_timeout={budget:.3g}s"
-            else:
-                error = f"stop did not finish within what was left of the shutdown_timeout ({budget:.3g}s)"
-            code = "timeout"
-            if exc.abandoned:
-                error += "; it ignored cancellation and was abandoned"
-        except Exception as exc:  # teardown carries on: log with the name, collect, go on
-            error, code = describe(exc), comp.classify(exc)
-        finally:
-            self._finish(slot)
-        duration = time.monotonic() - t0
-        if error is None:
-            event(logging.INFO, "component_stopped", slot.name, duration=duration)
-        else:
-            event(logging.ERROR, "component_stop_failed", slot.name, error_code=code, error=error)
-        return StopResult(slot.name, duration, error)
+        stop = slot.stop_task
+        if stop is None or stop.done():
+            stop = _Stop(self, slot, dependents, deadline, reason).future
+            slot.stopping(stop)
+        return stop
 
     def _finish(self, slot: Slot) -> None:
         if slot.state is _S.STOPPING:  # a start that waited for this stop may be under way already
             slot.transition(_S.STOPPED, resource=None, closer=None)
         self._on_stopped(slot)
+
+
+class _Stop:
+    """One component's stop, moved along by callbacks: its dependents' stops, then its closer.
+
+    The closer runs in a task of its own under ``min(stop_timeout, what is left of the deadline)``
+    (its first step at once on Python 3.12+, so a teardown with nothing to wait for costs no trip
+    through the loop, no timer and no callback); at the budget it is cancelled and given
+    :data:`ABANDON_GRACE`, then abandoned to the slot's strays. No task of the stop's own: its
+    :attr:`future` holds the :class:`StopResult`, and every path to it is bounded by a timer.
+    """
+
+    __slots__ = (
+        "budget",
+        "closing",
+        "deadline",
+        "future",
+        "reason",
+        "slot",
+        "t0",
+        "teardown",
+        "timed_out",
+        "timer",
+        "waiting",
+    )
+
+    def __init__(
+        self,
+        teardown: Teardown,
+        slot: Slot,
+        dependents: list[asyncio.Future[StopResult]],
+        deadline: float,
+        reason: str | None,
+    ) -> None:
+        loop = asyncio.get_running_loop()
+        self.teardown, self.slot, self.deadline, self.reason = teardown, slot, deadline, reason
+        self.future: asyncio.Future[StopResult] = loop.create_future()
+        self.closing: asyncio.Task[None] | None = None
+        self.timer: asyncio.TimerHandle | None = None
+        self.timed_out = False
+        self.budget = self.t0 = 0.0
+        pending = [d for d in dependents if not d.done()]
+        self.waiting = len(pending)
+        if not pending:
+            self._begin()
+            return
+        for d in pending:  # dependents first; each of their stops is bounded, and so is this wait
+            d.add_done_callback(self._one_stopped)
+        self.timer = loop.call_later(max(0.0, deadline - time.monotonic()), self._begin)
+
+    def _one_stopped(self, _: object) -> None:
+        self.waiting -= 1
+        if self.waiting == 0:
+            self._begin()
+
+    def _begin(self) -> None:
+        if self.waiting < 0 or self.future.done():
+            return  # begun already (the deadline's timer and the last dependent both call this)
+        self.waiting = -1
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+        slot, comp = self.slot, self.slot.component
+        closer = slot.closer
+        slot.transition(_S.STOPPING)  # get() refuses from here on; the resource stays until the closer ran
+        event(logging.DEBUG, "component_stopping", slot.name)
+        self.t0 = time.monotonic()
+        self.budget = budget = min(comp.stop_timeout, self.deadline - self.t0)
+        if budget <= 0:
+            self._end("shutdown_timeout was used up before this component could stop", "timeout")
+            return
+        if closer is None:
+            self._end()
+            return
+        try:
+            task = self.closing = task_for(closer(self.reason), f"infraboot-teardown-{slot.name}")
+        except Exception as exc:  # the closer raised before its coroutine existed
+            self._end(describe(exc), comp.classify(exc))
+            return
+        if task.done():  # a teardown that never waited (Python 3.12+)
+            self._closed(task)
+            return
+        task.add_done_callback(self._closed)
+        self.timer = asyncio.get_running_loop().call_later(budget, self._time_up)
+
+    def _time_up(self) -> None:
+        if self.closing is None or self.closing.done():
+            return  # it finished as the budget ran out: its own callback (queued already) ends the stop
+        self.timed_out = True
+        self.closing.cancel()
+        self.timer = asyncio.get_running_loop().call_later(ABANDON_GRACE, self._give_up)
+
+    def _give_up(self) -> None:
+        """The closer ignored its cancellation: go on without it, tracked in the slot's strays."""
+        self.timer = None
+        task = self.closing
+        if task is None or task.done() or self.future.done():
+            return
+        task.remove_done_callback(self._closed)
+        self.slot.strays.adopt(task)
+        self._end(self._timeout_error() + "; it ignored cancellation and was abandoned", "timeout")
+
+    def _timeout_error(self) -> str:
+        if self.budget >= self.slot.component.stop_timeout:
+            return f"stop did not finish within stop_timeout={self.budget:.3g}s"
+        return f"stop did not finish within what was left of the shutdown_timeout ({self.budget:.3g}s)"
+
+    def _closed(self, task: asyncio.Task[None]) -> None:
+        if self.timed_out:
+            retrieve(task)
+            self._end(self._timeout_error(), "timeout")
+        elif task.cancelled():
+            self._end("stop was cancelled", "cancelled")
+        elif (exc := task.exception()) is None:
+            self._end()
+        elif isinstance(exc, Exception):  # teardown carries on: log with the name, collect, go on
+            self._end(describe(exc), self.slot.component.classify(exc))
+        else:  # KeyboardInterrupt, SystemExit: the task's step raised it out of the event loop already
+            self._end(f"stop was interrupted ({type(exc).__name__})", "cancelled")
+
+    def _end(self, error: str | None = None, code: str | None = None) -> None:
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+        slot = self.slot
+        self.teardown._finish(slot)
+        duration = time.monotonic() - self.t0
+        if error is None:
+            event(logging.INFO, "component_stopped", slot.name, duration=duration)
+        else:
+            event(logging.ERROR, "component_stop_failed", slot.name, error_code=code, error=error)
+        if not self.future.done():  # cancelled by a shutdown that gave up on it: the report says so
+            self.future.set_result(StopResult(slot.name, duration, error))
