@@ -30,7 +30,8 @@ def env_prefix(name: str) -> str:
     """The prefix of *name*'s variables: ``pg-pool`` → ``PG_POOL_``."""
     prefix = _PREFIXES.get(name)
     if prefix is None:  # worked out once per name: every start asks
-        prefix = _PREFIXES[name] = re.sub(r"[^A-Za-z0-9]", "_", name).upper() + "_"
+        plain = name.isascii() and name.replace("_", "").isalnum()  # the common case, without a regex
+        prefix = _PREFIXES[name] = (name if plain else re.sub(r"[^A-Za-z0-9]", "_", name)).upper() + "_"
     return prefix
 
 
