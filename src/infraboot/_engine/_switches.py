@@ -55,12 +55,25 @@ def read_switches(component: Any, environ: Mapping[str, str] = os.environ) -> st
     A value that is not true or false is a :class:`ConfigError` naming the variable. *environ*:
     the environment as read once for many components (a miss in ``os.environ`` is slow).
     """
-    prefix = env_prefix(component.name)
+    name = component.name
+    variables = _SWITCHES.get(name)
+    if variables is None:
+        prefix = env_prefix(name)
+        variables = _SWITCHES[name] = (f"{prefix}ENABLED", f"{prefix}REQUIRED")
+    enabled_variable, required_variable = variables
+    if enabled_variable not in environ and required_variable not in environ:  # the common case: neither set
+        in_code = component.__dict__.get(_IN_CODE)
+        if in_code is not None:  # set once, unset since: the code's value holds again
+            component.required = in_code
+        return None
     problems: list[str] = []
-    enabled = _flag(f"{prefix}ENABLED", problems, environ)
-    required = _flag(f"{prefix}REQUIRED", problems, environ)
+    enabled = _flag(enabled_variable, problems, environ)
+    required = _flag(required_variable, problems, environ)
     if problems:
         raise ConfigError.from_problems(problems)
     in_code = component.__dict__.setdefault(_IN_CODE, component.required)
     component.required = in_code if required is None else required
-    return f"{prefix}ENABLED=false" if enabled is False else None
+    return f"{enabled_variable}=false" if enabled is False else None
+
+
+_SWITCHES: dict[str, tuple[str, str]] = {}  # a name's two variables, worked out once

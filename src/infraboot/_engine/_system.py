@@ -384,8 +384,12 @@ class SystemInitializer:
             event(logging.DEBUG, "startup_unfinished", status="cancelled")
             raise
         finally:
-            self._demand.subtract(closure)
-            self._demand = +self._demand
+            demand = self._demand
+            for n in closure:  # Counter.subtract and +Counter would walk it twice
+                if demand[n] > 1:
+                    demand[n] -= 1
+                else:  # (absent when the system was reset meanwhile: a fork, a closed loop)
+                    demand.pop(n, None)
 
         report = self._build_report(closure, call_start)
         if self._shutdowns != epoch:
