@@ -102,11 +102,12 @@ class StartupReport:
     @classmethod
     def of(cls, results: Mapping[str, ComponentResult], base: float) -> StartupReport:
         """The report of *results*, whose times are measured from the monotonic time *base*."""
-        end = base
+        last = 0.0  # the latest end, in seconds after base
         for r in results.values():
             if r.start_offset is not None:
-                end = max(end, base + r.start_offset + (r.duration or 0.0))
-        return cls(startup_status(results), MappingProxyType(dict(results)), duration=max(0.0, end - base))
+                end = r.start_offset + (r.duration or 0.0)
+                last = max(last, end)
+        return cls(startup_status(results), MappingProxyType(dict(results)), last)
 
     @property
     def ok(self) -> bool:

@@ -391,16 +391,17 @@ class Slot:
             offset = max(0.0, self.started_at - base)
             finish = self.ended_at if self.ended_at is not None else time.monotonic()
             duration = finish - self.started_at
+        # Positional, in the fields' order: one row per component at every startup call.
         return ComponentResult(
-            name=self.name,
-            state=self.state,
-            required=self.component.required,
-            attempts=self.attempts,
-            start_offset=offset,
-            duration=duration,
-            error=self.error,
-            error_code=self.error_code,
-            reason=self.reason,
+            self.name,
+            self.state,
+            self.component.required,
+            self.attempts,
+            offset,
+            duration,
+            self.error,
+            self.error_code,
+            self.reason,
         )
 
     def snapshot(self) -> ComponentSnapshot:
