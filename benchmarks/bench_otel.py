@@ -26,11 +26,11 @@ span). Needs valgrind.
 from __future__ import annotations
 
 import os
-import re
-import subprocess
 import sys
 import tempfile
 import textwrap
+
+import bench_engine
 
 SCRIPT = textwrap.dedent(
     """
@@ -133,21 +133,8 @@ REQUEST_SCRIPT = textwrap.dedent(
 
 
 def instructions(args: list[str]) -> int:
-    env = dict(os.environ)
-    env.pop("PYTHONDONTWRITEBYTECODE", None)
-    with tempfile.TemporaryDirectory() as d:
-        out = subprocess.run(
-            ["valgrind", "--tool=callgrind", f"--callgrind-out-file={d}/cg.out", sys.executable, *args],
-            capture_output=True,
-            text=True,
-            env=env,
-            check=True,
-        )
-    found = re.search(r"Collected : (\d+)", out.stderr)
-    if found is None:
-        msg = f"valgrind printed no instruction count: {out.stderr[-500:]}"
-        raise RuntimeError(msg)
-    return int(found.group(1))
+    """Instructions executed by this Python running *args* (bench_engine's counter)."""
+    return bench_engine.instructions(sys.executable, args)
 
 
 def marginal(path: str, what: str, mode: str, lo: int, hi: int) -> float:
