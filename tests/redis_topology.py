@@ -190,6 +190,28 @@ class SentinelGroup:
         with self.sentinel() as s:
             s.sentinel_failover(SERVICE)
 
+    def converged(self, old: int, timeout: float = 30.0) -> int:
+        """The new master once every sentinel names it and *old* answers as its replica.
+
+        Until then a failover is still under way: sentinels may name different masters for a
+        moment, and *old* takes writes until it is converted (Redis replicates asynchronously, so
+        what it took then is lost when it resyncs). Where a write lands is only defined after this.
+        """
+
+        def done() -> int | None:
+            masters = {self.master_port(i) for i in range(len(self.sentinels))}
+            if len(masters) != 1:
+                return None
+            (master,) = masters
+            if master is None or master == old:
+                return None
+            with self.node(old) as n:
+                info = n.info("replication")
+            ok = info.get("role") == "slave" and int(info.get("master_port", 0)) == master
+            return master if ok and info.get("master_link_status") == "up" else None
+
+        return poll("the failover is complete", done, timeout, interval=0.1)
+
     def kill(self, port: int) -> None:
         self.nodes.pop(port).kill()
 

@@ -427,6 +427,33 @@ async def test_a_dependent_that_uses_up_the_shutdown_leaves_its_requirement_a_ti
     assert {S.STOPPED} == {system.state("top"), system.state("base")}
 
 
+async def test_a_shutdown_that_gives_up_on_a_joined_stop_cancels_its_teardown() -> None:
+    """A stop() in flight, joined by a shorter shutdown(): at the shutdown's bound the teardown is cancelled."""
+    cancelled: list[float] = []
+
+    @infraboot.component("slow", stop_timeout=5.0)
+    async def slow(ctx: infraboot.Context) -> AsyncIterator[str]:
+        yield "s"
+        try:
+            await asyncio.sleep(3600)
+        except asyncio.CancelledError:
+            cancelled.append(time.monotonic())
+            raise
+
+    system = SystemInitializer([slow])
+    await system.initialize_all()
+    t0 = time.monotonic()
+    stop = asyncio.create_task(system.stop(["slow"]))
+    await asyncio.sleep(0.05)
+    report = await system.shutdown(timeout=0.3)
+    await stop
+
+    assert "abandoned" in report.errors["slow"]
+    assert len(cancelled) == 1
+    assert cancelled[0] - t0 < 2.0
+    assert [] == [t for t in asyncio.all_tasks() if t.get_name() == "infraboot-teardown-slow" and not t.done()]
+
+
 async def test_generator_that_never_yields_fails_with_the_fix() -> None:
     """A generator that returns without yielding is a definition error, not retried."""
 

@@ -216,6 +216,8 @@ class _Stop:
         self.timer: asyncio.TimerHandle | None = None
         self.timed_out = False
         self.budget = self.t0 = 0.0
+        # A shutdown that gives up on this stop cancels its future: the teardown is cancelled too.
+        self.future.add_done_callback(self._given_up_on)
         pending = [d for d in dependents if not d.done()]
         self.waiting = len(pending)
         if not pending:
@@ -224,6 +226,14 @@ class _Stop:
         for d in pending:  # dependents first; each of their stops is bounded, and so is this wait
             d.add_done_callback(self._one_stopped)
         self.timer = loop.call_later(max(0.0, deadline - time.monotonic()), self._begin)
+
+    def _given_up_on(self, future: asyncio.Future[StopResult]) -> None:
+        task = self.closing
+        if not future.cancelled() or task is None or task.done():
+            return
+        task.remove_done_callback(self._closed)
+        task.cancel()
+        self.slot.strays.adopt(task)
 
     def _one_stopped(self, _: object) -> None:
         self.waiting -= 1
