@@ -95,6 +95,24 @@ MODULES = {
                 [infraboot.RedisComponent("cache", settings={"url": os.environ["APP_CACHE_URL"]})]
             )
     """,
+    # A server that refuses once, then accepts and never answers: every later round is cut by wait's budget.
+    "flaky.py": """
+        import asyncio
+
+        import infraboot
+
+        tries = []
+
+        @infraboot.component("flaky", retries=0, timeout=30.0)
+        async def flaky(ctx):
+            tries.append(1)
+            if len(tries) == 1:
+                raise ConnectionRefusedError(111, "Connection refused")
+            await asyncio.Event().wait()
+            yield "never"
+
+        system = infraboot.SystemInitializer([flaky])
+    """,
     "broken.py": """
         raise RuntimeError("the settings file is missing")
     """,
@@ -333,6 +351,14 @@ def test_wait_starts_the_apps_system_again_after_a_failed_round(project: Path, r
     assert 0 == waiting.returncode, err
     assert "ready after" in out
     assert "cache" in out.split(":")[-1]
+
+
+def test_wait_names_the_last_answer_when_its_own_budget_cuts_the_last_round(project: Path) -> None:
+    """A round cut by wait's own deadline says nothing about the server: the error it gave last is kept."""
+    status, out, err, _ = cli(project, "wait", "--app", "flaky:system", "--timeout", "1.5")
+    assert 2 == status, err
+    assert "waiting (" in out and "flaky: refused" in out.splitlines()[0], out
+    assert "gave up after 1.5s: flaky: refused" in err, err
 
 
 def test_an_installed_package_contributes_components_through_its_entry_point(tmp_path: Path, redis_url: str) -> None:
