@@ -454,6 +454,75 @@ async def test_a_shutdown_that_gives_up_on_a_joined_stop_cancels_its_teardown() 
     assert [] == [t for t in asyncio.all_tasks() if t.get_name() == "infraboot-teardown-slow" and not t.done()]
 
 
+async def test_stopping_a_requirement_cuts_off_a_dependent_still_starting_on_it() -> None:
+    """stop(["a"]) while b (requires a) is starting: b never ends ready on a closed a; its caller hears why."""
+    entered, gate = asyncio.Event(), asyncio.Event()
+    seen: list[str] = []
+
+    @infraboot.component("a")
+    async def a(ctx: infraboot.Context) -> AsyncIterator[dict[str, bool]]:
+        resource = {"open": True}
+        yield resource
+        resource["open"] = False
+
+    @infraboot.component("b", requires=["a"])
+    async def b(ctx: infraboot.Context) -> AsyncIterator[str]:
+        upstream = ctx.get("a")
+        entered.set()
+        await gate.wait()
+        seen.append(f"b made on an open a: {upstream['open']}")
+        yield "b"
+
+    system = SystemInitializer([a, b])
+    await system.ensure_initialized(["a"])
+    starting = asyncio.create_task(system.ensure_initialized(["b"]))
+    await entered.wait()
+    report = await system.stop(["a"])
+    gate.set()
+    with pytest.raises(StartupError) as info:
+        await starting
+
+    assert ["a"] == [r.name for r in report.stopped]
+    assert [] == seen  # its setup was cancelled before it could finish
+    result = info.value.report.components["b"]
+    assert (S.FAILED, "cancelled") == (result.state, result.error_code)
+    assert "stop(['a']) was called while it was starting" in str(info.value)
+    with pytest.raises(ComponentUnavailableError):
+        system.get("b")
+    await system.ensure_initialized(["b"])  # and both start again on demand
+    assert system.get("a")["open"]
+    await system.shutdown()
+
+
+async def test_a_startup_whose_required_component_a_stop_took_down_meanwhile_raises() -> None:
+    """ensure_initialized(["b", "c"]) never returns a "failed" report: b stopped by stop(["a"]) mid-call is an error."""
+    gate = asyncio.Event()
+    stopped: list[str] = []
+
+    def made(name: str, requires: list[str] | None = None, wait: bool = False) -> infraboot.Component:
+        @infraboot.component(name, requires=requires or [])
+        async def one(ctx: infraboot.Context) -> AsyncIterator[str]:
+            if wait:
+                await gate.wait()
+            yield name
+            stopped.append(name)
+
+        return one
+
+    system = SystemInitializer([made("a"), made("b", ["a"]), made("c", wait=True)])
+    starting = asyncio.create_task(system.ensure_initialized(["b", "c"]))
+    await system.wait_ready(["b"], timeout=5)
+    await system.stop(["a"])
+    gate.set()
+    with pytest.raises(StartupError) as info:
+        await starting
+
+    assert "a" == info.value.component  # the first in start order that is down
+    assert "(stopped: a stop() was called while this startup was under way)" in str(info.value)
+    assert ["b", "a", "c"] == stopped  # c, which only this call started, is rolled back
+    await system.shutdown()
+
+
 async def test_generator_that_never_yields_fails_with_the_fix() -> None:
     """A generator that returns without yielding is a definition error, not retried."""
 

@@ -249,20 +249,20 @@ class _Start:
         event(logging.INFO, "component_ready", slot.name, duration=duration, attempts=slot.attempts)
         self.settle()
 
-    def cancelled(self) -> None:
+    def cancelled(self, why: str = "start was cancelled") -> None:
         last = self.slot.last_failure  # what it was retrying after: the real error, not the cancel
         reason = None if last is None else f"{LAST_ERROR}{last}"
-        self.slot.transition(_S.FAILED, error="start was cancelled", error_code="cancelled", reason=reason)
+        self.slot.transition(_S.FAILED, error=why, error_code="cancelled", reason=reason)
         self.settle()
 
     def settle(self) -> None:
         self.slot.start_ended(self)
 
-    def abort(self) -> asyncio.Task[Any] | None:
-        """Cancel this start at once: it is ``failed`` (cancelled) from now on; returns the task doing the work."""
+    def abort(self, why: str = "start was cancelled") -> asyncio.Task[Any] | None:
+        """Cancel this start at once: ``failed`` (cancelled, *why*) from now on; returns the task doing the work."""
         first, runner = self.attempt, self.runner
         self.attempt = self.runner = None
-        self.cancelled()
+        self.cancelled(why)
         task = None if first is None else first.abandon()
         if task is None and runner is not None and not runner.done():
             runner.cancel()
@@ -271,8 +271,8 @@ class _Start:
         return task
 
 
-def abort(slot: Slot) -> asyncio.Task[Any] | None:
-    """Cancel the start under way of *slot* at once: it is ``failed`` (cancelled) from now on.
+def abort(slot: Slot, why: str = "start was cancelled") -> asyncio.Task[Any] | None:
+    """Cancel the start under way of *slot* at once: it is ``failed`` (cancelled, *why*) from now on.
 
     Returns the task that was doing the work (now cancelled, and tracked in ``slot.strays``), so
     the caller may give it a bounded grace; whatever it still makes is closed.
@@ -280,7 +280,7 @@ def abort(slot: Slot) -> asyncio.Task[Any] | None:
     start = slot.start
     if not isinstance(start, _Start) or not unsettled(slot):
         return None
-    return start.abort()
+    return start.abort(why)
 
 
 #: How a cancelled start's ``reason`` begins when an attempt had failed before: ``last error refused: ...``.
@@ -386,6 +386,8 @@ def startup_error(slot: Slot, report: StartupReport) -> StartupError:
         cause = slot.reason or "a requirement is unavailable"
     elif slot.state in _STARTING:
         cause = "timeout: still starting (for another caller too) when startup_timeout ran out"
+    elif slot.state in (_S.STOPPED, _S.STOPPING):
+        cause = "stopped: a stop() was called while this startup was under way"
     else:
         cause = f"{slot.error_code}: {str(slot.error).rstrip('.')}"
     rolled = [n for n, r in report.components.items() if r.state is _S.STOPPED]

@@ -40,6 +40,8 @@ if TYPE_CHECKING:
 __all__ = ["Phase", "SystemInitializer"]
 
 _S = ComponentState
+#: A required component found in these after a startup call waited was stopped meanwhile (a concurrent stop()).
+_STOPS = frozenset({_S.STOPPED, _S.STOPPING})
 Phase = Literal["not started", "starting", "running", "startup failed", "stopping", "stopped"]
 
 
@@ -372,6 +374,8 @@ class SystemInitializer:
         self._demand.update(closure)
         try:
             failed = await wait_started(tasks, closure, slots, deadline, demand=self._demand, abandoned=self._tasks)
+            if failed is None and self._shutdowns == epoch:  # a concurrent stop() took a required one down
+                failed = next((n for n in closure if slots[n].component.required and slots[n].state in _STOPS), None)
             if failed is not None:
                 await shielded(self._rollback(closure, before, failed, deadline), owner=self._tasks)
         except GeneratorExit:  # closed unfinished by the garbage collector: no loop left to stop anything on
@@ -492,14 +496,15 @@ class SystemInitializer:
         stopped twice: this call waits for that stop and reports it.
         """
         self.validate()
-        targets = _graph.dependents(self._resolve(names, call="stop"), self._graph())
+        asked = self._resolve(names, call="stop")
+        targets = _graph.dependents(asked, self._graph())
         for n in targets:
             recovery = self._slots[n].recovery
             if recovery is not None:
                 recovery.cancel()  # a component stopped on purpose is not brought back
-        victims = self._teardown.running(sorted(targets))
         deadline = time.monotonic() + self.shutdown_timeout
-        report: ShutdownReport = await shielded(self._teardown.stop_many(victims, deadline), owner=self._tasks)
+        stopping = self._teardown.stop(sorted(targets), deadline, asked=asked)
+        report: ShutdownReport = await shielded(stopping, owner=self._tasks)
         return report
 
     async def drain(self, *, delay: float | None = None) -> DrainReport:

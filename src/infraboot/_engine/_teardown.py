@@ -88,6 +88,15 @@ class Teardown:
         self._given_up.update(self._strays(given_up=False))  # a teardown abandoned just now, say
         return report
 
+    async def stop(self, names: list[str], deadline: float, *, asked: Sequence[str]) -> ShutdownReport:
+        """``stop(asked)``, which stops *names*: cut off their starts under way (a dependent starting on a
+        requirement about to close must not end ready on it), give that work a bounded grace, then stop
+        what runs, dependents first."""
+        why = f"stop({list(asked)!r}) was called while it was starting"
+        cut = [t for n in names if (t := abort(self._slots[n], why)) is not None]
+        await cancel_until_done(cut, ABANDON_GRACE)
+        return await self.stop_many(self.running(names), deadline)
+
     def _strays(self, *, given_up: bool) -> list[asyncio.Task[Any]]:
         """The strays still running (a finished one leaves its set only when its callback has run)."""
         return [t for s in self._slots.values() for t in s.strays if not t.done() and (t in self._given_up) is given_up]
