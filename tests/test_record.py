@@ -67,3 +67,41 @@ def test_importing_the_engine_writes_no_dataclass_and_loads_no_difflib() -> None
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert "[]" == out.stdout.strip()
+
+
+def test_a_record_class_is_a_dataclass_before_its_first_instance() -> None:
+    """is_dataclass / fields see a dataclass from the start (pydantic's TypeAdapter, cattrs), in a fresh process."""
+    import subprocess
+    import sys
+
+    code = (
+        "import dataclasses, infraboot; "
+        "print(dataclasses.is_dataclass(infraboot.StartupReport), "
+        "[f.name for f in dataclasses.fields(infraboot.StopResult)])"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert "True ['name', 'duration', 'error']" == out.stdout.strip()
+
+
+async def test_reports_pickle_and_copy_with_their_read_only_mappings() -> None:
+    """A startup, health or shutdown report crosses a process boundary (pickle) and copies as the same value."""
+    import copy
+    import pickle
+    from collections.abc import AsyncIterator
+    from types import MappingProxyType
+
+    import infraboot
+
+    @infraboot.component("x")
+    async def x(ctx: infraboot.Context) -> AsyncIterator[int]:
+        yield 1
+
+    system = infraboot.SystemInitializer([x])
+    reports: list[object] = [await system.initialize_all(), await system.readiness(), system.liveness()]
+    reports.append(await system.shutdown())
+    for report in reports:
+        again = pickle.loads(pickle.dumps(report))  # noqa: S301 - our own bytes
+        assert report == again
+        assert report == copy.deepcopy(report)
+        mappings = [v for v in vars(again).values() if isinstance(v, dict | MappingProxyType)]
+        assert all(isinstance(m, MappingProxyType) for m in mappings)  # still read-only

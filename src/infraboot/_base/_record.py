@@ -13,6 +13,10 @@ A module imports the real names for type checkers and these at run time::
     else:
         from infraboot._base._record import dataclass, field
 
+Before that, ``dataclasses.is_dataclass(cls)`` and ``dataclasses.fields(cls)`` already see a
+dataclass (reading ``__dataclass_fields__`` makes it one), so pydantic, cattrs and the like can
+take the class. Instances pickle, read-only mappings (``MappingProxyType``) included.
+
 Only what the engine uses is supported: ``frozen=True`` (always), ``field(default_factory=...)``.
 Not for classes that are subclassed.
 """
@@ -21,6 +25,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
+from types import MappingProxyType
 from typing import Any, TypeVar
 
 __all__ = ["dataclass", "field"]
@@ -51,17 +56,45 @@ def dataclass(*, frozen: bool = True, slots: bool = False) -> Callable[[C], C]:
             cls.__init__(self, *args, **kwargs)  # type: ignore[misc]  # the dataclass __init__ now
 
         cls.__init__ = __init__  # type: ignore[misc]
+        cls.__dataclass_fields__ = _Fields()  # type: ignore[attr-defined]
+        cls.__reduce__ = _reduce  # type: ignore[assignment]
         return cls
 
     return wrap
 
 
+class _Fields:
+    """``cls.__dataclass_fields__`` before the first instance: reading it makes the class a dataclass."""
+
+    def __get__(self, instance: object, owner: type) -> Any:
+        _materialize(owner)
+        return owner.__dict__["__dataclass_fields__"]
+
+
+def _reduce(self: Any) -> tuple[Any, ...]:
+    """Pickle the fields, a read-only mapping as a dict (``MappingProxyType`` does not pickle)."""
+    values = dict(self.__dict__)
+    proxies = tuple(k for k, v in values.items() if isinstance(v, MappingProxyType))
+    for k in proxies:
+        values[k] = dict(values[k])
+    return _rebuild, (type(self), values, proxies)
+
+
+def _rebuild(cls: type, values: dict[str, Any], proxies: tuple[str, ...]) -> Any:
+    for k in proxies:
+        values[k] = MappingProxyType(values[k])
+    self: Any = object.__new__(cls)
+    object.__setattr__(self, "__dict__", values)
+    return self
+
+
 def _materialize(cls: type) -> None:
     with _lock:
-        if "__dataclass_fields__" in cls.__dict__:
+        if not isinstance(cls.__dict__.get("__dataclass_fields__"), _Fields):
             return  # another thread got there first
         import dataclasses
 
+        del cls.__dataclass_fields__  # type: ignore[attr-defined]
         del cls.__init__  # type: ignore[misc]  # dataclass() writes __init__ only where the class has none
         for name, value in list(cls.__dict__.items()):
             if isinstance(value, _Factory):
