@@ -90,6 +90,30 @@ def test_all_problems_are_reported_at_once() -> None:
     assert 2 == len(info.value.problems)
 
 
+def test_a_hook_written_as_a_plain_def_is_refused_when_the_component_is_made() -> None:
+    """A sync stop() would fail only at shutdown, after the service ran: it is refused at once, every time."""
+
+    class Pool(infraboot.Component[int]):
+        name = "pool"
+
+        async def start(self, ctx: infraboot.Context) -> int:
+            return 1
+
+        def stop(self, resource: int) -> None:  # type: ignore[override]
+            pass
+
+        def check(self, resource: int) -> None:  # type: ignore[override]
+            pass
+
+    for _ in range(2):  # the second instance too: the class is not remembered as checked
+        with pytest.raises(ConfigError) as info:
+            Pool()
+        assert [
+            "component 'pool': check() must be a coroutine function: write 'async def check(self, resource)'",
+            "component 'pool': stop() must be a coroutine function: write 'async def stop(self, resource)'",
+        ] == list(info.value.problems)
+
+
 def test_check_must_be_callable() -> None:
     """check= that is not a function is refused when the component is made."""
     with pytest.raises(ConfigError, match=r"check=.*async function"):

@@ -32,6 +32,26 @@ async def test_module_level_functions_use_the_default_system() -> None:
         infraboot.get("thing")
 
 
+async def test_module_level_shutdown_takes_a_budget_as_the_systems_does() -> None:
+    """infraboot.shutdown(timeout=...) bounds a hanging teardown; a wrong budget names the argument."""
+    import asyncio
+    import time
+
+    @infraboot.component("stuck", stop_timeout=30.0)
+    async def stuck(ctx: infraboot.Context) -> AsyncIterator[str]:
+        yield "S"
+        await asyncio.sleep(3600)
+
+    with pytest.raises(infraboot.ConfigError, match=r"shutdown\(timeout"):
+        await infraboot.shutdown(timeout=-1)
+    infraboot.register(stuck)
+    await infraboot.ensure_initialized(["stuck"])
+    t0 = time.monotonic()
+    report = await infraboot.shutdown(timeout=0.2)
+    assert time.monotonic() - t0 < 3.0
+    assert "stuck" in report.errors
+
+
 def test_all_is_honest() -> None:
     """Every name in __all__ exists, and every public attribute is in __all__."""
     for name in infraboot.__all__:

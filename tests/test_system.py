@@ -820,3 +820,16 @@ async def test_a_required_failure_names_the_switch_that_makes_the_component_opti
         "(refused: ConnectionRefusedError: refused). Fix the cause, or make it optional to start without it "
         "(PG_POOL_REQUIRED=false, or required=False in code)."
     )
+
+
+async def test_a_required_failure_the_environment_made_required_names_that_variable_as_the_fix(
+    no_backoff: None, journal: Journal, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """PG_POOL_REQUIRED=yes beats required= in code: the fix offered is the variable, not the code."""
+    monkeypatch.setenv("PG_POOL_REQUIRED", "yes")
+    component = sim(journal, "pg-pool", fail=ConnectionRefusedError("refused."), retries=0, required=False)
+    with pytest.raises(StartupError) as info:
+        await SystemInitializer([component]).initialize_all()
+    assert str(info.value).endswith(
+        "(PG_POOL_REQUIRED=false; it is set to 'yes' in the environment, which beats required= in code)."
+    )

@@ -263,8 +263,12 @@ class Component(Generic[T]):
         if self.kind is not _DEFAULTS["kind"] and (not isinstance(self.kind, str) or not self.kind):
             found.append(f"kind={self.kind!r} must be a short word such as 'datastore' or 'component'")
         problems.extend(f"{label}: {p}" for p in found if p)
+        cls = type(self)
+        if cls not in _HOOKS_CHECKED:  # once per class: define is hot
+            problems.extend(f"{label}: {p}" for p in _hook_problems(cls))
         if problems:
             raise ConfigError("; ".join(problems), problems=tuple(problems))
+        _HOOKS_CHECKED.add(cls)
 
     @property
     def retry_policy(self) -> RetryPolicy:
@@ -487,6 +491,20 @@ def _takes_only_ctx(fn: Callable[..., Any]) -> bool:
     except ValueError:  # no signature to read (a builtin): it is called with ctx, as before
         return True
     return True
+
+
+_HOOKS_CHECKED: set[type] = set()
+
+
+def _hook_problems(cls: type) -> list[str]:
+    """A hook written as a plain ``def``: its result would be awaited and fail, at the start or at shutdown."""
+    problems = []
+    for hook in ("start", "check", "stop", "warm"):
+        fn = getattr(cls, hook, None)
+        if inspect.isfunction(fn) and not inspect.iscoroutinefunction(fn):
+            params = "ctx" if hook == "start" else "resource"
+            problems.append(f"{hook}() must be a coroutine function: write 'async def {hook}(self, {params})'")
+    return problems
 
 
 def component(

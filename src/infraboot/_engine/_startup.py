@@ -399,5 +399,9 @@ def startup_error(slot: Slot, report: StartupReport) -> StartupError:
     if rolled:
         msg += f"; rolled back: {', '.join(rolled)}"
     switch = f"{getattr(slot.component, 'env_prefix', None) or env_prefix(name)}REQUIRED".upper()
-    msg += f". Fix the cause, or make it optional to start without it ({switch}=false, or required=False in code)."
+    if os.environ.get(switch, "").strip():  # the operator made it required: the code's value does not count
+        msg += f". Fix the cause, or make it optional to start without it ({switch}=false; it is set to"
+        msg += f" {os.environ[switch].strip()!r} in the environment, which beats required= in code)."
+    else:
+        msg += f". Fix the cause, or make it optional to start without it ({switch}=false, or required=False in code)."
     return StartupError(scrub(msg), component=name, attempts=result.attempts, report=report)

@@ -136,11 +136,18 @@ async def ensure_initialized(names: Iterable[str] | None = None) -> StartupRepor
     return await default_system().ensure_initialized(names)
 
 
-async def shutdown() -> ShutdownReport:
-    """Stop every started component of the default system, dependents first."""
+async def shutdown(*, timeout: float | None = None) -> ShutdownReport:  # noqa: ASYNC109 - a budget, enforced inside
+    """Stop every started component of the default system, dependents first, within *timeout*
+    (default ``INFRABOOT_SHUTDOWN_TIMEOUT``): :meth:`SystemInitializer.shutdown`."""
     if _system is None:
+        if timeout is not None:  # a wrong budget is an error even with nothing to stop
+            from infraboot._base._checks import seconds_problem
+
+            problem = seconds_problem("timeout", timeout)
+            if problem:
+                raise ConfigError(f"shutdown({problem})")
         return ShutdownReport()
-    return await _system.shutdown()
+    return await _system.shutdown(timeout=timeout)
 
 
 def get(name: str) -> Any:
