@@ -114,6 +114,33 @@ def test_a_hook_written_as_a_plain_def_is_refused_when_the_component_is_made() -
         ] == list(info.value.problems)
 
 
+def test_a_class_setting_is_checked_for_every_instance_until_it_is_valid() -> None:
+    """A bad value written on the class is refused at each instance, not only the first one."""
+
+    class Slow(infraboot.Component[int]):
+        name = "slow"
+        timeout = -1.0
+
+    for _ in range(2):
+        with pytest.raises(ConfigError, match=r"component 'slow': timeout=-1.0"):
+            Slow()
+    assert 7.0 == Slow(timeout=7.0).timeout  # an instance's own valid value is fine
+
+
+def test_a_name_given_to_an_instance_is_checked_against_its_class_requirements() -> None:
+    """The class was checked once; a later instance named after one of its requirements is still refused."""
+
+    class Audit(infraboot.Component[int]):
+        name = "audit"
+        requires = ("database",)
+
+    assert ("database",) == Audit().requires
+    with pytest.raises(ConfigError, match="cannot require itself; remove 'database'"):
+        Audit("database")
+    with pytest.raises(ConfigError, match="must be a non-empty identifier-like string"):
+        Audit("no spaces")
+
+
 def test_check_must_be_callable() -> None:
     """check= that is not a function is refused when the component is made."""
     with pytest.raises(ConfigError, match=r"check=.*async function"):

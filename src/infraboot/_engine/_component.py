@@ -202,7 +202,7 @@ class Component(Generic[T]):
     tags: Collection[str] = ()
 
     def __init__(self, name: str | None = None, **options: Unpack[ComponentOptions]) -> None:
-        unknown = sorted(set(options) - _OPTIONS)
+        unknown = sorted(set(options) - _OPTIONS) if options else None
         if unknown:
             msg = (
                 f"{type(self).__name__}: unknown setting(s) {', '.join(unknown)}; "
@@ -218,57 +218,28 @@ class Component(Generic[T]):
     # -- definition -------------------------------------------------------------------
 
     def _validate_definition(self) -> None:
-        problems: list[str] = []
-        name = self.name
-        label = f"component {name!r}" if isinstance(name, str) and name else f"{type(self).__name__}"
-        if not is_name(name):
-            problems.append(
-                f"{label}: name={name!r} must be a non-empty identifier-like string "
-                "(letters, digits, '_', '-', '.'), e.g. name='search'"
-            )
-        requires = self.requires
-        if requires == ():
-            pass  # the default: nothing to check
-        elif isinstance(requires, str | bytes) or not isinstance(requires, Collection):
-            problems.append(
-                f"{label}: requires={requires!r} must be a list of component names, e.g. requires=['database']"
-            )
-        else:
-            bad = [r for r in requires if not is_name(r)]
-            if bad:
-                problems.append(f"{label}: requires contains {bad!r}; each entry must be a component name string")
-            else:
-                self.requires = tuple(dict.fromkeys(requires))
-                if isinstance(name, str) and name in self.requires:
-                    problems.append(f"{label}: a component cannot require itself; remove {name!r} from requires")
-        tags = self.tags
-        if isinstance(tags, str | bytes) or not isinstance(tags, Collection) or not all(is_name(t) for t in tags):
-            problems.append(f"{label}: tags={tags!r} must be a list of words, e.g. tags=['critical']")
-        else:
-            self.tags = tuple(dict.fromkeys(tags))
-        if not isinstance(self.required, bool):
-            problems.append(f"{label}: required={self.required!r} must be True or False")
-        # A setting still at Component's own default is valid: only the ones set are checked (define is hot).
-        found = [
-            seconds_problem(field, value)
-            for field in _SECONDS
-            if (value := getattr(self, field)) is not _DEFAULTS[field]
-        ]
-        if self.deadline is not None:
-            found.append(seconds_problem("deadline", self.deadline))
-        if self.retries is not _DEFAULTS["retries"]:
-            found.append(count_problem("retries", self.retries))
-        if self.failure_threshold is not None:
-            found.append(count_problem("failure_threshold", self.failure_threshold, minimum=1))
-        if self.kind is not _DEFAULTS["kind"] and (not isinstance(self.kind, str) or not self.kind):
-            found.append(f"kind={self.kind!r} must be a short word such as 'datastore' or 'component'")
-        problems.extend(f"{label}: {p}" for p in found if p)
+        """Check the settings: a class's own values once per class, then what this instance sets.
+
+        Defining a component is on the startup path: a setting left at its class's value, checked
+        when the class was first used, is not checked again for every instance.
+        """
         cls = type(self)
-        if cls not in _HOOKS_CHECKED:  # once per class: define is hot
-            problems.extend(f"{label}: {p}" for p in _hook_problems(cls))
+        checked = cls in _CHECKED_CLASSES
+        fields = self.__dict__.keys() & _CHECKED_FIELDS if checked else _CHECKED_FIELDS
+        if fields == _NAME_ONLY and is_name(self.name) and self.name not in self.requires:
+            return  # the common case: a checked class, and a name of its own
+        problems = [] if checked else _hook_problems(cls)
+        found, normal = _setting_problems(lambda field: getattr(self, field), fields, self.name)
+        problems.extend(found)
         if problems:
+            name = self.name
+            label = f"component {name!r}" if isinstance(name, str) and name else f"{cls.__name__}"
+            problems = [f"{label}: {p}" for p in problems]
             raise ConfigError("; ".join(problems), problems=tuple(problems))
-        _HOOKS_CHECKED.add(cls)
+        for field, value in normal.items():
+            setattr(self, field, value)
+        if not checked and _setting_problems(lambda field: getattr(cls, field), _CLASS_FIELDS, None) == ([], {}):
+            _CHECKED_CLASSES.add(cls)  # else a class value to check (or normalize) for each instance
 
     @property
     def retry_policy(self) -> RetryPolicy:
@@ -366,9 +337,6 @@ class Component(Generic[T]):
         return f"<{type(self).__name__} {self.name!r} {flag}{requires}>"
 
 
-_DEFAULTS = {field: vars(Component)[field] for field in (*_SECONDS, "retries", "kind")}
-
-
 class FunctionComponent(Component[T]):
     """A component made from an async generator function by :func:`component`."""
 
@@ -380,9 +348,11 @@ class FunctionComponent(Component[T]):
         check: Callable[[T], Awaitable[object]] | None = None,
         **options: Unpack[ComponentOptions],
     ) -> None:
-        label = f"@infraboot.component({name!r})"
-        fn_name = getattr(fn, "__qualname__", repr(fn))
-        if not inspect.isasyncgenfunction(fn):
+        if not (type(fn) is types.FunctionType and fn.__code__.co_flags & inspect.CO_ASYNC_GENERATOR) and not (
+            inspect.isasyncgenfunction(fn)  # a plain async generator function is read from its code, at once
+        ):
+            label = f"@infraboot.component({name!r})"
+            fn_name = getattr(fn, "__qualname__", None) or repr(fn)
             if inspect.isgeneratorfunction(fn):
                 how = f"{fn_name} is a sync generator; write it as 'async def {fn_name}(ctx): ... yield resource'"
             elif inspect.iscoroutinefunction(fn):
@@ -394,7 +364,8 @@ class FunctionComponent(Component[T]):
             msg = f"{label} needs an async generator function: {how}"
             raise ConfigError(msg)
         if check is not None and not callable(check):
-            msg = f"{label}: check={check!r} must be an async function 'async def check(resource): ...'"
+            msg = f"@infraboot.component({name!r}): check={check!r} must be an async function "
+            msg += "'async def check(resource): ...'"
             raise ConfigError(msg)
         self._fn = fn
         self._check = check
@@ -493,7 +464,57 @@ def _takes_only_ctx(fn: Callable[..., Any]) -> bool:
     return True
 
 
-_HOOKS_CHECKED: set[type] = set()
+#: The settings a definition checks; a class's own values are checked once, on its first instance.
+_CHECKED_FIELDS = frozenset(
+    {"name", "requires", "tags", "required", *_SECONDS, "deadline", "retries", "failure_threshold", "kind"}
+)
+_NAME_ONLY = frozenset({"name"})
+_CLASS_FIELDS = _CHECKED_FIELDS - _NAME_ONLY  # Component's own name is "": each instance names itself
+#: Classes whose own values (and hooks) passed: their instances check only the settings they set.
+_CHECKED_CLASSES: set[type] = set()
+
+
+def _setting_problems(
+    get: Callable[[str], Any], fields: Collection[str], name: object
+) -> tuple[list[str], dict[str, tuple[str, ...]]]:
+    """The problems of the settings *fields* (read with *get*), and ``requires``/``tags`` as tuples
+    where they were given as other collections."""
+    problems: list[str] = []
+    normal: dict[str, tuple[str, ...]] = {}
+    if "name" in fields and not is_name(name):
+        problems.append(
+            f"name={name!r} must be a non-empty identifier-like string "
+            "(letters, digits, '_', '-', '.'), e.g. name='search'"
+        )
+    if "requires" in fields and (requires := get("requires")) != ():
+        if isinstance(requires, str | bytes) or not isinstance(requires, Collection):
+            problems.append(f"requires={requires!r} must be a list of component names, e.g. requires=['database']")
+        elif bad := [r for r in requires if not is_name(r)]:
+            problems.append(f"requires contains {bad!r}; each entry must be a component name string")
+        elif (unique := tuple(dict.fromkeys(requires))) != requires:
+            normal["requires"] = unique
+    if "name" in fields or "requires" in fields:  # a new name may be among the class's requires
+        requires = normal.get("requires", get("requires"))
+        if isinstance(requires, tuple) and isinstance(name, str) and name in requires:
+            problems.append(f"a component cannot require itself; remove {name!r} from requires")
+    if "tags" in fields and (tags := get("tags")) != ():
+        if isinstance(tags, str | bytes) or not isinstance(tags, Collection) or not all(is_name(t) for t in tags):
+            problems.append(f"tags={tags!r} must be a list of words, e.g. tags=['critical']")
+        elif (unique := tuple(dict.fromkeys(tags))) != tags:
+            normal["tags"] = unique
+    if "required" in fields and not isinstance(get("required"), bool):
+        problems.append(f"required={get('required')!r} must be True or False")
+    found = [seconds_problem(field, get(field)) for field in _SECONDS if field in fields]
+    if "deadline" in fields and (deadline := get("deadline")) is not None:
+        found.append(seconds_problem("deadline", deadline))
+    if "retries" in fields:
+        found.append(count_problem("retries", get("retries")))
+    if "failure_threshold" in fields and (threshold := get("failure_threshold")) is not None:
+        found.append(count_problem("failure_threshold", threshold, minimum=1))
+    if "kind" in fields and (not isinstance(kind := get("kind"), str) or not kind):
+        found.append(f"kind={kind!r} must be a short word such as 'datastore' or 'component'")
+    problems.extend(p for p in found if p)
+    return problems, normal
 
 
 def _hook_problems(cls: type) -> list[str]:

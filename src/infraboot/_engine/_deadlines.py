@@ -101,7 +101,8 @@ class TaskSet:
         self._tasks = _EMPTY
 
     def __iter__(self) -> Iterator[asyncio.Task[Any]]:
-        return iter(set(self._tasks))
+        tasks = self._tasks
+        return iter(set(tasks) if tasks else ())  # a copy: a task may finish (and leave) meanwhile
 
     def __contains__(self, task: object) -> bool:
         return task in self._tasks

@@ -99,7 +99,13 @@ class Teardown:
 
     def _strays(self, *, given_up: bool) -> list[asyncio.Task[Any]]:
         """The strays still running (a finished one leaves its set only when its callback has run)."""
-        return [t for s in self._slots.values() for t in s.strays if not t.done() and (t in self._given_up) is given_up]
+        return [
+            t
+            for s in self._slots.values()
+            if s.strays  # most have none
+            for t in s.strays
+            if not t.done() and (t in self._given_up) is given_up
+        ]
 
     async def _settle_strays(self, deadline: float) -> None:
         """Wait for the strays no shutdown gave up on yet, each slot's at most its stop_timeout, then give up."""
