@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import math
 from collections.abc import AsyncIterator
+from typing import Any
 
 import pytest
 
@@ -112,6 +113,38 @@ def test_a_hook_written_as_a_plain_def_is_refused_when_the_component_is_made() -
             "component 'pool': check() must be a coroutine function: write 'async def check(self, resource)'",
             "component 'pool': stop() must be a coroutine function: write 'async def stop(self, resource)'",
         ] == list(info.value.problems)
+
+
+async def test_a_hook_wrapped_by_a_decorator_is_accepted_and_awaited() -> None:
+    """A plain wrapper (functools.wraps) around an async hook returns its coroutine: that is a coroutine hook."""
+    import functools
+    from collections.abc import Callable, Coroutine
+
+    calls: list[str] = []
+
+    def traced(hook: Callable[..., Coroutine[Any, Any, Any]]) -> Callable[..., Coroutine[Any, Any, Any]]:
+        @functools.wraps(hook)
+        def wrapper(*args: Any) -> Coroutine[Any, Any, Any]:
+            calls.append(hook.__name__)
+            return hook(*args)
+
+        return wrapper
+
+    class Pool(infraboot.Component[int]):
+        name = "pool"
+
+        @traced
+        async def start(self, ctx: infraboot.Context) -> int:
+            return 1
+
+        @traced
+        async def stop(self, resource: int) -> None:
+            pass
+
+    system = infraboot.SystemInitializer([Pool()])
+    await system.initialize_all()
+    await system.shutdown()
+    assert ["start", "stop"] == calls
 
 
 def test_a_class_setting_is_checked_for_every_instance_until_it_is_valid() -> None:

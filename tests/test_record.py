@@ -83,12 +83,15 @@ def test_a_record_class_is_a_dataclass_before_its_first_instance() -> None:
     assert "True ['name', 'duration', 'error']" == out.stdout.strip()
 
 
-async def test_reports_pickle_and_copy_with_their_read_only_mappings() -> None:
-    """A startup, health or shutdown report crosses a process boundary (pickle) and copies as the same value."""
+async def test_reports_pickle_copy_hash_and_convert_with_their_read_only_mappings() -> None:
+    """A startup, health or shutdown report crosses a process boundary (pickle), copies, hashes, and converts
+    (asdict, json, pydantic) as the same value; its mappings stay read-only."""
     import copy
+    import json
     import pickle
     from collections.abc import AsyncIterator
-    from types import MappingProxyType
+
+    import pydantic
 
     import infraboot
 
@@ -103,5 +106,12 @@ async def test_reports_pickle_and_copy_with_their_read_only_mappings() -> None:
         again = pickle.loads(pickle.dumps(report))  # noqa: S301 - our own bytes
         assert report == again
         assert report == copy.deepcopy(report)
-        mappings = [v for v in vars(again).values() if isinstance(v, dict | MappingProxyType)]
-        assert all(isinstance(m, MappingProxyType) for m in mappings)  # still read-only
+        assert hash(report) == hash(again)
+        plain = dataclasses.asdict(report)  # type: ignore[call-overload]
+        assert json.loads(json.dumps(plain, default=str))
+        assert pydantic.TypeAdapter(type(report)).dump_python(report, mode="json")
+        mappings = [v for v in vars(again).values() if isinstance(v, dict)]
+        assert mappings
+        for mapping in mappings:
+            with pytest.raises(TypeError, match="read-only"):
+                mapping["x"] = 1  # type: ignore[index]

@@ -98,3 +98,44 @@ def test_ipv6_and_unix_urls_parse() -> None:
     assert (None, "user", "/test", "/var/run/postgresql") == (pg.host, pg.username, pg.path, pg.query_params["host"])
     bad = SecretURL("redis://[::1:6379/0")
     assert ("[::1:6379", None) == (bad.host, bad.port)
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("redis://u:canary-never-registered@127.0.0.1:1 refused", "redis://u:***@127.0.0.1:1 refused"),
+        ("rediss://:canary-pw@h:6380/0", "rediss://:***@h:6380/0"),
+        (
+            "postgresql://app@h/db?sslmode=require&password=canary-q",
+            "postgresql://app@h/db?sslmode=require&password=***",
+        ),
+        ("https://api.example/x?TOKEN=canary-t&page=2", "https://api.example/x?TOKEN=***&page=2"),
+        ("redis://127.0.0.1:6379/0 timed out", "redis://127.0.0.1:6379/0 timed out"),
+        ("mail a:b@c when redis://h:1/0 is down", "mail a:b@c when redis://h:1/0 is down"),
+    ],
+)
+def test_a_password_in_any_url_is_scrubbed_even_if_nobody_registered_it(text: str, expected: str) -> None:
+    """An app's own component may put a URL with a password in its error: it never prints either."""
+    assert expected == scrub(text)
+
+
+async def test_an_own_components_error_with_a_password_in_a_url_never_reaches_the_log_or_the_report(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The failure line, the report and its render() carry the error with the password masked."""
+    from collections.abc import AsyncIterator
+
+    import infraboot
+
+    @infraboot.component("own", retries=0, required=False)
+    async def own(ctx: infraboot.Context) -> AsyncIterator[int]:
+        raise ConnectionRefusedError("redis://u:canary-own-s3cret@127.0.0.1:1 refused")
+        yield 1
+
+    system = infraboot.SystemInitializer([own], recovery=False)
+    report = await system.initialize_all()
+    health = await system.health()
+    await system.shutdown()
+    seen = caplog.text + report.render() + repr(report) + repr(health) + str(report.to_dict())
+    assert "u:***@127.0.0.1:1" in seen
+    assert "canary-own-s3cret" not in seen

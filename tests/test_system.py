@@ -487,10 +487,44 @@ async def test_stopping_a_requirement_cuts_off_a_dependent_still_starting_on_it(
     result = info.value.report.components["b"]
     assert (S.FAILED, "cancelled") == (result.state, result.error_code)
     assert "stop(['a']) was called while it was starting" in str(info.value)
+    assert str(info.value).endswith("Start it again with ensure_initialized() once that stop() has returned.")
     with pytest.raises(ComponentUnavailableError):
         system.get("b")
     await system.ensure_initialized(["b"])  # and both start again on demand
     assert system.get("a")["open"]
+    await system.shutdown()
+
+
+async def test_an_optional_dependent_cut_off_by_stop_is_not_brought_back_in_the_background() -> None:
+    """An optional b cut off by stop(["a"]) stays failed (no recovery restarts it on a's closing resource)
+    until a caller asks for it again."""
+    entered = asyncio.Event()
+    made_on: list[bool] = []
+
+    @infraboot.component("a")
+    async def a(ctx: infraboot.Context) -> AsyncIterator[dict[str, bool]]:
+        resource = {"open": True}
+        yield resource
+        resource["open"] = False
+
+    @infraboot.component("b", requires=["a"], required=False, retries=0)
+    async def b(ctx: infraboot.Context) -> AsyncIterator[str]:
+        upstream = ctx.get("a")
+        entered.set()
+        await asyncio.sleep(0.2)
+        made_on.append(upstream["open"])
+        yield "b"
+
+    system = SystemInitializer([a, b], check_interval=0.05, recovery=True)
+    starting = asyncio.create_task(system.ensure_initialized(["b"]))
+    await entered.wait()
+    entered.clear()
+    await system.stop(["a"])
+    assert "degraded" == (await starting).status
+    assert not await system.wait_ready(["b"], timeout=0.6)  # recovery would have made it by now
+    assert (S.STOPPED, S.FAILED, []) == (system.state("a"), system.state("b"), made_on)
+    await system.ensure_initialized(["b"])
+    assert [True] == made_on
     await system.shutdown()
 
 
@@ -820,6 +854,24 @@ async def test_a_required_failure_names_the_switch_that_makes_the_component_opti
         "(refused: ConnectionRefusedError: refused). Fix the cause, or make it optional to start without it "
         "(PG_POOL_REQUIRED=false, or required=False in code)."
     )
+
+
+async def test_a_builtin_made_required_in_code_is_not_told_the_environment_beats_the_code(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """For the built-ins the code's settings beat REDIS_REQUIRED: the fix offered does not claim otherwise."""
+    import socket
+
+    with socket.socket() as sock:  # a port nobody listens on: refused at once
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    monkeypatch.setenv("REDIS_REQUIRED", "true")
+    redis = infraboot.RedisComponent(
+        settings={"url": f"redis://127.0.0.1:{port}/0", "required": True, "max_retries": 0, "connect_timeout": 1}
+    )
+    with pytest.raises(StartupError) as info:
+        await SystemInitializer([redis]).initialize_all()
+    assert str(info.value).endswith("(REDIS_REQUIRED=false, or required=False in code).")
 
 
 async def test_a_required_failure_the_environment_made_required_names_that_variable_as_the_fix(

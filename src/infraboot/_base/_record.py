@@ -15,7 +15,8 @@ A module imports the real names for type checkers and these at run time::
 
 Before that, ``dataclasses.is_dataclass(cls)`` and ``dataclasses.fields(cls)`` already see a
 dataclass (reading ``__dataclass_fields__`` makes it one), so pydantic, cattrs and the like can
-take the class. Instances pickle, read-only mappings (``MappingProxyType``) included.
+take the class. The mappings inside a record are :class:`FrozenMap`: read-only, and still a
+``dict`` to ``dataclasses.asdict``, ``json``, pydantic, ``pickle`` and ``copy``.
 
 Only what the engine uses is supported: ``frozen=True`` (always), ``field(default_factory=...)``.
 Not for classes that are subclassed.
@@ -25,10 +26,12 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
-from types import MappingProxyType
-from typing import Any, TypeVar
+from typing import Any, NoReturn, TypeVar
 
-__all__ = ["dataclass", "field"]
+__all__ = ["FrozenMap", "dataclass", "field"]
+
+K = TypeVar("K")
+V = TypeVar("V")
 
 C = TypeVar("C", bound=type)
 
@@ -57,7 +60,6 @@ def dataclass(*, frozen: bool = True, slots: bool = False) -> Callable[[C], C]:
 
         cls.__init__ = __init__  # type: ignore[misc]
         cls.__dataclass_fields__ = _Fields()  # type: ignore[attr-defined]
-        cls.__reduce__ = _reduce  # type: ignore[assignment]
         return cls
 
     return wrap
@@ -69,23 +71,6 @@ class _Fields:
     def __get__(self, instance: object, owner: type) -> Any:
         _materialize(owner)
         return owner.__dict__["__dataclass_fields__"]
-
-
-def _reduce(self: Any) -> tuple[Any, ...]:
-    """Pickle the fields, a read-only mapping as a dict (``MappingProxyType`` does not pickle)."""
-    values = dict(self.__dict__)
-    proxies = tuple(k for k, v in values.items() if isinstance(v, MappingProxyType))
-    for k in proxies:
-        values[k] = dict(values[k])
-    return _rebuild, (type(self), values, proxies)
-
-
-def _rebuild(cls: type, values: dict[str, Any], proxies: tuple[str, ...]) -> Any:
-    for k in proxies:
-        values[k] = MappingProxyType(values[k])
-    self: Any = object.__new__(cls)
-    object.__setattr__(self, "__dict__", values)
-    return self
 
 
 def _materialize(cls: type) -> None:
@@ -130,3 +115,29 @@ def _fast_init(cls: type, dataclasses: Any) -> Callable[..., None]:
     init: Callable[..., None] = namespace["__init__"]
     init.__qualname__ = f"{cls.__qualname__}.__init__"
     return init
+
+
+class FrozenMap(dict[K, V]):
+    """A ``dict`` that refuses changes (``TypeError``): the mappings inside the reports.
+
+    Unlike ``MappingProxyType`` it is a ``dict``: ``dataclasses.asdict``, ``json``, pydantic's
+    serializers, ``pickle`` and ``copy`` take it as one, and it hashes (by its items) so a frozen
+    report holding it does too.
+    """
+
+    __slots__ = ()
+
+    def _read_only(self, *args: object, **kwargs: object) -> NoReturn:
+        msg = f"{type(self).__name__} is read-only: copy it with dict(...) to change it"
+        raise TypeError(msg)
+
+    __setitem__ = __delitem__ = clear = pop = popitem = setdefault = update = __ior__ = _read_only
+
+    def __hash__(self) -> int:  # type: ignore[override]
+        return hash(frozenset(self.items()))
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return type(self), (dict(self),)
+
+    def __copy__(self) -> FrozenMap[K, V]:
+        return self

@@ -56,12 +56,21 @@ def register_secret(secret: str) -> None:
         _pattern = re.compile("|".join(re.escape(a) for a in alternatives))
 
 
+# A password in any URL's user part, and a secret query parameter, even in a URL nobody registered
+# (one in a message of the app's own component, say): ``scheme://user:PASSWORD@host``, ``?token=SECRET``.
+_URL_PASSWORD = re.compile(r"(\b[A-Za-z][A-Za-z0-9+.-]*://[^:/?#@\s]*:)[^@/?#\s]+(@)")
+_URL_PARAM = re.compile(r"([?&](?:" + "|".join(sorted(_SECRET_PARAMS)) + r")=)[^&#\s'\"]+", re.IGNORECASE)
+
+
 def scrub(text: str) -> str:
-    """Return *text* with every registered secret replaced by ``***``."""
+    """Return *text* with every registered secret, and any URL's password, replaced by ``***``."""
     pattern = _pattern
-    if pattern is None:
-        return text
-    return pattern.sub(REDACTED, text)
+    if pattern is not None:
+        text = pattern.sub(REDACTED, text)
+    if "://" in text:
+        text = _URL_PASSWORD.sub(rf"\g<1>{REDACTED}\g<2>", text)
+        text = _URL_PARAM.sub(rf"\g<1>{REDACTED}", text)
+    return text
 
 
 class SecretURL:

@@ -522,7 +522,11 @@ def _hook_problems(cls: type) -> list[str]:
     problems = []
     for hook in ("start", "check", "stop", "warm"):
         fn = getattr(cls, hook, None)
-        if inspect.isfunction(fn) and not inspect.iscoroutinefunction(fn):
+        if (
+            inspect.isfunction(fn)
+            and not inspect.iscoroutinefunction(fn)
+            and not inspect.iscoroutinefunction(inspect.unwrap(fn))  # a decorator's wrapper (functools.wraps)
+        ):
             params = "ctx" if hook == "start" else "resource"
             problems.append(f"{hook}() must be a coroutine function: write 'async def {hook}(self, {params})'")
     return problems

@@ -13,8 +13,9 @@ from __future__ import annotations
 
 import math
 from collections.abc import Collection, Iterable, Mapping
-from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
+
+from infraboot._base._record import FrozenMap
 
 from ._graph import is_name
 from ._health import GroupHealth, GroupPolicy, HealthReport, HealthStatus, worst
@@ -194,7 +195,7 @@ def with_groups(
     report: HealthReport, groups: Mapping[str, HealthGroup], components: Mapping[str, Component[Any]]
 ) -> HealthReport:
     """*report* carrying each group's status as its components show it (for ``/health`` with details)."""
-    summaries = MappingProxyType(group_summaries(report, groups, components))
+    summaries = FrozenMap(group_summaries(report, groups, components))
     return HealthReport(report.kind, report.status, report.components, report.output, report.time, groups=summaries)
 
 

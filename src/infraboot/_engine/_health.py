@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping
-from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Literal
+
+from infraboot._base._record import FrozenMap
 
 from ._state import ComponentState
 
@@ -126,12 +127,12 @@ class HealthReport:
 
     kind: HealthKind
     status: HealthStatus
-    components: Mapping[str, ComponentHealth] = field(default_factory=lambda: MappingProxyType({}))
+    components: Mapping[str, ComponentHealth] = field(default_factory=FrozenMap)
     output: str | None = None
     time: float = field(default_factory=time.time)
     group: str | None = None
     policy: GroupPolicy = "gate"
-    groups: Mapping[str, GroupHealth] = field(default_factory=lambda: MappingProxyType({}))
+    groups: Mapping[str, GroupHealth] = field(default_factory=FrozenMap)
 
     @property
     def http_status(self) -> int:
@@ -178,4 +179,4 @@ def readiness_report(components: Mapping[str, ComponentHealth]) -> HealthReport:
         output = "; ".join(
             f"{c.name}: {c.error_code or c.state.value}" for c in components.values() if c.status != "pass"
         )
-    return HealthReport("readiness", status, MappingProxyType(dict(components)), output=output)
+    return HealthReport("readiness", status, FrozenMap(components), output=output)

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Literal
+
+from infraboot._base._record import FrozenMap
 
 from ._health import ComponentHealth
 from ._state import ComponentState
@@ -107,7 +108,7 @@ class StartupReport:
             if r.start_offset is not None:
                 end = r.start_offset + (r.duration or 0.0)
                 last = max(last, end)
-        return cls(startup_status(results), MappingProxyType(dict(results)), last)
+        return cls(startup_status(results), FrozenMap(results), last)
 
     @property
     def ok(self) -> bool:
@@ -199,7 +200,7 @@ class ProbeStats:
     count: int = 0
     latency_sum: float = 0.0
     buckets: tuple[int, ...] = ()
-    failures_by_code: Mapping[str, int] = field(default_factory=lambda: MappingProxyType({}))
+    failures_by_code: Mapping[str, int] = field(default_factory=FrozenMap)
 
 
 @dataclass(frozen=True, slots=True)
@@ -248,7 +249,7 @@ class ShutdownReport:
 
     stopped: tuple[StopResult, ...] = ()
     duration: float = 0.0
-    errors: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
+    errors: Mapping[str, str] = field(default_factory=FrozenMap)
 
     @property
     def ok(self) -> bool:

@@ -13,9 +13,9 @@ import asyncio
 import functools
 import time
 from collections.abc import Callable, Mapping, MutableMapping
-from types import MappingProxyType
 from typing import Any
 
+from infraboot._base._record import FrozenMap
 from infraboot.exceptions import ComponentUnavailableError, NotInitializedError
 
 from ._component import Closer, Component
@@ -432,7 +432,7 @@ class Slot:
                 count=probe.count,
                 latency_sum=probe.latency_sum,
                 buckets=tuple(probe.buckets),
-                failures_by_code=MappingProxyType(dict(probe.failures_by_code)),
+                failures_by_code=FrozenMap(probe.failures_by_code),
             ),
-            pool=None if pool is None else MappingProxyType(dict(pool)),
+            pool=None if pool is None else FrozenMap(pool),
         )

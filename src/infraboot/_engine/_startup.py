@@ -32,7 +32,7 @@ from ._report import StartupReport
 from ._retry import OutOfTime, retry
 from ._slot import HOLDING, Slot
 from ._state import ComponentState
-from ._switches import env_prefix, read_switches
+from ._switches import TRUE, env_prefix, read_switches
 
 __all__ = [
     "abort",
@@ -382,6 +382,9 @@ def startup_error(slot: Slot, report: StartupReport) -> StartupError:
     """The error for a required component that failed: where, how often, why, what was rolled back, the fix."""
     name = slot.name
     result = report.components[name]
+    stopped = slot.state in (_S.STOPPED, _S.STOPPING) or (
+        slot.error_code == "cancelled" and str(slot.error).startswith("stop(")
+    )
     if slot.state is _S.BLOCKED:
         cause = slot.reason or "a requirement is unavailable"
     elif slot.state in _STARTING:
@@ -392,16 +395,24 @@ def startup_error(slot: Slot, report: StartupReport) -> StartupError:
         cause = f"{slot.error_code}: {str(slot.error).rstrip('.')}"
     rolled = [n for n, r in report.components.items() if r.state is _S.STOPPED]
     target = slot.component.target
+    at = f" at {target}" if target else ""
+    if stopped:  # on purpose, by another call: nothing to fix, and making it optional is not the answer
+        msg = f"required component {name!r}{at} was stopped while this startup was under way ({cause})"
+        if rolled:
+            msg += f"; stopped now: {', '.join(rolled)}"
+        msg += ". Start it again with ensure_initialized() once that stop() has returned."
+        return StartupError(scrub(msg), component=name, attempts=result.attempts, report=report)
     msg = (
-        f"required component {name!r}{f' at {target}' if target else ''} failed after {result.attempts} attempt"
+        f"required component {name!r}{at} failed after {result.attempts} attempt"
         f"{'' if result.attempts == 1 else 's'} ({cause})"
     )
     if rolled:
         msg += f"; rolled back: {', '.join(rolled)}"
     switch = f"{getattr(slot.component, 'env_prefix', None) or env_prefix(name)}REQUIRED".upper()
-    if os.environ.get(switch, "").strip():  # the operator made it required: the code's value does not count
-        msg += f". Fix the cause, or make it optional to start without it ({switch}=false; it is set to"
-        msg += f" {os.environ[switch].strip()!r} in the environment, which beats required= in code)."
+    msg += f". Fix the cause, or make it optional to start without it ({switch}=false"
+    raw = os.environ.get(switch, "").strip()
+    if not hasattr(slot.component, "env_names") and raw.lower() in TRUE:  # its own switch made it required
+        msg += f"; it is set to {raw!r} in the environment, which beats required= in code)."
     else:
-        msg += f". Fix the cause, or make it optional to start without it ({switch}=false, or required=False in code)."
+        msg += ", or required=False in code)."
     return StartupError(scrub(msg), component=name, attempts=result.attempts, report=report)

@@ -18,9 +18,11 @@ from typing import Any
 
 from infraboot.exceptions import ConfigError
 
-__all__ = ["env_prefix", "read_switches"]
+__all__ = ["TRUE", "env_prefix", "read_switches"]
 
-_TRUE = frozenset({"1", "true", "t", "yes", "y", "on"})
+#: The values a switch reads as true (lower-cased, stripped).
+TRUE = frozenset({"1", "true", "t", "yes", "y", "on"})
+_TRUE = TRUE
 _FALSE = frozenset({"0", "false", "f", "no", "n", "off"})
 # The required= a component had in code, before the environment changed it (restored when unset).
 _IN_CODE = "_infraboot_required_in_code"

@@ -498,10 +498,6 @@ class SystemInitializer:
         self.validate()
         asked = self._resolve(names, call="stop")
         targets = _graph.dependents(asked, self._graph())
-        for n in targets:
-            recovery = self._slots[n].recovery
-            if recovery is not None:
-                recovery.cancel()  # a component stopped on purpose is not brought back
         deadline = time.monotonic() + self.shutdown_timeout
         stopping = self._teardown.stop(sorted(targets), deadline, asked=asked)
         report: ShutdownReport = await shielded(stopping, owner=self._tasks)

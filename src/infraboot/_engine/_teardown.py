@@ -13,17 +13,17 @@ import logging
 import time
 import weakref
 from collections.abc import Callable, Mapping, Sequence
-from types import MappingProxyType
 from typing import Any
 
 from infraboot._base._errors import describe
 from infraboot._base._log import event
+from infraboot._base._record import FrozenMap
 
 from . import _graph
 from ._deadlines import ABANDON_GRACE, TaskSet, cancel_until_done, retrieve, task_for, wait_until
 from ._report import ShutdownReport, StopResult
 from ._slot import HOLDING, Slot
-from ._startup import abort
+from ._startup import abort, unsettled
 from ._state import ComponentState
 
 __all__ = ["Teardown"]
@@ -66,7 +66,7 @@ class Teardown:
         return ShutdownReport(
             stopped=tuple(StopResult(n, budget, error) for n in stopping),
             duration=budget,
-            errors=MappingProxyType(dict.fromkeys(stopping, error)),
+            errors=FrozenMap(dict.fromkeys(stopping, error)),
         )
 
     async def shutdown(self, budget: float) -> ShutdownReport:
@@ -93,7 +93,16 @@ class Teardown:
         requirement about to close must not end ready on it), give that work a bounded grace, then stop
         what runs, dependents first."""
         why = f"stop({list(asked)!r}) was called while it was starting"
-        cut = [t for n in names if (t := abort(self._slots[n], why)) is not None]
+        cut: list[asyncio.Task[Any]] = []
+        for n in names:
+            slot = self._slots[n]
+            if slot.recovery is not None:
+                slot.recovery.cancel()  # stopped on purpose: not brought back in the background
+            if unsettled(slot):
+                task = abort(slot, why)
+                slot.cannot_heal()  # nor retried by the recovery its caller's startup would begin
+                if task is not None:
+                    cut.append(task)
         await cancel_until_done(cut, ABANDON_GRACE)
         return await self.stop_many(self.running(names), deadline)
 
@@ -174,7 +183,7 @@ class Teardown:
             results.append(result)
             if result.error:
                 errors[n] = result.error
-        return ShutdownReport(stopped=tuple(results), duration=time.monotonic() - t0, errors=MappingProxyType(errors))
+        return ShutdownReport(stopped=tuple(results), duration=time.monotonic() - t0, errors=FrozenMap(errors))
 
     def _stop_task(
         self, slot: Slot, dependents: list[asyncio.Future[StopResult]], deadline: float, reason: str | None
