@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from infraboot import SecretURL
-from infraboot._base._redact import scrub
+from infraboot._base._redact import scrub, scrub_foreign
 
 CANARY = "Can@ry:/%#pw"
 
@@ -112,11 +112,20 @@ def test_ipv6_and_unix_urls_parse() -> None:
         ("https://api.example/x?TOKEN=canary-t&page=2", "https://api.example/x?TOKEN=***&page=2"),
         ("redis://127.0.0.1:6379/0 timed out", "redis://127.0.0.1:6379/0 timed out"),
         ("mail a:b@c when redis://h:1/0 is down", "mail a:b@c when redis://h:1/0 is down"),
+        ("write it as mysql://USER:PASSWORD@HOST:3306/DB", "write it as mysql://USER:PASSWORD@HOST:3306/DB"),
+        ("redis://u:HUNTERTWO@h:1", "redis://u:***@h:1"),
+        ("postgresql://app:Ca@n:a/r%y#42@db:5432/app down", "postgresql://app:***@db:5432/app down"),
     ],
 )
 def test_a_password_in_any_url_is_scrubbed_even_if_nobody_registered_it(text: str, expected: str) -> None:
     """An app's own component may put a URL with a password in its error: it never prints either."""
-    assert expected == scrub(text)
+    assert expected == scrub_foreign(text)
+
+
+def test_our_own_messages_keep_their_example_urls() -> None:
+    """A message infraboot writes shows how to spell a URL; that example is not a secret."""
+    example = "write it as redis://:pa%2Fss@HOST:6379/0 or postgresql+asyncpg://user:pass@HOST/DB"
+    assert example == scrub(example)
 
 
 async def test_an_own_components_error_with_a_password_in_a_url_never_reaches_the_log_or_the_report(

@@ -6,9 +6,9 @@ import asyncio
 import socket
 from collections.abc import Iterator
 
-from infraboot.exceptions import ConfigError, _OwnMessage
+from infraboot.exceptions import ConfigError, InfrabootError, _OwnMessage
 
-from ._redact import scrub
+from ._redact import scrub, scrub_foreign
 
 __all__ = ["classify_error", "describe", "error_chain"]
 
@@ -59,4 +59,5 @@ def describe(exc: BaseException) -> str:
     if isinstance(exc, OwnMessage):
         return scrub(line)
     kind = type(exc).__name__
-    return scrub(f"{kind}: {line}" if line else kind)
+    said = f"{kind}: {line}" if line else kind
+    return scrub(said) if isinstance(exc, InfrabootError) else scrub_foreign(said)

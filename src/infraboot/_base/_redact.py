@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 import threading
 
-__all__ = ["REDACTED", "SecretURL", "register_secret", "scrub"]
+__all__ = ["REDACTED", "SecretURL", "register_secret", "scrub", "scrub_foreign"]
 
 REDACTED = "***"
 
@@ -58,18 +58,35 @@ def register_secret(secret: str) -> None:
 
 # A password in any URL's user part, and a secret query parameter, even in a URL nobody registered
 # (one in a message of the app's own component, say): ``scheme://user:PASSWORD@host``, ``?token=SECRET``.
-_URL_PASSWORD = re.compile(r"(\b[A-Za-z][A-Za-z0-9+.-]*://[^:/?#@\s]*:)[^@/?#\s]+(@)")
-_URL_PARAM = re.compile(r"([?&](?:" + "|".join(sorted(_SECRET_PARAMS)) + r")=)[^&#\s'\"]+", re.IGNORECASE)
+# Up to the last ``@`` of the word: a raw ``@``, ``/`` or ``#`` in a password (a malformed URL) is masked whole.
+_URL_PASSWORD = re.compile(r"(\b[A-Za-z][A-Za-z0-9+.-]*://[^:/?#@\s]*:)(\S+)(@)")
+_URL_PARAM = re.compile(r"([?&](?:" + "|".join(sorted(_SECRET_PARAMS)) + r")=)([^&#\s'\"]+)", re.IGNORECASE)
+# What our own messages write where a password goes (``USER:PASSWORD@HOST``): an example, kept.
+_PLACEHOLDER = re.compile(r"PASSWORD|PASSWD|PASS|PWD|SECRET|TOKEN|\*+|<[^>]*>|\{[^}]*\}|\.\.\.")
+
+
+def _mask(match: re.Match[str]) -> str:
+    secret = match.group(2)
+    if _PLACEHOLDER.fullmatch(secret):
+        return match.group(0)
+    return match.group(1) + REDACTED + (match.group(3) if match.lastindex == 3 else "")
 
 
 def scrub(text: str) -> str:
-    """Return *text* with every registered secret, and any URL's password, replaced by ``***``."""
+    """Return *text* with every registered secret replaced by ``***``."""
     pattern = _pattern
-    if pattern is not None:
-        text = pattern.sub(REDACTED, text)
+    if pattern is None:
+        return text
+    return pattern.sub(REDACTED, text)
+
+
+def scrub_foreign(text: str) -> str:
+    """:func:`scrub` for text infraboot did not write (a driver's or an app's error): the password of any
+    URL in it is replaced too, registered or not (our own messages keep their ``USER:PASSWORD`` examples)."""
+    text = scrub(text)
     if "://" in text:
-        text = _URL_PASSWORD.sub(rf"\g<1>{REDACTED}\g<2>", text)
-        text = _URL_PARAM.sub(rf"\g<1>{REDACTED}", text)
+        text = _URL_PASSWORD.sub(_mask, text)
+        text = _URL_PARAM.sub(_mask, text)
     return text
 
 

@@ -18,7 +18,6 @@ from __future__ import annotations
 import importlib
 import inspect
 import os
-import re
 import sys
 import types
 from collections.abc import Iterator
@@ -35,8 +34,6 @@ __all__ = ["AppTarget", "load_app"]
 
 #: How deep the search follows wrapped lifespans and middleware (an app is a few layers, not hundreds).
 _MAX_DEPTH = 16
-#: A URL's password in the app's own error message (``postgresql://app:pw@db/app``): no secret of it is registered yet.
-_USERINFO = re.compile(r"(\b[A-Za-z][A-Za-z0-9+.-]*://[^\s/@:]*:)\S*@")
 
 
 class AppTarget(NamedTuple):
@@ -104,7 +101,7 @@ def _import(module_name: str, label: str) -> types.ModuleType:
     except ConfigError:
         raise
     except Exception as exc:
-        said = _USERINFO.sub(r"\1***@", describe(exc))
+        said = describe(exc)  # a URL's password in it is masked, registered or not
         msg = f"{label}: importing {module_name} raised {said}; python -c 'import {module_name}' shows the traceback"
         raise ConfigError(msg) from None
 
