@@ -174,6 +174,28 @@ def test_a_name_given_to_an_instance_is_checked_against_its_class_requirements()
         Audit("no spaces")
 
 
+def test_an_instance_without_a_name_is_refused_after_a_named_one_passed() -> None:
+    """Component's own name is "": an instance that sets none is refused, before and after the class is checked."""
+
+    class Db(infraboot.Component[int]):
+        async def start(self, ctx: infraboot.Context) -> int:
+            return 1
+
+    assert "db" == Db("db").name
+    with pytest.raises(ConfigError, match=r"Db: name='' must be a non-empty identifier-like string"):
+        Db()
+
+
+def test_a_lambda_hook_returning_a_coroutine_is_accepted() -> None:
+    """A lambda cannot be written async: `check = lambda self, r: r.ping()` returns the coroutine, which is fine."""
+
+    class Pinged(infraboot.Component[int]):
+        name = "pinged"
+        check = lambda self, resource: asyncio.sleep(0)  # type: ignore[assignment]  # noqa: E731
+
+    assert "pinged" == Pinged().name
+
+
 def test_check_must_be_callable() -> None:
     """check= that is not a function is refused when the component is made."""
     with pytest.raises(ConfigError, match=r"check=.*async function"):

@@ -112,7 +112,10 @@ def test_ipv6_and_unix_urls_parse() -> None:
         ("https://api.example/x?TOKEN=canary-t&page=2", "https://api.example/x?TOKEN=***&page=2"),
         ("redis://127.0.0.1:6379/0 timed out", "redis://127.0.0.1:6379/0 timed out"),
         ("mail a:b@c when redis://h:1/0 is down", "mail a:b@c when redis://h:1/0 is down"),
-        ("write it as mysql://USER:PASSWORD@HOST:3306/DB", "write it as mysql://USER:PASSWORD@HOST:3306/DB"),
+        ("postgresql://myadmin@myserver:hunter2x@host/db", "postgresql://myadmin@myserver:***@host/db"),
+        ("1redis://u:pw@h x_redis://u:pw@h", "1redis://u:***@h x_redis://u:***@h"),
+        ("连接postgres://u:pw@h", "连接postgres://u:***@h"),
+        ("redis://u:<hunter2x>@h", "redis://u:***@h"),
         ("redis://u:HUNTERTWO@h:1", "redis://u:***@h:1"),
         ("postgresql://app:Ca@n:a/r%y#42@db:5432/app down", "postgresql://app:***@db:5432/app down"),
     ],
@@ -148,3 +151,23 @@ async def test_an_own_components_error_with_a_password_in_a_url_never_reaches_th
     seen = caplog.text + report.render() + repr(report) + repr(health) + str(report.to_dict())
     assert "u:***@127.0.0.1:1" in seen
     assert "canary-own-s3cret" not in seen
+
+
+@pytest.mark.parametrize(
+    "hostile",
+    [
+        "a://:" * 20_000,
+        "a-" * 50_000 + "://",
+        "a." * 50_000 + " x://",
+        ("x://" + ":" * 1000 + "@" * 1000) * 50,
+        "redis://u:" + "p" * 100_000 + "@h",
+    ],
+)
+def test_scrubbing_hostile_text_takes_linear_time(hostile: str) -> None:
+    """A driver's message is not ours to trust: 100 KB of any shape is scrubbed in well under a second."""
+    import time
+
+    started = time.perf_counter()
+    out = scrub_foreign(hostile)
+    assert time.perf_counter() - started < 1.0
+    assert "p" * 100 not in out

@@ -7,7 +7,18 @@ from pathlib import Path
 
 PACKAGE = Path(__file__).parent.parent / "src" / "infraboot"
 #: The fields other rooms read; they say what happened through Slot's methods (``transition``, ...).
-OWNED = {"start", "settled", "attempts", "healable", "recovery", "stop_task", "state", "resource", "closer"}
+OWNED = {
+    "start",
+    "settled",
+    "attempts",
+    "healable",
+    "recovery",
+    "stop_task",
+    "state",
+    "resource",
+    "closer",
+    "closing",
+}
 
 
 def _targets(node: ast.AST) -> list[ast.expr]:

@@ -495,6 +495,50 @@ async def test_stopping_a_requirement_cuts_off_a_dependent_still_starting_on_it(
     await system.shutdown()
 
 
+async def test_a_start_asked_for_while_stop_takes_its_requirement_down_is_blocked() -> None:
+    """While stop(["a"]) is still under way (a dependent's cleanup takes its grace), a new start of another
+    dependent of a does not use a: it is blocked, saying a is being stopped."""
+    entered, cleaning = asyncio.Event(), asyncio.Event()
+    made_on: list[bool] = []
+
+    @infraboot.component("a")
+    async def a(ctx: infraboot.Context) -> AsyncIterator[dict[str, bool]]:
+        resource = {"open": True}
+        yield resource
+        resource["open"] = False
+
+    @infraboot.component("b", requires=["a"])
+    async def b(ctx: infraboot.Context) -> AsyncIterator[str]:
+        entered.set()
+        try:
+            await asyncio.Event().wait()
+        finally:
+            cleaning.set()
+            await asyncio.sleep(0.1)  # its own cleanup, inside the grace stop() gives it
+        yield "b"
+
+    @infraboot.component("c", requires=["a"])
+    async def c(ctx: infraboot.Context) -> AsyncIterator[str]:
+        made_on.append(ctx.get("a")["open"])
+        yield "c"
+
+    system = SystemInitializer([a, b, c])
+    await system.ensure_initialized(["a"])
+    starting_b = asyncio.create_task(system.ensure_initialized(["b"]))
+    await entered.wait()
+    stopping = asyncio.create_task(system.stop(["a"]))
+    await cleaning.wait()  # stop() is waiting for b's cleanup: a is still up, but going
+    with pytest.raises(StartupError, match="requires 'a', which is being stopped"):
+        await system.ensure_initialized(["c"])
+    await stopping
+    with pytest.raises(StartupError):
+        await starting_b
+    assert ([], S.STOPPED) == (made_on, system.state("a"))
+    await system.ensure_initialized(["c"])
+    assert [True] == made_on
+    await system.shutdown()
+
+
 async def test_an_optional_dependent_cut_off_by_stop_is_not_brought_back_in_the_background() -> None:
     """An optional b cut off by stop(["a"]) stays failed (no recovery restarts it on a's closing resource)
     until a caller asks for it again."""

@@ -419,13 +419,11 @@ async def _wait(target: Any, names: list[str] | None, *, budget: float, started:
             print(f"infraboot: gave up after {budget:g}s: {last}", file=sys.stderr)
             return EXIT_FAILED
         system.configure(startup_timeout=remaining, shutdown_timeout=min(_left(deadline), system.shutdown_timeout))
-        cut_at = time.monotonic() + remaining - 0.001  # a round still starting then was cut by our own budget
         try:  # every round from scratch: the last one shut everything down, nothing is left half-open
             report = await system.ensure_initialized(wanted)
         except infraboot.StartupError as exc:
             report = exc.report
         finally:
-            cut = time.monotonic() >= cut_at
             await system.shutdown(timeout=_left(deadline))
         if report.status == "ok":  # an optional component counts too: waiting means every one answers
             ready = ", ".join(n for n, r in report.components.items() if r.state.value in ("ready", "stopped"))
@@ -436,7 +434,8 @@ async def _wait(target: Any, names: list[str] | None, *, budget: float, started:
         for n in down:  # a start cut short says the error it was retrying after, else the last round's
             r = report.components[n]
             real = last_error_code(r) if r.error_code == "cancelled" else (r.error_code or r.state.value)
-            if real == "timeout" and cut and n in errors:  # our deadline, not the server: keep what it last said
+            ours = r.start_offset is not None and r.start_offset + (r.duration or 0.0) >= remaining - 0.01
+            if real == "timeout" and ours:  # ended by our own budget, not by the server: it said nothing new
                 continue
             if real is not None:
                 errors[n] = real

@@ -56,20 +56,9 @@ def register_secret(secret: str) -> None:
         _pattern = re.compile("|".join(re.escape(a) for a in alternatives))
 
 
-# A password in any URL's user part, and a secret query parameter, even in a URL nobody registered
-# (one in a message of the app's own component, say): ``scheme://user:PASSWORD@host``, ``?token=SECRET``.
-# Up to the last ``@`` of the word: a raw ``@``, ``/`` or ``#`` in a password (a malformed URL) is masked whole.
-_URL_PASSWORD = re.compile(r"(\b[A-Za-z][A-Za-z0-9+.-]*://[^:/?#@\s]*:)(\S+)(@)")
-_URL_PARAM = re.compile(r"([?&](?:" + "|".join(sorted(_SECRET_PARAMS)) + r")=)([^&#\s'\"]+)", re.IGNORECASE)
-# What our own messages write where a password goes (``USER:PASSWORD@HOST``): an example, kept.
-_PLACEHOLDER = re.compile(r"PASSWORD|PASSWD|PASS|PWD|SECRET|TOKEN|\*+|<[^>]*>|\{[^}]*\}|\.\.\.")
-
-
-def _mask(match: re.Match[str]) -> str:
-    secret = match.group(2)
-    if _PLACEHOLDER.fullmatch(secret):
-        return match.group(0)
-    return match.group(1) + REDACTED + (match.group(3) if match.lastindex == 3 else "")
+# A secret query parameter in any URL: ``?token=SECRET`` (anchored on ``?``/``&``: linear on any input).
+_URL_PARAM = re.compile(r"([?&](?:" + "|".join(sorted(_SECRET_PARAMS)) + r")=)[^&#\s'\"]+", re.IGNORECASE)
+_WORD = re.compile(r"\S+")
 
 
 def scrub(text: str) -> str:
@@ -81,13 +70,31 @@ def scrub(text: str) -> str:
 
 
 def scrub_foreign(text: str) -> str:
-    """:func:`scrub` for text infraboot did not write (a driver's or an app's error): the password of any
-    URL in it is replaced too, registered or not (our own messages keep their ``USER:PASSWORD`` examples)."""
+    """:func:`scrub` for text infraboot did not write (a driver's or an app's error), where a URL nobody
+    registered may carry a password: ``scheme://user:PASSWORD@host`` and ``?token=SECRET`` are masked too.
+
+    Our own messages go through :func:`scrub` and keep their ``USER:PASSWORD`` examples. Linear in the
+    text's length, whatever it holds (a driver's message is not ours to trust).
+    """
     text = scrub(text)
-    if "://" in text:
-        text = _URL_PASSWORD.sub(_mask, text)
-        text = _URL_PARAM.sub(_mask, text)
-    return text
+    if "://" not in text:
+        return text
+    return _URL_PARAM.sub(rf"\g<1>{REDACTED}", _WORD.sub(_mask_userinfo, text))
+
+
+def _mask_userinfo(word: re.Match[str]) -> str:
+    """In one word holding ``://``: the password of the user part, up to the word's last ``@`` (a raw
+    ``@``, ``/`` or ``#`` in a password, a malformed URL, is masked whole; more is masked, never less)."""
+    text = word.group()
+    scheme = text.find("://")
+    if scheme < 0:
+        return text
+    rest = text[scheme + 3 :]
+    at = rest.rfind("@")
+    colon = rest.find(":", 0, at) if at > 0 else -1
+    if colon < 0:
+        return text
+    return f"{text[: scheme + 3]}{rest[: colon + 1]}{REDACTED}{rest[at:]}"
 
 
 class SecretURL:

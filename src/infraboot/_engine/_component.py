@@ -224,10 +224,11 @@ class Component(Generic[T]):
         when the class was first used, is not checked again for every instance.
         """
         cls = type(self)
-        checked = cls in _CHECKED_CLASSES
-        fields = self.__dict__.keys() & _CHECKED_FIELDS if checked else _CHECKED_FIELDS
+        checked = _CHECKED in cls.__dict__  # the class's own mark: a subclass is checked on its own
+        # The name always (an instance may leave the class's, which is "" on Component), and what it sets.
+        fields = (self.__dict__.keys() & _CHECKED_FIELDS) | _NAME_ONLY if checked else _CHECKED_FIELDS
         if fields == _NAME_ONLY and is_name(self.name) and self.name not in self.requires:
-            return  # the common case: a checked class, and a name of its own
+            return  # the common case: a checked class, and a name
         problems = [] if checked else _hook_problems(cls)
         found, normal = _setting_problems(lambda field: getattr(self, field), fields, self.name)
         problems.extend(found)
@@ -239,7 +240,7 @@ class Component(Generic[T]):
         for field, value in normal.items():
             setattr(self, field, value)
         if not checked and _setting_problems(lambda field: getattr(cls, field), _CLASS_FIELDS, None) == ([], {}):
-            _CHECKED_CLASSES.add(cls)  # else a class value to check (or normalize) for each instance
+            setattr(cls, _CHECKED, True)  # else a class value to check (or normalize) for each instance
 
     @property
     def retry_policy(self) -> RetryPolicy:
@@ -470,8 +471,9 @@ _CHECKED_FIELDS = frozenset(
 )
 _NAME_ONLY = frozenset({"name"})
 _CLASS_FIELDS = _CHECKED_FIELDS - _NAME_ONLY  # Component's own name is "": each instance names itself
-#: Classes whose own values (and hooks) passed: their instances check only the settings they set.
-_CHECKED_CLASSES: set[type] = set()
+#: Set on a class (in its own ``__dict__``) whose own values and hooks passed: its instances check only
+#: their name and the settings they set. A mark, not a registry: classes made at run time can be freed.
+_CHECKED = "_infraboot_checked"
 
 
 def _setting_problems(
@@ -524,6 +526,7 @@ def _hook_problems(cls: type) -> list[str]:
         fn = getattr(cls, hook, None)
         if (
             inspect.isfunction(fn)
+            and fn.__name__ != "<lambda>"  # a lambda cannot be async: one returning a coroutine is fine
             and not inspect.iscoroutinefunction(fn)
             and not inspect.iscoroutinefunction(inspect.unwrap(fn))  # a decorator's wrapper (functools.wraps)
         ):

@@ -302,7 +302,7 @@ class Monitor:
         if slot.state is not _S.FAILED:
             return  # stopped, or started by someone else meanwhile
         requires = slot.component.requires
-        if slot.strays or any(self._slots[d].state is not _S.READY for d in requires):
+        if slot.strays or any(self._slots[d].state is not _S.READY or self._slots[d].closing for d in requires):
             raise _StillDown  # an abandoned attempt still runs (no pile-up), or a requirement is down
         resources: dict[str, Any] = {d: self._lookup(d) for d in requires}  # overrides included
         try:

@@ -146,6 +146,7 @@ class Slot:
         "_overrides",
         "attempts",
         "closer",
+        "closing",
         "component",
         "ended_at",
         "error",
@@ -189,6 +190,8 @@ class Slot:
         self.start: Any = None  # the start under way (infraboot._engine._startup), to cancel it
         self.recovery: asyncio.Task[None] | None = None
         self.stop_task: asyncio.Future[Any] | None = None
+        #: How many stop() calls are taking it down: while any is, no start may use its resource.
+        self.closing = 0
         self.probe = Probe()
         #: Passive health: the component's driver hooks report what live traffic sees here.
         self.traffic = Traffic(self.probe, None if on_failing is None else functools.partial(on_failing, self))
@@ -232,6 +235,10 @@ class Slot:
     def stopping(self, stop: asyncio.Future[Any]) -> None:
         """*stop* (done with its ``StopResult``) is this component's stop; a second stop shares it."""
         self.stop_task = stop
+
+    def stop_called(self, begun: bool) -> None:
+        """A ``stop()`` that takes this component down has *begun* (or ended): :attr:`closing` counts them."""
+        self.closing = max(0, self.closing + (1 if begun else -1))
 
     def cannot_heal(self) -> None:
         """The last failure will not heal by waiting: recovery does not try again."""
@@ -297,6 +304,7 @@ class Slot:
     def forget(self) -> None:
         """Drop every loop-bound object without closing anything (their event loop is gone)."""
         self.recovery = self.stop_task = self.settled = self.start = None
+        self.closing = 0
         self.probe.inflight = None
         self.strays.clear()
         self.transition(_S.PENDING, resource=None, closer=None, fresh=True)
@@ -308,6 +316,7 @@ class Slot:
         child never closes sockets the parent still uses.
         """
         self.recovery = self.stop_task = self.settled = self.start = None
+        self.closing = 0
         self.probe.inflight = None
         self.strays.clear()
         if self.state not in HOLDING:

@@ -163,7 +163,7 @@ class _Start:
             slot.transition(_S.PENDING, fresh=True)
         requires = comp.requires
         if requires:
-            missing = [d for d in requires if slots[d].state is not _S.READY]
+            missing = [d for d in requires if slots[d].state is not _S.READY or slots[d].closing]
             if missing:
                 self.blocked(missing)
                 return
@@ -187,7 +187,8 @@ class _Start:
             slot.transition(_S.DISABLED, reason=f"requires {dep!r}, which is disabled")
             event(logging.INFO, "component_disabled", slot.name, reason=slot.reason)
         else:
-            slot.transition(_S.BLOCKED, reason=f"requires {dep!r}, which is {self.slots[dep].state.value}")
+            state = "being stopped" if self.slots[dep].closing else self.slots[dep].state.value
+            slot.transition(_S.BLOCKED, reason=f"requires {dep!r}, which is {state}")
             event(logging.WARNING, "component_blocked", slot.name, reason=slot.reason)
         self.settle()
 

@@ -93,18 +93,23 @@ class Teardown:
         requirement about to close must not end ready on it), give that work a bounded grace, then stop
         what runs, dependents first."""
         why = f"stop({list(asked)!r}) was called while it was starting"
-        cut: list[asyncio.Task[Any]] = []
-        for n in names:
-            slot = self._slots[n]
+        slots = [self._slots[n] for n in names]
+        cut: list[asyncio.Future[Any]] = []
+        for slot in slots:
+            slot.stop_called(begun=True)  # from now on no start uses its resource (a new one is blocked)
             if slot.recovery is not None:
                 slot.recovery.cancel()  # stopped on purpose: not brought back in the background
             if unsettled(slot):
-                task = abort(slot, why)
+                task = abort(slot, why)  # cancelled once; a second cancel could cut its own cleanup short
                 slot.cannot_heal()  # nor retried by the recovery its caller's startup would begin
                 if task is not None:
                     cut.append(task)
-        await cancel_until_done(cut, ABANDON_GRACE)
-        return await self.stop_many(self.running(names), deadline)
+        try:
+            await wait_until(cut, time.monotonic() + ABANDON_GRACE)
+            return await self.stop_many(self.running(names), deadline)
+        finally:
+            for slot in slots:
+                slot.stop_called(begun=False)
 
     def _strays(self, *, given_up: bool) -> list[asyncio.Task[Any]]:
         """The strays still running (a finished one leaves its set only when its callback has run)."""
