@@ -56,9 +56,9 @@ def register_secret(secret: str) -> None:
         _pattern = re.compile("|".join(re.escape(a) for a in alternatives))
 
 
-# A secret query parameter in any URL: ``?token=SECRET`` (anchored on ``?``/``&``: linear on any input).
-_URL_PARAM = re.compile(r"([?&](?:" + "|".join(sorted(_SECRET_PARAMS)) + r")=)[^&#\s'\"]+", re.IGNORECASE)
-_WORD = re.compile(r"\S+")
+# Compiled on first use (``import infraboot`` stays light): a secret query parameter in any URL,
+# ``?token=SECRET`` (anchored on ``?``/``&``: linear on any input), and a word.
+_foreign: tuple[re.Pattern[str], re.Pattern[str]] | None = None
 
 
 def scrub(text: str) -> str:
@@ -76,10 +76,15 @@ def scrub_foreign(text: str) -> str:
     Our own messages go through :func:`scrub` and keep their ``USER:PASSWORD`` examples. Linear in the
     text's length, whatever it holds (a driver's message is not ours to trust).
     """
+    global _foreign
     text = scrub(text)
     if "://" not in text:
         return text
-    return _URL_PARAM.sub(rf"\g<1>{REDACTED}", _WORD.sub(_mask_userinfo, text))
+    if _foreign is None:
+        params = "|".join(sorted(_SECRET_PARAMS))
+        _foreign = re.compile(rf"([?&](?:{params})=)[^&#\s'\"]+", re.IGNORECASE), re.compile(r"\S+")
+    param, word = _foreign
+    return param.sub(rf"\g<1>{REDACTED}", word.sub(_mask_userinfo, text))
 
 
 def _mask_userinfo(word: re.Match[str]) -> str:
