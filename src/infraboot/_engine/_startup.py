@@ -336,11 +336,13 @@ async def wait_started(
     *,
     demand: Counter[str],
     abandoned: TaskSet,
+    stop_began: Callable[[], asyncio.Future[None]] | None = None,
 ) -> str | None:
     """Wait for the *starts* of one call; return the first failed required component, or ``None``.
 
-    Returns as soon as a required component fails. Past the startup deadline (plus a
-    short grace) the starts this call alone asked for are cut off and recorded as
+    Returns as soon as a required component fails, or is being taken down by a ``stop()``
+    (*stop_began* gives a future done when the next one begins). Past the startup deadline
+    (plus a short grace) the starts this call alone asked for are cut off and recorded as
     timed out; starts other callers also wait for are left alone.
     """
     by_future = {f: slot for n in closure if (f := (slot := slots[n]).settled) is not None}
@@ -353,10 +355,27 @@ async def wait_started(
     if failed is not None:
         return failed
     timeout_at = None if deadline is None else deadline + _DEADLINE_GRACE
-    pending = await wait_until(starts, timeout_at, until=required_failed)
-    failed = first_required_failure(closure, slots)
-    if failed is not None or not pending:
-        return failed
+    pending: set[asyncio.Future[Any]] = {f for f in starts if not f.done()}
+    while pending:  # none when every start ended already (3.12+: eagerly): no trip through the loop
+        signal = None if stop_began is None else stop_began()
+        left = [len(pending)]  # the starts still running: the signal itself never needs to end
+
+        def stop_now(future: asyncio.Future[Any], signal: object = signal, left: list[int] = left) -> bool:
+            if future is signal:
+                return True
+            left[0] -= 1
+            return left[0] <= 0 or required_failed(future)
+
+        waited = pending if signal is None else {*pending, signal}
+        pending = await wait_until(waited, timeout_at, until=required_failed if signal is None else stop_now)
+        failed = first_required_failure(closure, slots) or _being_stopped(closure, slots)
+        if failed is not None:
+            return failed
+        pending.discard(signal)
+        if signal is None or not signal.done() or (timeout_at is not None and time.monotonic() >= timeout_at):
+            break  # the starts ended, or the deadline passed; else a stop() of something else began: wait on
+    if not pending:
+        return None
     ours = [n for n in closure if unsettled(slots[n]) and demand[n] <= 1]
     cut: list[asyncio.Task[Any]] = []
     for n in ours:  # starts other callers wait for are theirs: left alone, reported as still starting
@@ -371,6 +390,15 @@ async def wait_started(
     return failed
 
 
+def _being_stopped(closure: list[str], slots: Mapping[str, Slot]) -> str | None:
+    """The first required component a ``stop()`` is taking down that no start of this call brings back."""
+    for n in closure:
+        slot = slots[n]
+        if slot.closing and slot.component.required and not unsettled(slot):
+            return n
+    return None
+
+
 def first_required_failure(closure: list[str], slots: Mapping[str, Slot]) -> str | None:
     for n in closure:
         slot = slots[n]
@@ -383,14 +411,16 @@ def startup_error(slot: Slot, report: StartupReport) -> StartupError:
     """The error for a required component that failed: where, how often, why, what was rolled back, the fix."""
     name = slot.name
     result = report.components[name]
-    stopped = slot.state in (_S.STOPPED, _S.STOPPING) or (
-        slot.error_code == "cancelled" and str(slot.error).startswith("stop(")
+    stopped = (
+        slot.state in (_S.STOPPED, _S.STOPPING)
+        or bool(slot.closing)
+        or (slot.error_code == "cancelled" and str(slot.error).startswith("stop("))
     )
     if slot.state is _S.BLOCKED:
         cause = slot.reason or "a requirement is unavailable"
     elif slot.state in _STARTING:
         cause = "timeout: still starting (for another caller too) when startup_timeout ran out"
-    elif slot.state in (_S.STOPPED, _S.STOPPING):
+    elif slot.state in (_S.STOPPED, _S.STOPPING) or (slot.closing and slot.state in HOLDING):
         cause = "stopped: a stop() was called while this startup was under way"
     else:
         cause = f"{slot.error_code}: {str(slot.error).rstrip('.')}"

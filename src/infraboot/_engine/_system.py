@@ -373,7 +373,15 @@ class SystemInitializer:
         tasks = launch(closure, slots, deadline, self._tasks, self.get)
         self._demand.update(closure)
         try:
-            failed = await wait_started(tasks, closure, slots, deadline, demand=self._demand, abandoned=self._tasks)
+            failed = await wait_started(
+                tasks,
+                closure,
+                slots,
+                deadline,
+                demand=self._demand,
+                abandoned=self._tasks,
+                stop_began=self._teardown.stop_began,
+            )
             if failed is None and self._shutdowns == epoch:  # a concurrent stop() took a required one down
                 failed = next((n for n in closure if slots[n].component.required and slots[n].state in _STOPS), None)
             if failed is not None:

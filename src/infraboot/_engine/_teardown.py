@@ -48,6 +48,14 @@ class Teardown:
         self._tasks = tasks
         self._on_stopped = on_stopped
         self._given_up: weakref.WeakSet[asyncio.Future[Any]] = weakref.WeakSet()
+        self._stop_began: asyncio.Future[None] | None = None
+
+    def stop_began(self) -> asyncio.Future[None]:
+        """A future done when the next ``stop()`` begins: a startup call waiting for its starts rechecks then."""
+        signal = self._stop_began
+        if signal is None or signal.done():
+            signal = self._stop_began = asyncio.get_running_loop().create_future()
+        return signal
 
     def running(self, names: Sequence[str] | None = None) -> list[str]:
         """Of *names* (all when ``None``): those holding a resource or being stopped, in registration order."""
@@ -104,6 +112,9 @@ class Teardown:
                 slot.cannot_heal()  # nor retried by the recovery its caller's startup would begin
                 if task is not None:
                     cut.append(task)
+        signal, self._stop_began = self._stop_began, None
+        if signal is not None and not signal.done():
+            signal.set_result(None)
         try:
             await wait_until(cut, time.monotonic() + ABANDON_GRACE)
             return await self.stop_many(self.running(names), deadline)
