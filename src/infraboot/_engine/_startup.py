@@ -49,6 +49,7 @@ _S = ComponentState
 # A start that outlives the startup deadline this long is cut off from outside.
 _DEADLINE_GRACE = 0.5
 _STARTING = frozenset({_S.PENDING, _S.STARTING})
+_STOPS = frozenset({_S.STOPPING, _S.STOPPED})
 
 
 def unsettled(slot: Slot) -> bool:
@@ -394,7 +395,7 @@ def _being_stopped(closure: list[str], slots: Mapping[str, Slot]) -> str | None:
     """The first required component a ``stop()`` is taking down that no start of this call brings back."""
     for n in closure:
         slot = slots[n]
-        if slot.closing and slot.component.required and not unsettled(slot):
+        if (slot.closing or slot.state in _STOPS) and slot.component.required and not unsettled(slot):
             return n
     return None
 
