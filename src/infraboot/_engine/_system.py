@@ -502,6 +502,12 @@ class SystemInitializer:
         The rest of the system keeps running; ``ensure_initialized`` starts them again.
         A component being stopped already (by a concurrent ``shutdown()``, say) is not
         stopped twice: this call waits for that stop and reports it.
+
+        Starts under way among them are cut off first (with a short grace for their cleanup),
+        and their callers get a :class:`StartupError` saying so: nothing ends ``ready`` on a
+        requirement being closed, and background recovery does not bring them back. Until this
+        returns, a new start of one of their dependents is blocked, and a startup call that needs
+        one of them as a required component raises at once.
         """
         self.validate()
         asked = self._resolve(names, call="stop")
