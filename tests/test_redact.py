@@ -116,6 +116,12 @@ def test_ipv6_and_unix_urls_parse() -> None:
         ("1redis://u:pw@h x_redis://u:pw@h", "1redis://u:***@h x_redis://u:***@h"),
         ("连接postgres://u:pw@h", "连接postgres://u:***@h"),
         ("redis://u:<hunter2x>@h", "redis://u:***@h"),
+        (
+            "could not connect: host=db user=app password=canary-dsn sslmode=require",
+            "could not connect: host=db user=app password=*** sslmode=require",
+        ),
+        ("dsn(password=canary-p, host=x)", "dsn(password=***, host=x)"),
+        ("mypassword=visible is not a key of its own", "mypassword=visible is not a key of its own"),
         ("redis://u:HUNTERTWO@h:1", "redis://u:***@h:1"),
         ("postgresql://app:Ca@n:a/r%y#42@db:5432/app down", "postgresql://app:***@db:5432/app down"),
     ],

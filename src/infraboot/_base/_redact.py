@@ -71,20 +71,23 @@ def scrub(text: str) -> str:
 
 def scrub_foreign(text: str) -> str:
     """:func:`scrub` for text infraboot did not write (a driver's or an app's error), where a URL nobody
-    registered may carry a password: ``scheme://user:PASSWORD@host`` and ``?token=SECRET`` are masked too.
+    registered may carry a password: ``scheme://user:PASSWORD@host``, ``?token=SECRET`` and a libpq-style
+    ``host=db password=SECRET`` are masked too.
 
     Our own messages go through :func:`scrub` and keep their ``USER:PASSWORD`` examples. Linear in the
     text's length, whatever it holds (a driver's message is not ours to trust).
     """
     global _foreign
     text = scrub(text)
-    if "://" not in text:
+    if "=" not in text and "://" not in text:
         return text
-    if _foreign is None:
+    if _foreign is None:  # a query parameter, or a libpq-style ``password=...`` pair: after ?, &, a space, ;, , or (
         params = "|".join(sorted(_SECRET_PARAMS))
-        _foreign = re.compile(rf"([?&](?:{params})=)[^&#\s'\"]+", re.IGNORECASE), re.compile(r"\S+")
+        _foreign = re.compile(rf"((?<![^?&\s;,(])(?:{params})=)[^&#\s'\";,)]+", re.IGNORECASE), re.compile(r"\S+")
     param, word = _foreign
-    return param.sub(rf"\g<1>{REDACTED}", word.sub(_mask_userinfo, text))
+    if "://" in text:
+        text = word.sub(_mask_userinfo, text)
+    return param.sub(rf"\g<1>{REDACTED}", text)
 
 
 def _mask_userinfo(word: re.Match[str]) -> str:

@@ -429,7 +429,8 @@ def startup_error(slot: Slot, report: StartupReport) -> StartupError:
     target = slot.component.target
     at = f" at {target}" if target else ""
     if stopped:  # on purpose, by another call: nothing to fix, and making it optional is not the answer
-        msg = f"required component {name!r}{at} was stopped while this startup was under way ({cause})"
+        how = "did not finish starting" if slot.state is _S.FAILED else "was stopped while this startup was under way"
+        msg = f"required component {name!r}{at} {how} ({cause})"
         if rolled:
             msg += f"; stopped now: {', '.join(rolled)}"
         msg += ". Start it again with ensure_initialized() once that stop() has returned."

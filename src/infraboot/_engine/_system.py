@@ -503,11 +503,14 @@ class SystemInitializer:
         A component being stopped already (by a concurrent ``shutdown()``, say) is not
         stopped twice: this call waits for that stop and reports it.
 
-        Starts under way among them are cut off first (with a short grace for their cleanup),
-        and their callers get a :class:`StartupError` saying so: nothing ends ``ready`` on a
-        requirement being closed, and background recovery does not bring them back. Until this
-        returns, a new start of one of their dependents is blocked, and a startup call that needs
-        one of them as a required component raises at once.
+        Starts under way among them are cut off first (with a short grace for their cleanup):
+        nothing ends ``ready`` on a requirement being closed, and background recovery does not
+        bring them back. A startup call waiting for them raises :class:`StartupError` at once when
+        one it needs as required is cut off or taken down (an optional one is reported ``failed``).
+
+        A startup call made while this runs: a new start of a dependent of what is being stopped
+        is blocked; a component whose own stop is under way is started again once it has
+        stopped; one the stop has not reached yet is still ``ready``, and is closed when it is.
         """
         self.validate()
         asked = self._resolve(names, call="stop")

@@ -163,7 +163,12 @@ class Teardown:
         victims = [n for n in closure if slots[n].state is _S.READY and not promised(n) and alone(n)]
         if victims:
             event(logging.WARNING, "rollback_begin", components=",".join(victims))
-            reason = f"rollback: required component {failed!r} failed" if failed else "rollback: startup was cancelled"
+            if failed is None:
+                reason = "rollback: startup was cancelled"
+            elif slots[failed].closing or slots[failed].state in (_S.STOPPING, _S.STOPPED):
+                reason = f"rollback: required component {failed!r} was stopped by stop()"
+            else:
+                reason = f"rollback: required component {failed!r} failed"
             await self.stop_many(victims, deadline, reason=reason)
 
     async def stop_many(self, names: list[str], deadline: float, *, reason: str | None = None) -> ShutdownReport:
