@@ -42,6 +42,9 @@ __all__ = ["EXIT_FAILED", "EXIT_INTERRUPTED", "run", "running"]
 
 T = TypeVar("T")
 
+#: Seconds between two cancellations of a main that swallowed the last one (see ``run``).
+_RECANCEL_EVERY = 0.5
+
 EXIT_FAILED = 2
 """Exit status of :func:`run` when a required component failed to start, the configuration
 is invalid or an optional dependency is not installed (the same as ``infraboot check``)."""
@@ -80,7 +83,8 @@ def run(
     - *main* may take the system as its one argument, or nothing.
     - SIGTERM first drains: readiness fails at once while *main* keeps running for the
       system's ``drain_delay`` (``INFRABOOT_DRAIN_DELAY``, default 5 s; work wrapped in
-      ``system.drainer.track()`` is waited for, up to twice that), then *main* is cancelled.
+      ``system.drainer.track()`` is waited for, up to twice that), then *main* is cancelled (and
+      cancelled again every half second while it still runs: a driver may swallow a cancellation).
       SIGINT (Ctrl-C) cancels *main* at once, and so does a second signal during the drain.
       Shutdown then runs in reverse dependency order within ``shutdown_timeout`` and ``run``
       returns ``None``. Signals are ignored while shutdown runs, so an impatient Ctrl-C
@@ -107,13 +111,30 @@ def run(
         loop = asyncio.get_running_loop()
         task = asyncio.current_task()
         received: list[str] = []
-        draining: list[asyncio.Task[None]] = []
+        draining: list[asyncio.Task[None]] = []  # the drain, then the task that cancels main until it ends
+        in_main = False  # main is running: the startup has finished and the shutdown not begun
+
+        async def cancel_until_main_ends() -> None:
+            # One cancellation is not always enough: a driver may swallow it (redis-py's blocking
+            # commands do, about once in a hundred), and main would go on serving after SIGTERM.
+            # Asked again while main runs; never during the startup or the shutdown (this task's too),
+            # whose own cancellation handling must run once, undisturbed.
+            if task is None:
+                return
+            task.cancel()
+            while True:
+                await asyncio.sleep(_RECANCEL_EVERY)
+                if task.done() or not in_main:
+                    return
+                task.cancel()
+
+        def stop_main() -> None:
+            draining.append(loop.create_task(cancel_until_main_ends(), name="infraboot-stop-main"))
 
         async def drain_then_stop() -> None:
             report = await target.drain()
             event(logging.INFO, "drain_complete", waited=report.waited, in_flight=report.in_flight)
-            if task is not None:
-                task.cancel()
+            stop_main()
 
         def on_signal(sig: signal.Signals) -> None:
             if task is None:
@@ -122,14 +143,14 @@ def run(
                 if draining and not draining[0].done():
                     draining[0].cancel()
                     event(logging.INFO, "drain_cut_short", signal=sig.name)
-                    task.cancel()
+                    stop_main()
                 return
             received.append(sig.name)
             event(logging.INFO, "signal_received", signal=sig.name)
             if sig == signal.SIGTERM and started and target.drain_delay > 0:
                 draining.append(loop.create_task(drain_then_stop(), name="infraboot-drain"))
             else:
-                task.cancel()
+                stop_main()
 
         installed = []
         for sig in signals:
@@ -146,7 +167,11 @@ def run(
             async with running(components, system=target):
                 started = True
                 coro = main(target) if takes_system else main()  # type: ignore[call-arg]
-                return await coro
+                in_main = True
+                try:
+                    return await coro
+                finally:
+                    in_main = False
         except asyncio.CancelledError:
             if not received:
                 raise

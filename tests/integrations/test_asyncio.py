@@ -5,6 +5,7 @@ from __future__ import annotations
 import sys
 import time
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import pytest
 
@@ -98,3 +99,43 @@ def test_run_passes_the_system_and_returns_mains_result() -> None:
         return "same" if got is system else "other"
 
     assert "same" == infraboot.asyncio.run(main, system=system)
+
+
+SWALLOWS_A_CANCELLATION = """
+import asyncio
+
+import infraboot
+import infraboot.asyncio
+
+
+async def main():
+    print("worker ready", flush=True)
+    swallowed = 0
+    while True:
+        try:
+            await asyncio.sleep(3600)
+        except asyncio.CancelledError:
+            if swallowed < 2:  # what a driver's blocking command sometimes does (redis-py's BLPOP)
+                swallowed += 1
+                print(f"swallowed cancellation {swallowed}", flush=True)
+                continue
+            raise
+
+
+infraboot.asyncio.run(main, components=[])
+print("shut down cleanly", flush=True)
+"""
+
+
+async def test_sigterm_stops_a_main_that_swallows_its_cancellation(serve: Serve, tmp_path: Path) -> None:
+    """A cancellation swallowed inside main (a driver's bug) does not keep the worker alive after SIGTERM."""
+    script = tmp_path / "swallower.py"
+    script.write_text(SWALLOWS_A_CANCELLATION)
+    worker = serve([sys.executable, str(script)], INFRABOOT_DRAIN_DELAY="0.1")
+    worker.wait_for_output("worker ready")
+    t0 = time.monotonic()
+    worker.terminate()
+    assert 0 == worker.wait(15)
+    assert time.monotonic() - t0 < 5  # 0.1 s of drain, then a cancellation every half second
+    assert worker.output.count("swallowed cancellation") == 2
+    assert "shut down cleanly" in worker.output
