@@ -86,6 +86,25 @@ def _materialize(cls: type) -> None:
                 setattr(cls, name, dataclasses.field(default_factory=value.make))
         dataclasses.dataclass(frozen=True)(cls)
         cls.__init__ = _fast_init(cls, dataclasses)  # type: ignore[misc]
+        _resolve_annotations(cls, dataclasses)
+
+
+def _resolve_annotations(cls: type, dataclasses: Any) -> None:
+    """The fields' types as objects, not the strings ``from __future__ import annotations`` leaves.
+
+    A reader that resolves them in its caller's namespace (pydantic before 2.10 does, for
+    ``TypeAdapter(StartupReport)``) finds what the record's own module means. Left as strings
+    when one cannot be resolved.
+    """
+    import typing
+
+    try:
+        hints = typing.get_type_hints(cls)
+    except Exception:  # a name only type checkers see: the strings stay
+        return
+    cls.__annotations__ = {name: hints.get(name, kind) for name, kind in cls.__annotations__.items()}
+    for f in dataclasses.fields(cls):
+        f.type = hints.get(f.name, f.type)
 
 
 def _fast_init(cls: type, dataclasses: Any) -> Callable[..., None]:
