@@ -240,6 +240,11 @@ class Slot:
         """A ``stop()`` that takes this component down has *begun* (or ended): :attr:`closing` counts them."""
         self.closing = max(0, self.closing + (1 if begun else -1))
 
+    @property
+    def taken_down(self) -> bool:
+        """A ``stop()`` is taking it down, or it is stopping or stopped."""
+        return bool(self.closing) or self.state is _S.STOPPING or self.state is _S.STOPPED
+
     def cannot_heal(self) -> None:
         """The last failure will not heal by waiting: recovery does not try again."""
         self.healable = False

@@ -49,7 +49,6 @@ _S = ComponentState
 # A start that outlives the startup deadline this long is cut off from outside.
 _DEADLINE_GRACE = 0.5
 _STARTING = frozenset({_S.PENDING, _S.STARTING})
-_STOPS = frozenset({_S.STOPPING, _S.STOPPED})
 
 
 def unsettled(slot: Slot) -> bool:
@@ -395,7 +394,7 @@ def _being_stopped(closure: list[str], slots: Mapping[str, Slot]) -> str | None:
     """The first required component a ``stop()`` is taking down that no start of this call brings back."""
     for n in closure:
         slot = slots[n]
-        if (slot.closing or slot.state in _STOPS) and slot.component.required and not unsettled(slot):
+        if slot.taken_down and slot.component.required and not unsettled(slot):
             return n
     return None
 
@@ -412,11 +411,7 @@ def startup_error(slot: Slot, report: StartupReport) -> StartupError:
     """The error for a required component that failed: where, how often, why, what was rolled back, the fix."""
     name = slot.name
     result = report.components[name]
-    stopped = (
-        slot.state in (_S.STOPPED, _S.STOPPING)
-        or bool(slot.closing)
-        or (slot.error_code == "cancelled" and str(slot.error).startswith("stop("))
-    )
+    stopped = slot.taken_down or (slot.error_code == "cancelled" and str(slot.error).startswith("stop("))
     if slot.state is _S.BLOCKED:
         cause = slot.reason or "a requirement is unavailable"
     elif slot.state in _STARTING:

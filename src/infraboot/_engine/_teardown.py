@@ -165,7 +165,7 @@ class Teardown:
             event(logging.WARNING, "rollback_begin", components=",".join(victims))
             if failed is None:
                 reason = "rollback: startup was cancelled"
-            elif slots[failed].closing or slots[failed].state in (_S.STOPPING, _S.STOPPED):
+            elif slots[failed].taken_down:
                 reason = f"rollback: required component {failed!r} was stopped by stop()"
             else:
                 reason = f"rollback: required component {failed!r} failed"
