@@ -108,15 +108,16 @@ def _resolve_annotations(cls: type, dataclasses: Any) -> None:
 
 
 def _fast_init(cls: type, dataclasses: Any) -> Callable[..., None]:
-    """The dataclass ``__init__``, filling the instance's dict in one step.
+    """The dataclass ``__init__``, filling the instance's dict field by field.
 
     A frozen dataclass's own ``__init__`` calls ``object.__setattr__`` once per field (a report
-    row: 2.1 µs on 3.12); this one builds the dict and sets it once (0.7 µs). Same parameters,
+    row: 2.1 µs on 3.12); this one fills the instance's dict directly (0.65 µs; building a dict and
+    setting ``__dict__`` takes 0.87). Same parameters,
     defaults and default factories, so the same ``TypeError`` for a missing or unknown argument.
     """
     params: list[str] = []
     lines: list[str] = []
-    namespace: dict[str, Any] = {"_set": object.__setattr__, "_MISSING": dataclasses.MISSING}
+    namespace: dict[str, Any] = {"_MISSING": dataclasses.MISSING}
     for f in dataclasses.fields(cls):
         if f.default is not dataclasses.MISSING:
             namespace[f"_default_{f.name}"] = f.default
@@ -127,8 +128,8 @@ def _fast_init(cls: type, dataclasses: Any) -> Callable[..., None]:
             lines.append(f"    if {f.name} is _MISSING: {f.name} = _factory_{f.name}()")
         else:
             params.append(f.name)
-    values = ", ".join(f"{f.name!r}: {f.name}" for f in dataclasses.fields(cls))
-    lines.append(f"    _set(self, '__dict__', {{{values}}})")
+    lines.append("    d = self.__dict__")
+    lines.extend(f"    d[{f.name!r}] = {f.name}" for f in dataclasses.fields(cls))
     source = f"def __init__(self, {', '.join(params)}):\n" + "\n".join(lines) + "\n"
     exec(source, namespace)  # noqa: S102 - written from the class's own field names, as dataclasses does
     init: Callable[..., None] = namespace["__init__"]

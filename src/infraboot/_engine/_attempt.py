@@ -24,7 +24,7 @@ from typing import Any
 from infraboot._base._errors import OwnMessage, describe
 from infraboot._base._log import event
 
-from ._component import Closer, Context
+from ._component import GUARDED_OPENS, Closer, Context
 from ._deadlines import ABANDON_GRACE, TaskSet, cancel_until_done, raise_if_cancelled, run_within, start_task
 from ._retry import OutOfTime
 from ._slot import Slot
@@ -70,12 +70,19 @@ class Attempt:
 
     def run(self, resources: Mapping[str, Any]) -> None:
         """Begin, with the resources of the component's requirements; the end may come before this returns."""
-        slot = self.slot
+        slot, comp = self.slot, self.slot.component
         slot.attempt_began(self.number)
         ctx = Context(slot.name, resources, self.number, traffic=slot.traffic)
-        task = self.task = start_task(slot.component._open(ctx), slot.task_names[1])
+        opener = comp._open
+        guarded = "_open" not in comp.__dict__ and type(comp)._open in GUARDED_OPENS
+        task = self.task = start_task(opener(ctx), f"infraboot-attempt-{slot.name}", guarded=guarded)
         if task.done():  # a setup that never waited (Python 3.12+): no callback, no timer
-            self._done(task)
+            if task.cancelled() or task.exception() is not None:
+                self._done(task)
+                return
+            self.ended = True
+            self.opened = task.result()
+            self._on_done(self)
             return
         task.add_done_callback(self._done)
         self._timer = asyncio.get_running_loop().call_later(self.budget, self._time_up)

@@ -20,12 +20,14 @@ from infraboot._base._errors import classify_error
 from infraboot._base._log import event
 from infraboot.exceptions import ConfigError
 
-from ._deadlines import TaskSet, run_within
+from ._deadlines import TaskSet, interrupted, run_within
 from ._graph import is_name
 from ._retry import RetryPolicy
 from ._traffic import Traffic
 
 __all__ = [
+    "GUARDED_CLOSERS",
+    "GUARDED_OPENS",
     "Closer",
     "Component",
     "ComponentOptions",
@@ -202,17 +204,18 @@ class Component(Generic[T]):
     tags: Collection[str] = ()
 
     def __init__(self, name: str | None = None, **options: Unpack[ComponentOptions]) -> None:
-        unknown = sorted(set(options) - _OPTIONS) if options else None
-        if unknown:
-            msg = (
-                f"{type(self).__name__}: unknown setting(s) {', '.join(unknown)}; "
-                f"the settings are {', '.join(sorted(_OPTIONS))}"
-            )
-            raise ConfigError(msg)
+        if options:
+            unknown = sorted(set(options) - _OPTIONS)
+            if unknown:
+                msg = (
+                    f"{type(self).__name__}: unknown setting(s) {', '.join(unknown)}; "
+                    f"the settings are {', '.join(sorted(_OPTIONS))}"
+                )
+                raise ConfigError(msg)
+            for key, value in options.items():
+                setattr(self, key, value)
         if name is not None:
             self.name = name
-        for key, value in options.items():
-            setattr(self, key, value)
         self._validate_definition()
 
     # -- definition -------------------------------------------------------------------
@@ -225,10 +228,13 @@ class Component(Generic[T]):
         """
         cls = type(self)
         checked = _CHECKED in cls.__dict__  # the class's own mark: a subclass is checked on its own
-        # The name always (an instance may leave the class's, which is "" on Component), and what it sets.
-        fields = (self.__dict__.keys() & _CHECKED_FIELDS) | _NAME_ONLY if checked else _CHECKED_FIELDS
-        if fields == _NAME_ONLY and is_name(self.name) and self.name not in self.requires:
-            return  # the common case: a checked class, and a name
+        own = self.__dict__
+        if checked and _CLASS_FIELDS.isdisjoint(own):  # the common case: a checked class, and a name
+            if is_name(name := self.name) and name not in self.requires:
+                return
+            fields: Collection[str] = _NAME_ONLY
+        else:  # the name always (an instance may leave the class's, which is "" on Component), and what it sets
+            fields = (own.keys() & _CHECKED_FIELDS) | _NAME_ONLY if checked else _CHECKED_FIELDS
         problems = [] if checked else _hook_problems(cls)
         found, normal = _setting_problems(lambda field: getattr(self, field), fields, self.name)
         problems.extend(found)
@@ -323,12 +329,18 @@ class Component(Generic[T]):
         return classify_error(exc)
 
     async def _open(self, ctx: Context) -> tuple[T, Closer]:
-        """Start once; returns the resource and the closer that releases it."""
-        resource = await self.start(ctx)
+        """Start once; returns the resource and the closer that releases it (both see to an interrupt)."""
+        try:
+            resource = await self.start(ctx)
+        except (KeyboardInterrupt, SystemExit) as exc:
+            interrupted(exc)
 
         async def close(reason: str | None) -> None:
             ctx.stop_reason = reason
-            await self.stop(resource)
+            try:
+                await self.stop(resource)
+            except (KeyboardInterrupt, SystemExit) as exc:
+                interrupted(exc)
 
         return resource, close
 
@@ -430,6 +442,8 @@ class FunctionComponent(Component[T]):
         except StopAsyncIteration:
             msg = f"component {self.name!r}: {self._fn.__qualname__} returned without yielding; yield the resource once"
             raise ConfigError(msg) from None
+        except (KeyboardInterrupt, SystemExit) as exc:
+            interrupted(exc)
 
         async def close(reason: str | None) -> None:
             ctx.stop_reason = reason
@@ -437,6 +451,8 @@ class FunctionComponent(Component[T]):
                 await anext(gen)
             except StopAsyncIteration:
                 return
+            except (KeyboardInterrupt, SystemExit) as exc:
+                interrupted(exc)
             try:
                 msg = f"component {self.name!r}: {self._fn.__qualname__} yielded twice; yield the resource exactly once"
                 raise RuntimeError(msg)
@@ -449,10 +465,23 @@ class FunctionComponent(Component[T]):
         return super().__repr__()[:-1] + f" fn={self._fn.__qualname__}>"
 
 
+def _closer_code(opener: Callable[..., Any]) -> types.CodeType:
+    """The code of the ``close`` function *opener* defines: every closer it returns shares it."""
+    return next(c for c in opener.__code__.co_consts if isinstance(c, types.CodeType) and c.co_name == "close")
+
+
+#: The openers whose coroutines (and closers) see to a KeyboardInterrupt themselves: no wrapper is needed.
+GUARDED_OPENS = frozenset({Component._open, FunctionComponent._open})
+#: The code of those closers (``closer.__code__``).
+GUARDED_CLOSERS = frozenset(_closer_code(opener) for opener in GUARDED_OPENS)
+
+
 def _takes_only_ctx(fn: Callable[..., Any]) -> bool:
     """Whether *fn* can be called with ``ctx`` alone (its other parameters, if any, have defaults)."""
     if type(fn) is types.FunctionType:  # a plain function: read its code (inspect costs more than a start)
         code = fn.__code__
+        if code.co_argcount == 1 and not code.co_kwonlyargcount:
+            return True  # (ctx): the common case
         positional = code.co_argcount - len(getattr(fn, "__defaults__", None) or ())
         keyword_only = code.co_kwonlyargcount - len(getattr(fn, "__kwdefaults__", None) or {})
         return positional <= 1 and keyword_only == 0 and (positional == 1 or bool(code.co_flags & 0x04))

@@ -22,7 +22,7 @@ import functools
 import sys
 import time
 from collections.abc import Awaitable, Callable, Coroutine, Iterable, Iterator
-from typing import Any, TypeVar
+from typing import Any, NoReturn, TypeVar
 
 __all__ = [
     "ABANDON_GRACE",
@@ -30,6 +30,7 @@ __all__ = [
     "DeadlineExceeded",
     "TaskSet",
     "cancel_until_done",
+    "interrupted",
     "raise_if_cancelled",
     "retrieve",
     "run_within",
@@ -127,34 +128,43 @@ def _task(work: Awaitable[T], name: str) -> asyncio.Task[T]:
 _EAGER = sys.version_info >= (3, 12)
 
 
-def start_task(coro: Coroutine[Any, Any, T], name: str) -> asyncio.Task[T]:
+def start_task(coro: Coroutine[Any, Any, T], name: str, *, guarded: bool = False) -> asyncio.Task[T]:
     """A task for *coro* whose first step runs now, on Python 3.12+ (``eager_start``).
 
     Work that finishes without waiting is done when this returns: no ``call_soon``, no
     timer for its deadline, no callback. A loop with a task factory of its own (uvloop
     has none, instrumentation may) keeps it, and the task starts as usual. A
     ``KeyboardInterrupt`` or ``SystemExit`` raised by the work leaves the event loop, as it
-    would from a task's step, and the task ends cancelled.
+    would from a task's step, and the task ends cancelled: *guarded* says the coroutine sees to
+    that itself (with :func:`interrupted`), so it is not wrapped in one more coroutine.
     """
     loop = asyncio.get_running_loop()
     if not _EAGER or loop.get_task_factory() is not None:
         return loop.create_task(coro, name=name)
-    return asyncio.Task(_interruptible(coro), loop=loop, name=name, eager_start=True)  # type: ignore[call-arg,unused-ignore]
+    work = coro if guarded else _interruptible(coro)
+    return asyncio.Task(work, loop=loop, name=name, eager_start=True)  # type: ignore[call-arg,unused-ignore]
 
 
-def task_for(work: Awaitable[T], name: str) -> asyncio.Task[T]:
+def task_for(work: Awaitable[T], name: str, *, guarded: bool = False) -> asyncio.Task[T]:
     """A task for *work*: :func:`start_task` for a coroutine, else the awaitable's own task (or one around it)."""
-    return start_task(work, name) if asyncio.iscoroutine(work) else _task(work, name)
+    return start_task(work, name, guarded=guarded) if asyncio.iscoroutine(work) else _task(work, name)
 
 
 async def _interruptible(coro: Coroutine[Any, Any, T]) -> T:
-    # Raised out of an eager first step, the exception would leave the task's constructor (the
-    # task lost, its exception never retrieved) rather than the loop: raised from the loop instead.
     try:
         return await coro
     except (KeyboardInterrupt, SystemExit) as exc:
-        asyncio.get_running_loop().call_soon(_reraise, exc)
-        raise asyncio.CancelledError from None
+        interrupted(exc)
+
+
+def interrupted(exc: KeyboardInterrupt | SystemExit) -> NoReturn:
+    """Raise *exc* from the event loop, and ``CancelledError`` here: for a task's own ``except`` clause.
+
+    Raised out of an eager first step, the exception would leave the task's constructor (the
+    task lost, its exception never retrieved) rather than the loop: raised from the loop instead.
+    """
+    asyncio.get_running_loop().call_soon(_reraise, exc)
+    raise asyncio.CancelledError from None
 
 
 def _reraise(exc: BaseException) -> None:

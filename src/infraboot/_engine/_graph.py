@@ -22,7 +22,10 @@ _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_.\-]*")
 
 def is_name(value: object) -> bool:
     """Whether *value* is a valid component name: letters, digits, ``_ - .``, not starting with a digit."""
-    return isinstance(value, str) and _NAME.fullmatch(value) is not None
+    if not isinstance(value, str):
+        return False
+    # An ASCII identifier is one (the common case, without the regex); "pg-pool" and "db.replica" too.
+    return (value.isidentifier() and value.isascii()) or _NAME.fullmatch(value) is not None
 
 
 def unknown(name: object, registered: Collection[str]) -> UnknownComponentError:

@@ -258,7 +258,7 @@ class Monitor:
             return  # a required start that failed failed the startup; only a required one gone down is probed back
         if slot.recovery is not None and not slot.recovery.done():
             return
-        if slot.settled is not None and not slot.settled.done():
+        if slot.start is not None:
             return  # a start is under way (another caller's): its outcome decides
         if slot.state is _S.FAILED and not slot.healable:
             event(logging.WARNING, "component_not_recovered", slot.name, error_code=slot.error_code)

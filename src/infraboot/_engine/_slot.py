@@ -164,7 +164,6 @@ class Slot:
         "state",
         "stop_task",
         "strays",
-        "task_names",
         "traffic",
     )
 
@@ -178,24 +177,23 @@ class Slot:
     ) -> None:
         self.component = component
         self.name = component.name
-        #: Names of this component's start task and attempt tasks (made once: they are on the start path).
-        self.task_names = (f"infraboot-start-{self.name}", f"infraboot-attempt-{self.name}")
         self._index = index
         self._overrides = overrides
         self._notify = on_ready
         self.state = _S.PENDING
         self.resource: Any = None
         self.closer: Closer | None = None
-        self.settled: asyncio.Future[None] | None = None  # done when the start under way has ended
         self.start: Any = None  # the start under way (infraboot._engine._startup), to cancel it
+        self.settled: asyncio.Future[None] | None = None  # done when it has ended: see waiter()
         self.recovery: asyncio.Task[None] | None = None
         self.stop_task: asyncio.Future[Any] | None = None
         #: How many stop() calls are taking it down: while any is, no start may use its resource.
         self.closing = 0
         self.probe = Probe()
         #: Passive health: the component's driver hooks report what live traffic sees here.
-        self.traffic = Traffic(self.probe, None if on_failing is None else functools.partial(on_failing, self))
-        self.traffic.bind(component.classify)
+        self.traffic = Traffic(
+            self.probe, None if on_failing is None else functools.partial(on_failing, self), component.classify
+        )
         #: This component's abandoned work (attempts, probes, teardowns that ignored their cancellation),
         #: while it still runs: recovery waits for it rather than pile up connections.
         self.strays = TaskSet()
@@ -213,9 +211,19 @@ class Slot:
 
     # -- the start, recovery and stop under way ---------------------------------------------------
 
-    def start_began(self, start: Any, settled: asyncio.Future[None]) -> None:
-        """*start* is under way; *settled* is done when it ends (:meth:`start_ended`)."""
-        self.start, self.settled = start, settled
+    def start_began(self, start: Any) -> None:
+        """*start* is under way until :meth:`start_ended`; :meth:`waiter` is how to wait for that."""
+        self.start, self.settled = start, None
+
+    def waiter(self) -> asyncio.Future[None]:
+        """A future done when the start under way ends: made when first asked for, so that a start
+        that ends before anyone waits (a setup that never waited, Python 3.12+) costs none."""
+        settled = self.settled
+        if settled is None:
+            settled = self.settled = asyncio.get_running_loop().create_future()
+            if self.start is None:  # asked after the end: nothing to wait for
+                settled.set_result(None)
+        return settled
 
     def start_ended(self, start: Any) -> None:
         """*start* ended (ready, failed, blocked, cancelled): whoever waits for it looks again."""
@@ -250,6 +258,46 @@ class Slot:
         self.healable = False
 
     # -- the one writer ----------------------------------------------------------------------
+
+    def starting_now(self) -> None:
+        """``transition(STARTING)``, written out: every start takes this step."""
+        self.started_at = time.monotonic()
+        self.ended_at = None
+        self.resource = self.closer = None
+        self.state = _S.STARTING
+        if self._overrides:
+            self.publish()
+        else:
+            self._index.pop(self.name, None)
+
+    def stopping_now(self) -> None:
+        """``transition(STOPPING)``, written out: ``get()`` refuses from here; the resource stays for its closer."""
+        self.state = _S.STOPPING
+        if self._overrides:
+            self.publish()
+        else:
+            self._index.pop(self.name, None)
+
+    def stopped_now(self) -> None:
+        """``transition(STOPPED, resource=None, closer=None)``, written out: every stop ends with this step."""
+        self.resource = self.closer = None
+        self.state = _S.STOPPED
+        if self._overrides:
+            self.publish()
+        else:
+            self._index.pop(self.name, None)
+
+    def ready_now(self, resource: Any, closer: Closer) -> None:
+        """``transition(READY, resource=..., closer=...)`` from a start, written out: every start takes this step."""
+        state = self.state
+        if state is _S.STARTING or state is _S.PENDING or state is _S.FAILED:
+            self.ended_at = time.monotonic()
+        self.resource, self.closer = resource, closer
+        if state is not _S.UNHEALTHY:
+            self.probe.passed_now()
+        self.state = _S.READY
+        self._index[self.name] = self._overrides.get(self.name, self) if self._overrides else self
+        self._notify()
 
     def transition(
         self,
@@ -348,9 +396,7 @@ class Slot:
     @property
     def busy(self) -> bool:
         """Started, stopping, or being started: too late to swap its component or its settings."""
-        return (
-            self.state in HOLDING or self.state is _S.STOPPING or (self.settled is not None and not self.settled.done())
-        )
+        return self.state in HOLDING or self.state is _S.STOPPING or self.start is not None
 
     # -- views ---------------------------------------------------------------------------------
 

@@ -32,7 +32,7 @@ from ._report import StartupReport
 from ._retry import OutOfTime, retry
 from ._slot import HOLDING, Slot
 from ._state import ComponentState
-from ._switches import TRUE, env_prefix, read_switches
+from ._switches import TRUE, env_prefix, read_switches, switched
 
 __all__ = [
     "abort",
@@ -53,23 +53,26 @@ _STARTING = frozenset({_S.PENDING, _S.STARTING})
 
 def unsettled(slot: Slot) -> bool:
     """Whether a start of *slot* is under way."""
-    return slot.settled is not None and not slot.settled.done()
+    return slot.start is not None
 
 
 def configure_all(closure: list[str], slots: Mapping[str, Slot]) -> None:
     """Run every component's ``configure()`` before any I/O; one ConfigError lists every problem."""
     problems: list[str] = []
     environ: dict[str, str] | None = None
+    present = frozenset[str]()
     for n in closure:
         slot = slots[n]
-        if slot.state in HOLDING or unsettled(slot):
+        if slot.state in HOLDING or slot.start is not None:
             continue
         if environ is None:  # a start is due: say which variables look misspelt (once each per process)
             check_variables(s.component for s in slots.values())
             environ = dict(os.environ)
+            present = switched(environ)
         try:
-            reason = None if hasattr(slot.component, "env_names") else read_switches(slot.component, environ)
-            reason = reason or slot.component.configure()
+            comp = slot.component
+            reason = None if hasattr(comp, "env_names") else read_switches(comp, environ, present)
+            reason = reason or comp.configure()
         except ConfigError as exc:
             problems.extend(exc.problems)
             continue
@@ -92,25 +95,27 @@ def launch(
     tasks: TaskSet,
     lookup: Callable[[str], Any],
 ) -> list[asyncio.Future[None]]:
-    """Start what in *closure* is not ready; returns the futures that settle when each start ends.
+    """Start what in *closure* is not ready; returns the futures that settle when each start still under way ends.
 
-    A start already under way (another caller's) is joined, not repeated.
+    A start already under way (another caller's) is joined, not repeated. A start that ended
+    before this returns (a setup that never waited, on Python 3.12+) has no future to wait for.
     """
     settled: list[asyncio.Future[None]] = []
-    loop = asyncio.get_running_loop()
     for n in closure:
         slot = slots[n]
         if slot.state in HOLDING or slot.state is _S.DISABLED or slot.error_code == "not_configured":
             continue  # an unhealthy one keeps its resource: the probes bring it back
         if slot.recovery is not None and not slot.recovery.done():
             continue  # recovering in the background already; its outcome is reported as it stands
-        if not unsettled(slot):
+        if slot.start is None:
             if slot.state is not _S.STOPPING and (slot.state is not _S.PENDING or slot.attempts):
                 slot.transition(_S.PENDING, fresh=True)  # a stop in flight ends first (the start waits for it)
             start = _Start(slot, slots, deadline, lookup)
-            slot.start_began(start, loop.create_future())
+            slot.start_began(start)
             start.schedule()
-        settled.append(slot.settled)  # type: ignore[arg-type]
+            if slot.start is None:
+                continue  # ended already
+        settled.append(slot.waiter())
     return settled
 
 
@@ -141,7 +146,7 @@ class _Start:
         """Begin once every requirement's start (and this component's own stop) has settled."""
         slot, slots = self.slot, self.slots
         pending: list[asyncio.Future[Any]] = [
-            f for d in slot.component.requires if (f := slots[d].settled) is not None and not f.done()
+            slots[d].waiter() for d in slot.component.requires if slots[d].start is not None
         ]
         if slot.stop_task is not None and not slot.stop_task.done():
             pending.append(slot.stop_task)
@@ -168,7 +173,7 @@ class _Start:
                 self.blocked(missing)
                 return
             self.resources = {d: self.lookup(d) for d in requires}  # overrides included, as get() sees them
-        slot.transition(_S.STARTING)
+        slot.starting_now()
         event(logging.INFO, "component_starting", slot.name)
         own = None if comp.deadline is None else time.monotonic() + comp.deadline
         deadline = self.deadline
@@ -199,8 +204,12 @@ class _Start:
             if first.opened is not None:
                 first.close_late(first.opened)
             return
-        if first.opened is not None:
-            self.ready(*first.opened)
+        opened = first.opened
+        if opened is not None:
+            slot.ready_now(*opened)
+            duration = (slot.ended_at or 0.0) - (slot.started_at or 0.0)
+            event(logging.INFO, "component_ready", slot.name, duration=duration, attempts=slot.attempts)
+            slot.start_ended(self)
         elif first.error is not None:
             self.failed(first.error)
         else:
@@ -213,7 +222,7 @@ class _Start:
             fail(slot, exc)
             self.settle()
             return
-        self.runner = asyncio.get_running_loop().create_task(self._retry(exc), name=slot.task_names[0])
+        self.runner = asyncio.get_running_loop().create_task(self._retry(exc), name=f"infraboot-start-{slot.name}")
 
     async def _retry(self, first_error: Exception) -> None:
         slot, comp = self.slot, self.slot.component
@@ -245,7 +254,7 @@ class _Start:
 
     def ready(self, resource: Any, closer: Closer) -> None:
         slot = self.slot
-        slot.transition(_S.READY, resource=resource, closer=closer)
+        slot.ready_now(resource, closer)
         duration = (slot.ended_at or 0) - (slot.started_at or 0)
         event(logging.INFO, "component_ready", slot.name, duration=duration, attempts=slot.attempts)
         self.settle()

@@ -18,7 +18,7 @@ from typing import Any
 
 from infraboot.exceptions import ConfigError
 
-__all__ = ["TRUE", "env_prefix", "read_switches"]
+__all__ = ["TRUE", "env_prefix", "read_switches", "switched"]
 
 #: The values a switch reads as true (lower-cased, stripped).
 TRUE = frozenset({"1", "true", "t", "yes", "y", "on"})
@@ -51,23 +51,32 @@ def _flag(variable: str, problems: list[str], environ: Mapping[str, str]) -> boo
     return None
 
 
-def read_switches(component: Any, environ: Mapping[str, str] = os.environ) -> str | None:
+def switched(environ: Mapping[str, str]) -> frozenset[str]:
+    """The prefixes (``PG_POOL_``) of every ``<NAME>_ENABLED`` and ``<NAME>_REQUIRED`` in *environ*."""
+    return frozenset(
+        k[: -len(suffix)] for k in environ for suffix in _SUFFIXES if k.endswith(suffix) and len(k) > len(suffix)
+    )
+
+
+_SUFFIXES = ("ENABLED", "REQUIRED")
+
+
+def read_switches(
+    component: Any, environ: Mapping[str, str] = os.environ, present: frozenset[str] | None = None
+) -> str | None:
     """Apply ``<NAME>_REQUIRED`` to *component* and return the disabled reason of ``<NAME>_ENABLED=false``.
 
     A value that is not true or false is a :class:`ConfigError` naming the variable. *environ*:
-    the environment as read once for many components (a miss in ``os.environ`` is slow).
+    the environment as read once for many components (a miss in ``os.environ`` is slow);
+    *present*: its :func:`switched` prefixes, worked out once for them too.
     """
-    name = component.name
-    variables = _SWITCHES.get(name)
-    if variables is None:
-        prefix = env_prefix(name)
-        variables = _SWITCHES[name] = (f"{prefix}ENABLED", f"{prefix}REQUIRED")
-    enabled_variable, required_variable = variables
-    if enabled_variable not in environ and required_variable not in environ:  # the common case: neither set
+    prefix = env_prefix(component.name)
+    if prefix not in (switched(environ) if present is None else present):  # the common case: neither set
         in_code = component.__dict__.get(_IN_CODE)
         if in_code is not None:  # set once, unset since: the code's value holds again
             component.required = in_code
         return None
+    enabled_variable, required_variable = f"{prefix}ENABLED", f"{prefix}REQUIRED"
     problems: list[str] = []
     enabled = _flag(enabled_variable, problems, environ)
     required = _flag(required_variable, problems, environ)
@@ -76,6 +85,3 @@ def read_switches(component: Any, environ: Mapping[str, str] = os.environ) -> st
     in_code = component.__dict__.setdefault(_IN_CODE, component.required)
     component.required = in_code if required is None else required
     return f"{enabled_variable}=false" if enabled is False else None
-
-
-_SWITCHES: dict[str, tuple[str, str]] = {}  # a name's two variables, worked out once

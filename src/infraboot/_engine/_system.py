@@ -109,7 +109,9 @@ class SystemInitializer:
         self._overrides: dict[str, Override] = {}
         self._pinned: set[str] = set()  # promised ready to a caller; a rollback leaves them alone
         self._demand: Counter[str] = Counter()  # in-flight ensure_initialized calls per component
-        self._graph_checked = False
+        # The graph, and everything in start order: worked out (and checked) once per registry.
+        self._requires: dict[str, tuple[str, ...]] | None = None
+        self._order: list[str] | None = None
         self._deferred: ConfigError | None = None
         self._loop = LoopBinding()
         self._base_time: float | None = None
@@ -181,7 +183,7 @@ class SystemInitializer:
         monitor = self._monitor
         slot = Slot(component, self._ready, self._overrides, monitor.notify, monitor.traffic_failed)
         self._slots[component.name] = slot
-        self._graph_checked = False
+        self._requires = self._order = None
         return component
 
     @property
@@ -231,9 +233,10 @@ class SystemInitializer:
         :class:`DependencyError`) and any configuration error held by :meth:`defer_config_error`."""
         if self._deferred is not None:
             raise self._deferred
-        if not self._graph_checked:
-            _graph.validate(self._graph())
-            self._graph_checked = True
+        if self._order is None:
+            graph = self._graph()
+            _graph.validate(graph)
+            self._order = _graph.closure(graph, graph)
         if self.health_groups:
             problems = groups_problems(self.health_groups, self.components)
             if problems:
@@ -245,7 +248,10 @@ class SystemInitializer:
         self._deferred = error
 
     def _graph(self) -> dict[str, tuple[str, ...]]:
-        return {n: tuple(s.component.requires) for n, s in self._slots.items()}
+        graph = self._requires
+        if graph is None:
+            graph = self._requires = {n: tuple(s.component.requires) for n, s in self._slots.items()}
+        return graph
 
     def _resolve(self, names: Iterable[str] | None, *, call: str) -> list[str]:
         return _graph.resolve(names, self._slots, call=call)
@@ -345,7 +351,10 @@ class SystemInitializer:
         before any I/O when a definition or setting is wrong.
         """
         self.validate()
-        closure = _graph.closure(self._resolve(names, call="ensure_initialized"), self._graph())
+        if names is None and self._order is not None:
+            closure = list(self._order)  # everything: worked out once
+        else:
+            closure = _graph.closure(self._resolve(names, call="ensure_initialized"), self._graph())
         self._bind_loop()
         slots = self._slots
         if all(slots[n].state is _S.READY for n in closure):

@@ -20,6 +20,7 @@ from infraboot._base._log import event
 from infraboot._base._record import FrozenMap
 
 from . import _graph
+from ._component import GUARDED_CLOSERS
 from ._deadlines import ABANDON_GRACE, TaskSet, cancel_until_done, retrieve, task_for, wait_until
 from ._report import ShutdownReport, StopResult
 from ._slot import HOLDING, Slot
@@ -157,7 +158,7 @@ class Teardown:
         slots = self._slots
         cut = [t for n in closure if alone(n) and (t := abort(slots[n])) is not None]
         await cancel_until_done(cut, ABANDON_GRACE)  # a bounded grace for their own cleanup
-        in_flight = [f for n in closure if (f := slots[n].settled) is not None and not f.done()]
+        in_flight = [slots[n].waiter() for n in closure if slots[n].start is not None]
         if in_flight:  # other callers' starts: let them finish, within this call's own bound
             await wait_until(in_flight, deadline if others_until is None else min(deadline, others_until))
         victims = [n for n in closure if slots[n].state is _S.READY and not promised(n) and alone(n)]
@@ -218,7 +219,7 @@ class Teardown:
 
     def _finish(self, slot: Slot) -> None:
         if slot.state is _S.STOPPING:  # a start that waited for this stop may be under way already
-            slot.transition(_S.STOPPED, resource=None, closer=None)
+            slot.stopped_now()
         self._on_stopped(slot)
 
 
@@ -261,8 +262,6 @@ class _Stop:
         self.timer: asyncio.TimerHandle | None = None
         self.timed_out = False
         self.budget = self.t0 = 0.0
-        # A shutdown that gives up on this stop cancels its future: the teardown is cancelled too.
-        self.future.add_done_callback(self._given_up_on)
         pending = [d for d in dependents if not d.done()]
         self.waiting = len(pending)
         if not pending:
@@ -294,7 +293,7 @@ class _Stop:
             self.timer = None
         slot, comp = self.slot, self.slot.component
         closer = slot.closer
-        slot.transition(_S.STOPPING)  # get() refuses from here on; the resource stays until the closer ran
+        slot.stopping_now()  # get() refuses from here on; the resource stays until the closer ran
         event(logging.DEBUG, "component_stopping", slot.name)
         self.t0 = time.monotonic()
         self.budget = budget = min(comp.stop_timeout, self.deadline - self.t0)
@@ -305,7 +304,8 @@ class _Stop:
             self._end()
             return
         try:
-            task = self.closing = task_for(closer(self.reason), f"infraboot-teardown-{slot.name}")
+            guarded = getattr(closer, "__code__", None) in GUARDED_CLOSERS
+            task = self.closing = task_for(closer(self.reason), f"infraboot-teardown-{slot.name}", guarded=guarded)
         except Exception as exc:  # the closer raised before its coroutine existed
             self._end(describe(exc), comp.classify(exc))
             return
@@ -313,6 +313,8 @@ class _Stop:
             self._closed(task)
             return
         task.add_done_callback(self._closed)
+        # A shutdown that gives up on this stop cancels its future: the teardown is cancelled too.
+        self.future.add_done_callback(self._given_up_on)
         self.timer = asyncio.get_running_loop().call_later(budget, self._time_up)
 
     def _time_up(self) -> None:

@@ -69,10 +69,15 @@ class Traffic:
 
     __slots__ = ("_classify", "_on_failure", "_probe")
 
-    def __init__(self, probe: Probe | None = None, on_failure: Callable[[str], None] | None = None) -> None:
+    def __init__(
+        self,
+        probe: Probe | None = None,
+        on_failure: Callable[[str], None] | None = None,
+        classify: Callable[[BaseException], str] = classify_error,
+    ) -> None:
         self._probe = probe
         self._on_failure = on_failure
-        self._classify: Callable[[BaseException], str] = classify_error
+        self._classify = classify
 
     def bind(self, classify: Callable[[BaseException], str]) -> None:
         """Use *classify* (the component's own) to turn an error into a code."""
