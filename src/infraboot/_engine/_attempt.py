@@ -75,8 +75,8 @@ class Attempt:
         ctx = Context(slot.name, resources, self.number, traffic=slot.traffic)
         opener = comp._open
         guarded = "_open" not in comp.__dict__ and type(comp)._open in GUARDED_OPENS
-        task = self.task = start_task(opener(ctx), f"infraboot-attempt-{slot.name}", guarded=guarded)
-        if task.done():  # a setup that never waited (Python 3.12+): no callback, no timer
+        task = self.task = start_task(opener(ctx), None, guarded=guarded)
+        if task.done():  # a setup that never waited (Python 3.12+): no name, no callback, no timer
             if task.cancelled() or task.exception() is not None:
                 self._done(task)
                 return
@@ -84,6 +84,7 @@ class Attempt:
             self.opened = task.result()
             self._on_done(self)
             return
+        task.set_name(f"infraboot-attempt-{slot.name}")
         task.add_done_callback(self._done)
         self._timer = asyncio.get_running_loop().call_later(self.budget, self._time_up)
 

@@ -67,8 +67,9 @@ def resolve(names: Iterable[str] | None, registered: Collection[str], *, call: s
     return out
 
 
-def validate(graph: Graph) -> None:
-    """Raise :class:`DependencyError` for a requirement that is not registered, or a cycle (its path shown)."""
+def validate(graph: Graph) -> list[str]:
+    """Every name, requirements before their dependents (``closure(graph, graph)``); raises
+    :class:`DependencyError` for a requirement that is not registered, or a cycle (its path shown)."""
     for name, requires in graph.items():
         missing = [r for r in requires if r not in graph]
         if missing:
@@ -77,34 +78,33 @@ def validate(graph: Graph) -> None:
                 f"register it, or remove it from {name!r}'s requires"
             )
             raise DependencyError(msg)
-    cycle = _find_cycle(graph)
-    if cycle:
-        msg = f"dependency cycle: {' -> '.join(cycle)}; remove one of these requirements to break it"
-        raise DependencyError(msg)
-
-
-def _find_cycle(graph: Graph) -> list[str] | None:
-    done: set[str] = set()
+    # closure()'s walk, with the path kept: a requirement met again on the path closes a cycle.
+    order: list[str] = []
+    seen: set[str] = set()
     for root in graph:
-        if root in done:
+        if root in seen:
             continue
-        path: list[str] = [root]
+        seen.add(root)
+        path = [root]
         on_path = {root}
         stack = [iter(graph[root])]
         while stack:
             nxt = next(stack[-1], None)
             if nxt is None:
                 stack.pop()
-                finished = path.pop()
-                on_path.discard(finished)
-                done.add(finished)
+                done = path.pop()
+                on_path.discard(done)
+                order.append(done)
             elif nxt in on_path:
-                return [*path[path.index(nxt) :], nxt]
-            elif nxt not in done:
+                cycle = [*path[path.index(nxt) :], nxt]
+                msg = f"dependency cycle: {' -> '.join(cycle)}; remove one of these requirements to break it"
+                raise DependencyError(msg)
+            elif nxt not in seen:
+                seen.add(nxt)
                 path.append(nxt)
                 on_path.add(nxt)
                 stack.append(iter(graph[nxt]))
-    return None
+    return order
 
 
 def closure(roots: Iterable[str], graph: Graph) -> list[str]:

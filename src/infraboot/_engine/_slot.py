@@ -78,9 +78,14 @@ class Probe:
         self.error_code: str | None = None
 
     def passed_now(self) -> None:
-        """A start that just succeeded is as good as a probe: readiness reuses it for ``check_ttl``."""
-        self.reset()
+        """A start that just succeeded is as good as a probe: readiness reuses it for ``check_ttl``.
+
+        :meth:`reset`, written out (every start takes this step), with the check's time.
+        """
+        self.healthy = True
+        self.failures = self.successes = 0
         self.checked_at, self.checked_mono = time.time(), time.monotonic()
+        self.latency = self.error_code = None
 
     def observe(self, latency: float, error_code: str | None) -> None:
         self.checked_at = time.time()
@@ -186,7 +191,7 @@ class Slot:
         self.start: Any = None  # the start under way (infraboot._engine._startup), to cancel it
         self.settled: asyncio.Future[None] | None = None  # done when it has ended: see waiter()
         self.recovery: asyncio.Task[None] | None = None
-        self.stop_task: asyncio.Future[Any] | None = None
+        self.stop_task: Any = None  # the stop under way or last made (infraboot._engine._teardown): done(), waiter()
         #: How many stop() calls are taking it down: while any is, no start may use its resource.
         self.closing = 0
         self.probe = Probe()
@@ -240,8 +245,9 @@ class Slot:
         """*task* brings this component back in the background."""
         self.recovery = task
 
-    def stopping(self, stop: asyncio.Future[Any]) -> None:
-        """*stop* (done with its ``StopResult``) is this component's stop; a second stop shares it."""
+    def stopping(self, stop: Any) -> None:
+        """*stop* (``done()``, ``waiter()``: a future with its ``StopResult``) is this component's stop;
+        a second stop shares it."""
         self.stop_task = stop
 
     def stop_called(self, begun: bool) -> None:

@@ -20,7 +20,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from infraboot._base._errors import describe
-from infraboot._base._log import event
+from infraboot._base._log import event, listeners, logger
 from infraboot._base._redact import scrub
 from infraboot._base._variables import check_variables
 from infraboot.exceptions import ConfigError, StartupError
@@ -149,7 +149,7 @@ class _Start:
             slots[d].waiter() for d in slot.component.requires if slots[d].start is not None
         ]
         if slot.stop_task is not None and not slot.stop_task.done():
-            pending.append(slot.stop_task)
+            pending.append(slot.stop_task.waiter())
         if not pending:
             self.begin()
             return
@@ -174,7 +174,8 @@ class _Start:
                 return
             self.resources = {d: self.lookup(d) for d in requires}  # overrides included, as get() sees them
         slot.starting_now()
-        event(logging.INFO, "component_starting", slot.name)
+        if listeners or logger.isEnabledFor(logging.INFO):  # every start: no call when nobody hears it
+            event(logging.INFO, "component_starting", slot.name)
         own = None if comp.deadline is None else time.monotonic() + comp.deadline
         deadline = self.deadline
         self.limit = own if deadline is None else (deadline if own is None else min(own, deadline))
@@ -207,8 +208,9 @@ class _Start:
         opened = first.opened
         if opened is not None:
             slot.ready_now(*opened)
-            duration = (slot.ended_at or 0.0) - (slot.started_at or 0.0)
-            event(logging.INFO, "component_ready", slot.name, duration=duration, attempts=slot.attempts)
+            if listeners or logger.isEnabledFor(logging.INFO):
+                duration = (slot.ended_at or 0.0) - (slot.started_at or 0.0)
+                event(logging.INFO, "component_ready", slot.name, duration=duration, attempts=slot.attempts)
             slot.start_ended(self)
         elif first.error is not None:
             self.failed(first.error)

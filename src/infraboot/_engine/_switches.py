@@ -70,8 +70,9 @@ def read_switches(
     the environment as read once for many components (a miss in ``os.environ`` is slow);
     *present*: its :func:`switched` prefixes, worked out once for them too.
     """
-    prefix = env_prefix(component.name)
-    if prefix not in (switched(environ) if present is None else present):  # the common case: neither set
+    if present is None:
+        present = switched(environ)
+    if not present or (prefix := env_prefix(component.name)) not in present:  # the common case: neither set
         in_code = component.__dict__.get(_IN_CODE)
         if in_code is not None:  # set once, unset since: the code's value holds again
             component.required = in_code

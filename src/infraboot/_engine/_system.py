@@ -130,6 +130,7 @@ class SystemInitializer:
             lookup=self.get,
         )
         self._teardown = Teardown(self._slots, self._graph, self._tasks, lambda slot: self._pinned.discard(slot.name))
+        self._hooks = (self._monitor.notify, self._monitor.traffic_failed)  # every slot's: bound once
         _fork.watch(self, _reset_in_child)
         for c in components:
             self.register(c)
@@ -180,8 +181,7 @@ class SystemInitializer:
                 msg = f"register({component.name!r}, tags={tags!r}): tags are words, e.g. tags=['critical']"
                 raise ConfigError(msg)
             component.tags = tuple(dict.fromkeys([*component.tags, *added]))
-        monitor = self._monitor
-        slot = Slot(component, self._ready, self._overrides, monitor.notify, monitor.traffic_failed)
+        slot = Slot(component, self._ready, self._overrides, *self._hooks)
         self._slots[component.name] = slot
         self._requires = self._order = None
         return component
@@ -235,8 +235,7 @@ class SystemInitializer:
             raise self._deferred
         if self._order is None:
             graph = self._graph()
-            _graph.validate(graph)
-            self._order = _graph.closure(graph, graph)
+            self._order = _graph.validate(graph)
         if self.health_groups:
             problems = groups_problems(self.health_groups, self.components)
             if problems:

@@ -16,12 +16,12 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from infraboot._base._errors import describe
-from infraboot._base._log import event
+from infraboot._base._log import event, listeners, logger
 from infraboot._base._record import FrozenMap
 
 from . import _graph
 from ._component import GUARDED_CLOSERS
-from ._deadlines import ABANDON_GRACE, TaskSet, cancel_until_done, retrieve, task_for, wait_until
+from ._deadlines import ABANDON_GRACE, TaskSet, cancel_until_done, retrieve, start_task, task_for, wait_until
 from ._report import ShutdownReport, StopResult
 from ._slot import HOLDING, Slot
 from ._startup import abort, unsettled
@@ -182,23 +182,22 @@ class Teardown:
             for r in graph[n]:
                 if r in wanted:
                     required_by[r].append(n)
-        tasks: dict[str, asyncio.Future[StopResult]] = {}
+        stops: dict[str, _Stop] = {}
         # Dependents first: reversed closure order puts every dependent before what it requires.
         order = [n for n in reversed(_graph.closure(names, graph)) if n in wanted]
         for n in order:
-            tasks[n] = self._stop_task(self._slots[n], [tasks[d] for d in required_by[n]], deadline, reason)
-        pending = await wait_until(tasks.values(), deadline + 2 * ABANDON_GRACE)
-        if pending:  # only if a stop task itself is stuck: never wait on it past the bound
+            stops[n] = self._stop(self._slots[n], [stops[d] for d in required_by[n]], deadline, reason)
+        running = [s.waiter() for s in stops.values() if not s.done()]  # none when every teardown ended at once
+        pending = await wait_until(running, deadline + 2 * ABANDON_GRACE)
+        if pending:  # only if a stop itself is stuck: never wait on it past the bound
             for task in await cancel_until_done(pending, ABANDON_GRACE):
                 self._tasks.adopt(task)  # type: ignore[arg-type]
         results: list[StopResult] = []
         errors: dict[str, str] = {}
         budget = deadline - t0
         for n in order:
-            task = tasks[n]
-            if task.done() and not task.cancelled():
-                result = task.result()
-            else:
+            result = stops[n].result  # None when it was given up on
+            if result is None:
                 result = StopResult(n, time.monotonic() - t0, f"shutdown_timeout ({budget:.3g}s) exceeded; abandoned")
                 self._finish(self._slots[n])
                 event(logging.ERROR, "component_stop_failed", n, error=result.error)
@@ -207,13 +206,11 @@ class Teardown:
                 errors[n] = result.error
         return ShutdownReport(stopped=tuple(results), duration=time.monotonic() - t0, errors=FrozenMap(errors))
 
-    def _stop_task(
-        self, slot: Slot, dependents: list[asyncio.Future[StopResult]], deadline: float, reason: str | None
-    ) -> asyncio.Future[StopResult]:
+    def _stop(self, slot: Slot, dependents: list[_Stop], deadline: float, reason: str | None) -> _Stop:
         """The stop of *slot*: the one in flight, or a new one. A teardown never runs twice."""
-        stop = slot.stop_task
+        stop: _Stop | None = slot.stop_task
         if stop is None or stop.done():
-            stop = _Stop(self, slot, dependents, deadline, reason).future
+            stop = _Stop(self, slot, dependents, deadline, reason)
             slot.stopping(stop)
         return stop
 
@@ -230,7 +227,8 @@ class _Stop:
     (its first step at once on Python 3.12+, so a teardown with nothing to wait for costs no trip
     through the loop, no timer and no callback); at the budget it is cancelled and given
     :data:`ABANDON_GRACE`, then abandoned to the slot's strays. No task of the stop's own: its
-    :attr:`future` holds the :class:`StopResult`, and every path to it is bounded by a timer.
+    :attr:`result` is the :class:`StopResult`, :meth:`waiter` a future done with it (made when
+    someone waits), and every path to it is bounded by a timer.
     """
 
     __slots__ = (
@@ -239,6 +237,7 @@ class _Stop:
         "deadline",
         "future",
         "reason",
+        "result",
         "slot",
         "t0",
         "teardown",
@@ -251,25 +250,40 @@ class _Stop:
         self,
         teardown: Teardown,
         slot: Slot,
-        dependents: list[asyncio.Future[StopResult]],
+        dependents: list[_Stop],
         deadline: float,
         reason: str | None,
     ) -> None:
-        loop = asyncio.get_running_loop()
         self.teardown, self.slot, self.deadline, self.reason = teardown, slot, deadline, reason
-        self.future: asyncio.Future[StopResult] = loop.create_future()
+        self.result: StopResult | None = None
+        self.future: asyncio.Future[StopResult] | None = None
         self.closing: asyncio.Task[None] | None = None
         self.timer: asyncio.TimerHandle | None = None
         self.timed_out = False
         self.budget = self.t0 = 0.0
-        pending = [d for d in dependents if not d.done()]
+        pending = [d.waiter() for d in dependents if not d.done()]
         self.waiting = len(pending)
         if not pending:
             self._begin()
             return
         for d in pending:  # dependents first; each of their stops is bounded, and so is this wait
             d.add_done_callback(self._one_stopped)
-        self.timer = loop.call_later(max(0.0, deadline - time.monotonic()), self._begin)
+        self.timer = asyncio.get_running_loop().call_later(max(0.0, deadline - time.monotonic()), self._begin)
+
+    def done(self) -> bool:
+        """Ended, or given up on by a shutdown (its waiter cancelled)."""
+        return self.result is not None or (self.future is not None and self.future.done())
+
+    def waiter(self) -> asyncio.Future[StopResult]:
+        """A future done with the :class:`StopResult`; cancelling it gives up on the stop (and its teardown)."""
+        future = self.future
+        if future is None:
+            future = self.future = asyncio.get_running_loop().create_future()
+            if self.result is not None:
+                future.set_result(self.result)
+            else:
+                future.add_done_callback(self._given_up_on)
+        return future
 
     def _given_up_on(self, future: asyncio.Future[StopResult]) -> None:
         task = self.closing
@@ -285,7 +299,7 @@ class _Stop:
             self._begin()
 
     def _begin(self) -> None:
-        if self.waiting < 0 or self.future.done():
+        if self.waiting < 0 or self.done():
             return  # begun already (the deadline's timer and the last dependent both call this)
         self.waiting = -1
         if self.timer is not None:
@@ -294,7 +308,8 @@ class _Stop:
         slot, comp = self.slot, self.slot.component
         closer = slot.closer
         slot.stopping_now()  # get() refuses from here on; the resource stays until the closer ran
-        event(logging.DEBUG, "component_stopping", slot.name)
+        if listeners or logger.isEnabledFor(logging.DEBUG):  # every stop: no call when nobody hears it
+            event(logging.DEBUG, "component_stopping", slot.name)
         self.t0 = time.monotonic()
         self.budget = budget = min(comp.stop_timeout, self.deadline - self.t0)
         if budget <= 0:
@@ -303,18 +318,21 @@ class _Stop:
         if closer is None:
             self._end()
             return
+        ours = getattr(closer, "__code__", None) in GUARDED_CLOSERS  # a coroutine that sees to interrupts
         try:
-            guarded = getattr(closer, "__code__", None) in GUARDED_CLOSERS
-            task = self.closing = task_for(closer(self.reason), f"infraboot-teardown-{slot.name}", guarded=guarded)
+            if ours:
+                task = self.closing = start_task(closer(self.reason), None, guarded=True)  # type: ignore[arg-type]
+            else:
+                task = self.closing = task_for(closer(self.reason), f"infraboot-teardown-{slot.name}")
         except Exception as exc:  # the closer raised before its coroutine existed
             self._end(describe(exc), comp.classify(exc))
             return
-        if task.done():  # a teardown that never waited (Python 3.12+)
+        if task.done():  # a teardown that never waited (Python 3.12+): no name, no callback, no timer
             self._closed(task)
             return
+        if ours:
+            task.set_name(f"infraboot-teardown-{slot.name}")
         task.add_done_callback(self._closed)
-        # A shutdown that gives up on this stop cancels its future: the teardown is cancelled too.
-        self.future.add_done_callback(self._given_up_on)
         self.timer = asyncio.get_running_loop().call_later(budget, self._time_up)
 
     def _time_up(self) -> None:
@@ -328,7 +346,7 @@ class _Stop:
         """The closer ignored its cancellation: go on without it, tracked in the slot's strays."""
         self.timer = None
         task = self.closing
-        if task is None or task.done() or self.future.done():
+        if task is None or task.done() or self.done():
             return
         task.remove_done_callback(self._closed)
         self.slot.strays.adopt(task)
@@ -360,8 +378,13 @@ class _Stop:
         self.teardown._finish(slot)
         duration = time.monotonic() - self.t0
         if error is None:
-            event(logging.INFO, "component_stopped", slot.name, duration=duration)
+            if listeners or logger.isEnabledFor(logging.INFO):
+                event(logging.INFO, "component_stopped", slot.name, duration=duration)
         else:
             event(logging.ERROR, "component_stop_failed", slot.name, error_code=code, error=error)
-        if not self.future.done():  # cancelled by a shutdown that gave up on it: the report says so
-            self.future.set_result(StopResult(slot.name, duration, error))
+        future = self.future
+        if future is None:
+            self.result = StopResult(slot.name, duration, error)
+        elif not future.done():  # (cancelled: a shutdown gave up on it, and its report says so)
+            self.result = StopResult(slot.name, duration, error)
+            future.set_result(self.result)
