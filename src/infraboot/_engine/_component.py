@@ -216,11 +216,15 @@ class Component(Generic[T]):
                 setattr(self, key, value)
         if name is not None:
             self.name = name
-        self._validate_definition()
+        self._validate_definition(options if self._settings_from_options else None)
 
     # -- definition -------------------------------------------------------------------
 
-    def _validate_definition(self) -> None:
+    #: Whether an instance's settings are only those given to ``__init__`` (no subclass ``__init__`` sets
+    #: one itself): then they need not be looked for in its ``__dict__``.
+    _settings_from_options = False
+
+    def _validate_definition(self, given: Collection[str] | None = None) -> None:
         """Check the settings: a class's own values once per class, then what this instance sets.
 
         Defining a component is on the startup path: a setting left at its class's value, checked
@@ -228,13 +232,13 @@ class Component(Generic[T]):
         """
         cls = type(self)
         checked = _CHECKED in cls.__dict__  # the class's own mark: a subclass is checked on its own
-        own = self.__dict__
+        own = self.__dict__ if given is None else given
         if checked and _CLASS_FIELDS.isdisjoint(own):  # the common case: a checked class, and a name
             if is_name(name := self.name) and name not in self.requires:
                 return
             fields: Collection[str] = _NAME_ONLY
         else:  # the name always (an instance may leave the class's, which is "" on Component), and what it sets
-            fields = (own.keys() & _CHECKED_FIELDS) | _NAME_ONLY if checked else _CHECKED_FIELDS
+            fields = (_CHECKED_FIELDS.intersection(own)) | _NAME_ONLY if checked else _CHECKED_FIELDS
         problems = [] if checked else _hook_problems(cls)
         found, normal = _setting_problems(lambda field: getattr(self, field), fields, self.name)
         problems.extend(found)
@@ -353,6 +357,8 @@ class Component(Generic[T]):
 class FunctionComponent(Component[T]):
     """A component made from an async generator function by :func:`component`."""
 
+    _settings_from_options = True
+
     def __init__(
         self,
         fn: Callable[..., AsyncIterator[T]],
@@ -436,7 +442,7 @@ class FunctionComponent(Component[T]):
 
     async def _open(self, ctx: Context) -> tuple[T, Closer]:
         # The generator driven by hand, as contextlib.asynccontextmanager would (minus its wrapper's cost).
-        gen = self._fn(ctx, *self._args, **self._kwargs)
+        gen = self._fn(ctx, *self._args, **self._kwargs) if self._args or self._kwargs else self._fn(ctx)
         try:
             resource: T = await anext(gen)
         except StopAsyncIteration:

@@ -34,6 +34,7 @@ HOLDING = frozenset({_S.READY, _S.UNHEALTHY})
 UNAVAILABLE = frozenset({_S.FAILED, _S.BLOCKED, _S.DISABLED, _S.UNHEALTHY})
 
 _KEEP: Any = object()
+_NO_BUCKETS = (0,) * len(LATENCY_BUCKETS)
 
 
 class Probe:
@@ -60,10 +61,11 @@ class Probe:
     )
 
     def __init__(self) -> None:
-        self.buckets = [0] * len(LATENCY_BUCKETS)
+        # The histogram and the failure counts are made by the first probe: most slots never see one.
+        self.buckets: list[int] | None = None
+        self.failures_by_code: dict[str, int] | None = None
         self.count = 0
         self.latency_sum = 0.0
-        self.failures_by_code: dict[str, int] = {}
         self.inflight: asyncio.Task[None] | None = None
         self.reset()
 
@@ -94,15 +96,21 @@ class Probe:
         self.error_code = error_code
         self.count += 1
         self.latency_sum += latency
+        buckets = self.buckets
+        if buckets is None:
+            buckets = self.buckets = [0] * len(LATENCY_BUCKETS)
         for i, bound in enumerate(LATENCY_BUCKETS):
             if latency <= bound:
-                self.buckets[i] += 1
+                buckets[i] += 1
                 break
         if error_code is None:
             self.failures = 0
             self.successes += 1
         else:
-            self.failures_by_code[error_code] = self.failures_by_code.get(error_code, 0) + 1
+            counts = self.failures_by_code
+            if counts is None:
+                counts = self.failures_by_code = {}
+            counts[error_code] = counts.get(error_code, 0) + 1
             self.failed(error_code)
 
     def failed(self, error_code: str) -> None:
@@ -497,8 +505,8 @@ class Slot:
             checks=ProbeStats(
                 count=probe.count,
                 latency_sum=probe.latency_sum,
-                buckets=tuple(probe.buckets),
-                failures_by_code=FrozenMap(probe.failures_by_code),
+                buckets=_NO_BUCKETS if probe.buckets is None else tuple(probe.buckets),
+                failures_by_code=FrozenMap(probe.failures_by_code or ()),
             ),
             pool=None if pool is None else FrozenMap(pool),
         )

@@ -17,6 +17,7 @@ import os
 import time
 from collections import Counter
 from collections.abc import Callable, Mapping
+from types import MappingProxyType
 from typing import Any
 
 from infraboot._base._errors import describe
@@ -137,7 +138,7 @@ class _Start:
     ) -> None:
         self.slot, self.slots, self.deadline, self.lookup = slot, slots, deadline, lookup
         self.limit: float | None = None
-        self.resources: dict[str, Any] = {}
+        self.resources: Mapping[str, Any] = _NO_RESOURCES
         self.attempt: Attempt | None = None  # the first attempt, while it runs
         self.runner: asyncio.Task[None] | None = None  # the retries, while they run
         self.waiting = 0
@@ -145,11 +146,13 @@ class _Start:
     def schedule(self) -> None:
         """Begin once every requirement's start (and this component's own stop) has settled."""
         slot, slots = self.slot, self.slots
-        pending: list[asyncio.Future[Any]] = [
-            slots[d].waiter() for d in slot.component.requires if slots[d].start is not None
-        ]
-        if slot.stop_task is not None and not slot.stop_task.done():
-            pending.append(slot.stop_task.waiter())
+        requires, stop = slot.component.requires, slot.stop_task
+        if not requires and (stop is None or stop.done()):  # the common case: nothing to wait for
+            self.begin()
+            return
+        pending: list[asyncio.Future[Any]] = [slots[d].waiter() for d in requires if slots[d].start is not None]
+        if stop is not None and not stop.done():
+            pending.append(stop.waiter())
         if not pending:
             self.begin()
             return
@@ -294,6 +297,8 @@ def abort(slot: Slot, why: str = "start was cancelled") -> asyncio.Task[Any] | N
         return None
     return start.abort(why)
 
+
+_NO_RESOURCES: Mapping[str, Any] = MappingProxyType({})  # a start's that requires nothing
 
 #: How a cancelled start's ``reason`` begins when an attempt had failed before: ``last error refused: ...``.
 LAST_ERROR = "last error "

@@ -18,7 +18,7 @@ from types import MappingProxyType, TracebackType
 from typing import TYPE_CHECKING, Any, Literal, Self, Unpack
 
 from infraboot._base._checks import seconds_problem
-from infraboot._base._log import event
+from infraboot._base._log import event, listeners, logger
 from infraboot.exceptions import ConfigError, DependencyError, NotInitializedError
 
 from . import _fork, _graph
@@ -356,7 +356,8 @@ class SystemInitializer:
             closure = _graph.closure(self._resolve(names, call="ensure_initialized"), self._graph())
         self._bind_loop()
         slots = self._slots
-        if all(slots[n].state is _S.READY for n in closure):
+        before = {n for n in closure if slots[n].state is _S.READY}
+        if len(before) == len(closure):
             if self._phase != "stopping":
                 self._phase = "running"  # nothing to start (an empty list, say) is a finished startup
             return self._build_report(closure, self._base_time)
@@ -376,7 +377,6 @@ class SystemInitializer:
         if self._base_time is None:
             self._base_time = call_start
         deadline = call_start + self.startup_timeout if self.startup_timeout is not None else None
-        before = {n for n in closure if slots[n].state is _S.READY}
         event(logging.DEBUG, "startup_begin", components=",".join(closure))  # before launch: it logs the starts
         tasks = launch(closure, slots, deadline, self._tasks, self.get)
         self._demand.update(closure)
@@ -425,8 +425,9 @@ class SystemInitializer:
         self._phase = "running"
         self._monitor.after_startup(closure)
         level = logging.INFO if report.status == "ok" else logging.WARNING
-        failures = ",".join(report.failed) or None
-        event(level, "startup_complete", status=report.status, duration=report.duration, failed=failures)
+        if listeners or logger.isEnabledFor(level):
+            failures = ",".join(report.failed) or None
+            event(level, "startup_complete", status=report.status, duration=report.duration, failed=failures)
         return report
 
     async def wait_ready(self, names: Iterable[str] | None = None, *, timeout: float | None = None) -> bool:  # noqa: ASYNC109 - answers False at the timeout

@@ -87,7 +87,8 @@ class Teardown:
         """
         deadline = time.monotonic() + budget
         for slot in self._slots.values():
-            abort(slot)  # its task joins the slot's strays, cancelled once
+            if slot.start is not None:
+                abort(slot)  # its task joins the slot's strays, cancelled once
         # Work an earlier shutdown gave up on (it ignored a cancellation already) is cancelled again,
         # never waited for: it must not eat into this shutdown's budget.
         for stray in self._strays(given_up=True):
@@ -261,11 +262,12 @@ class _Stop:
         self.timer: asyncio.TimerHandle | None = None
         self.timed_out = False
         self.budget = self.t0 = 0.0
-        pending = [d.waiter() for d in dependents if not d.done()]
-        self.waiting = len(pending)
+        pending = [d.waiter() for d in dependents if not d.done()] if dependents else None
         if not pending:
+            self.waiting = 0
             self._begin()
             return
+        self.waiting = len(pending)
         for d in pending:  # dependents first; each of their stops is bounded, and so is this wait
             d.add_done_callback(self._one_stopped)
         self.timer = asyncio.get_running_loop().call_later(max(0.0, deadline - time.monotonic()), self._begin)
