@@ -69,7 +69,8 @@ class TaskSet:
     """Tasks of one owner; each forgets itself when it finishes, its outcome marked as seen."""
 
     # No __init__: made for every component, and most sets stay empty (the set is made on first use).
-    _tasks: set[asyncio.Task[Any]] = _EMPTY
+    #: The tasks still running: read it (``if strays.tasks`` costs no call); change it through the methods.
+    tasks: set[asyncio.Task[Any]] = _EMPTY
 
     def spawn(self, work: Awaitable[T], *, name: str) -> asyncio.Task[T]:
         task = _task(work, name)
@@ -80,34 +81,34 @@ class TaskSet:
         if task.done():
             retrieve(task)
             return
-        if self._tasks is _EMPTY:
-            self._tasks = set()
-        self._tasks.add(task)
+        if self.tasks is _EMPTY:
+            self.tasks = set()
+        self.tasks.add(task)
         task.add_done_callback(self._finished)
 
     def _finished(self, task: asyncio.Task[Any]) -> None:
-        self._tasks.discard(task)
+        self.tasks.discard(task)
         retrieve(task)
 
     async def cancel(self, budget: float) -> set[asyncio.Future[Any]]:
         """Cancel every task, waiting at most *budget* seconds; returns those that ignored it."""
-        return await cancel_until_done(self._tasks, budget)
+        return await cancel_until_done(self.tasks, budget)
 
     def clear(self) -> None:
         """Forget every task without touching it (their loop is gone)."""
-        for task in self._tasks:
+        for task in self.tasks:
             task.remove_done_callback(self._finished)
-        self._tasks = _EMPTY
+        self.tasks = _EMPTY
 
     def __iter__(self) -> Iterator[asyncio.Task[Any]]:
-        tasks = self._tasks
+        tasks = self.tasks
         return iter(set(tasks) if tasks else ())  # a copy: a task may finish (and leave) meanwhile
 
     def __contains__(self, task: object) -> bool:
-        return task in self._tasks
+        return task in self.tasks
 
     def __len__(self) -> int:
-        return len(self._tasks)
+        return len(self.tasks)
 
 
 def _task(work: Awaitable[T], name: str) -> asyncio.Task[T]:

@@ -129,7 +129,9 @@ class SystemInitializer:
             on_recovered=lambda slot: _unblock_dependents(self, slot),
             lookup=self.get,
         )
-        self._teardown = Teardown(self._slots, self._graph, self._tasks, lambda slot: self._pinned.discard(slot.name))
+        self._teardown = Teardown(
+            self._slots, self._graph, self._tasks, lambda slot: self._pinned.discard(slot.name), lambda: self._order
+        )
         self._hooks = (self._monitor.notify, self._monitor.traffic_failed)  # every slot's: bound once
         _fork.watch(self, _reset_in_child)
         for c in components:

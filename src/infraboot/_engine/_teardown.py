@@ -43,9 +43,11 @@ class Teardown:
         graph: Callable[[], Mapping[str, Sequence[str]]],
         tasks: TaskSet,
         on_stopped: Callable[[Slot], None],
+        order: Callable[[], list[str] | None] = lambda: None,
     ) -> None:
         self._slots = slots
         self._graph = graph
+        self._order = order  # every name, requirements first, once the graph was checked (else None)
         self._tasks = tasks
         self._on_stopped = on_stopped
         self._given_up: weakref.WeakSet[asyncio.Future[Any]] = weakref.WeakSet()
@@ -129,14 +131,14 @@ class Teardown:
         return [
             t
             for s in self._slots.values()
-            if s.strays  # most have none
+            if s.strays.tasks  # most have none
             for t in s.strays
             if not t.done() and (t in self._given_up) is given_up
         ]
 
     async def _settle_strays(self, deadline: float) -> None:
         """Wait for the strays no shutdown gave up on yet, each slot's at most its stop_timeout, then give up."""
-        bound = max((s.component.stop_timeout for s in self._slots.values() if s.strays), default=0.0)
+        bound = max((s.component.stop_timeout for s in self._slots.values() if s.strays.tasks), default=0.0)
         until = min(deadline, time.monotonic() + bound)
         fresh = self._strays(given_up=False)
         while fresh and time.monotonic() < until:
@@ -178,16 +180,18 @@ class Teardown:
         t0 = time.monotonic()
         wanted = set(names)
         graph = self._graph()
-        required_by: dict[str, list[str]] = {n: [] for n in wanted}
+        required_by: dict[str, list[str]] = {}
         for n in wanted:
             for r in graph[n]:
                 if r in wanted:
-                    required_by[r].append(n)
+                    required_by.setdefault(r, []).append(n)
         stops: dict[str, _Stop] = {}
-        # Dependents first: reversed closure order puts every dependent before what it requires.
-        order = [n for n in reversed(_graph.closure(names, graph)) if n in wanted]
+        # Dependents first: the reversed start order puts every dependent before what it requires.
+        everything = self._order()
+        order = [n for n in reversed(_graph.closure(names, graph) if everything is None else everything) if n in wanted]
         for n in order:
-            stops[n] = self._stop(self._slots[n], [stops[d] for d in required_by[n]], deadline, reason)
+            deps = required_by.get(n)
+            stops[n] = self._stop(self._slots[n], [stops[d] for d in deps] if deps else (), deadline, reason)
         running = [s.waiter() for s in stops.values() if not s.done()]  # none when every teardown ended at once
         pending = await wait_until(running, deadline + 2 * ABANDON_GRACE)
         if pending:  # only if a stop itself is stuck: never wait on it past the bound
@@ -207,7 +211,7 @@ class Teardown:
                 errors[n] = result.error
         return ShutdownReport(stopped=tuple(results), duration=time.monotonic() - t0, errors=FrozenMap(errors))
 
-    def _stop(self, slot: Slot, dependents: list[_Stop], deadline: float, reason: str | None) -> _Stop:
+    def _stop(self, slot: Slot, dependents: Sequence[_Stop], deadline: float, reason: str | None) -> _Stop:
         """The stop of *slot*: the one in flight, or a new one. A teardown never runs twice."""
         stop: _Stop | None = slot.stop_task
         if stop is None or stop.done():
@@ -251,7 +255,7 @@ class _Stop:
         self,
         teardown: Teardown,
         slot: Slot,
-        dependents: list[_Stop],
+        dependents: Sequence[_Stop],
         deadline: float,
         reason: str | None,
     ) -> None:
