@@ -888,6 +888,55 @@ def test_a_keyboard_interrupt_in_a_setup_tears_down_what_started_and_propagates(
     assert (0, f"{expected} ['first']\n", "") == (out.returncode, out.stdout, out.stderr)
 
 
+INTERRUPTED_TEARDOWN = """
+import asyncio, sys
+import infraboot
+
+torn = []
+
+
+@infraboot.component("first")
+async def first(ctx):
+    yield "a"
+    torn.append("first")
+
+
+@infraboot.component("second", requires=["first"])
+async def second(ctx):
+    yield "b"
+    if sys.argv[1] == "after-a-wait":
+        await asyncio.sleep(0)
+    raise KeyboardInterrupt
+
+
+system = infraboot.SystemInitializer([first, second])
+
+
+async def main():
+    await system.initialize_all()
+    await system.shutdown()
+
+
+try:
+    asyncio.run(main())
+except KeyboardInterrupt:
+    print("KeyboardInterrupt", torn)
+"""
+
+
+@pytest.mark.parametrize("when", ["at-once", "after-a-wait"])
+def test_a_keyboard_interrupt_in_a_teardown_reaches_the_caller_after_the_others_are_torn_down(
+    tmp_path: Path, when: str
+) -> None:
+    """A teardown raising KeyboardInterrupt (in its first step or a later one) is reported as the stop's
+    error, the components it required are still torn down, and the interrupt reaches the caller."""
+    script = tmp_path / "interrupted_teardown.py"
+    script.write_text(INTERRUPTED_TEARDOWN)
+    out = subprocess.run([sys.executable, str(script), when], capture_output=True, text=True, timeout=60, check=False)
+    assert (0, "KeyboardInterrupt ['first']\n") == (out.returncode, out.stdout)
+    assert "component_stop_failed component=second error_code=cancelled" in out.stderr
+
+
 async def test_a_required_failure_names_the_switch_that_makes_the_component_optional(
     no_backoff: None, journal: Journal
 ) -> None:

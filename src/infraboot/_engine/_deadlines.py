@@ -160,9 +160,12 @@ async def _interruptible(coro: Coroutine[Any, Any, T]) -> T:
 def interrupted(exc: KeyboardInterrupt | SystemExit) -> NoReturn:
     """Raise *exc* from the event loop, and ``CancelledError`` here: for a task's own ``except`` clause.
 
-    Raised out of an eager first step, the exception would leave the task's constructor (the
-    task lost, its exception never retrieved) rather than the loop: raised from the loop instead.
+    Raised out of an eager first step (Python 3.12+), the exception would leave the task's constructor
+    (the task lost, its exception never retrieved) rather than the loop: raised from the loop instead.
+    Before 3.12 no step is eager, and a task's step raises it out of the loop itself: it goes on as it is.
     """
+    if not _EAGER:
+        raise exc
     asyncio.get_running_loop().call_soon(_reraise, exc)
     raise asyncio.CancelledError from None
 
