@@ -1,8 +1,9 @@
 """One component's live record: its state, its resource, its tasks, its last probe.
 
-:meth:`Slot.transition` is the only writer of a slot's state and resource, and the
-only writer of the system's ready index (what ``get()`` reads), so the two can never
-disagree. Every other field is written by a method of :class:`Slot` too (the start under
+:meth:`Slot.transition` (and the steps every start and stop takes, written out beside it:
+``starting_now``, ``ready_now``, ``stopping_now``, ``stopped_now``) is the only writer of a slot's
+state and resource, and the only writer of the system's ready index (what ``get()`` reads), so the
+two can never disagree. Every other field is written by a method of :class:`Slot` too (the start under
 way, the attempt count, the recovery and stop tasks): the other rooms read them, and say
 what happened through those methods (``tests/test_slot.py`` checks it).
 """
@@ -278,26 +279,21 @@ class Slot:
         self.started_at = time.monotonic()
         self.ended_at = None
         self.resource = self.closer = None
-        self.state = _S.STARTING
-        if self._overrides:
-            self.publish()
-        else:
-            self._index.pop(self.name, None)
+        self._not_ready(_S.STARTING)
 
     def stopping_now(self) -> None:
         """``transition(STOPPING)``, written out: ``get()`` refuses from here; the resource stays for its closer."""
-        self.state = _S.STOPPING
-        if self._overrides:
-            self.publish()
-        else:
-            self._index.pop(self.name, None)
+        self._not_ready(_S.STOPPING)
 
     def stopped_now(self) -> None:
         """``transition(STOPPED, resource=None, closer=None)``, written out: every stop ends with this step."""
         self.resource = self.closer = None
-        self.state = _S.STOPPED
+        self._not_ready(_S.STOPPED)
+
+    def _not_ready(self, state: ComponentState) -> None:
+        self.state = state
         if self._overrides:
-            self.publish()
+            self.publish()  # an override stays in the index
         else:
             self._index.pop(self.name, None)
 
