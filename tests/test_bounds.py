@@ -223,13 +223,17 @@ async def test_each_start_attempt_runs_in_a_task_of_its_own() -> None:
         assert task is not None
         seen.append(task.get_name())
         yield "w"
+        done = asyncio.current_task()
+        assert done is not None
+        seen.append(done.get_name())
 
     caller = asyncio.current_task()
     assert caller is not None
     async with SystemInitializer([where]):
         pass
 
-    assert ["infraboot-attempt-where"] == seen
+    # Named from their first step on (one that ends at once included): logging's taskName reads it.
+    assert ["infraboot-attempt-where", "infraboot-teardown-where"] == seen
     assert caller.get_name() not in seen
 
 

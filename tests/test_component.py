@@ -331,3 +331,20 @@ async def test_ctx_open_gives_up_on_a_constructor_that_outlives_its_grace() -> N
         await attempt
     await asyncio.wait_for(cancelled.wait(), timeout=5)
     assert cancelled.is_set()
+
+
+def test_a_subclass_of_the_generator_component_that_sets_a_setting_itself_is_checked() -> None:
+    """A setting a FunctionComponent subclass's own __init__ assigns is checked like one passed as an option."""
+    from infraboot._engine._component import FunctionComponent
+
+    async def gen(ctx: infraboot.Context) -> AsyncIterator[int]:
+        yield 1
+
+    class Timed(FunctionComponent[int]):
+        def __init__(self, name: str, timeout: Any) -> None:
+            self.timeout = timeout
+            super().__init__(gen, name)
+
+    assert 5.0 == Timed("fine", 5.0).timeout
+    with pytest.raises(ConfigError, match=r"component 'bad': timeout=-5"):
+        Timed("bad", -5)

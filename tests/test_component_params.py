@@ -70,3 +70,15 @@ async def test_the_operators_switches_apply_to_a_bound_component(monkeypatch: py
     monkeypatch.setenv("POOL_ENABLED", "false")
     async with SystemInitializer([pool(Settings("db-a"))]) as system:
         assert infraboot.ComponentState.DISABLED == system.state("pool")
+
+
+async def test_a_generator_whose_ctx_has_a_default_is_registered_as_it_is() -> None:
+    """``async def f(ctx=None)`` can be called with ctx alone: it starts (it used to be refused as taking
+    parameters "beside ctx", with an empty list of them)."""
+
+    @infraboot.component("defaulted")
+    async def defaulted(ctx: infraboot.Context | None = None) -> AsyncIterator[str]:
+        yield "up" if ctx is not None else "no ctx"
+
+    async with SystemInitializer([defaulted]) as system:
+        assert "up" == system.get("defaulted")

@@ -906,6 +906,11 @@ async def second(ctx):
     yield "b"
     if sys.argv[1] == "after-a-wait":
         await asyncio.sleep(0)
+    if sys.argv[1] == "in-the-cleanup-of-a-second-yield":
+        try:
+            yield "again"
+        finally:
+            raise KeyboardInterrupt
     raise KeyboardInterrupt
 
 
@@ -924,12 +929,13 @@ except KeyboardInterrupt:
 """
 
 
-@pytest.mark.parametrize("when", ["at-once", "after-a-wait"])
+@pytest.mark.parametrize("when", ["at-once", "after-a-wait", "in-the-cleanup-of-a-second-yield"])
 def test_a_keyboard_interrupt_in_a_teardown_reaches_the_caller_after_the_others_are_torn_down(
     tmp_path: Path, when: str
 ) -> None:
-    """A teardown raising KeyboardInterrupt (in its first step or a later one) is reported as the stop's
-    error, the components it required are still torn down, and the interrupt reaches the caller."""
+    """A teardown raising KeyboardInterrupt (in its first step, a later one, or the cleanup after a second
+    yield) is reported as the stop's error, what it required is still torn down, and the interrupt reaches the
+    caller."""
     script = tmp_path / "interrupted_teardown.py"
     script.write_text(INTERRUPTED_TEARDOWN)
     out = subprocess.run([sys.executable, str(script), when], capture_output=True, text=True, timeout=60, check=False)

@@ -75,8 +75,9 @@ class Attempt:
         ctx = Context(slot.name, resources, self.number, traffic=slot.traffic)
         opener = comp._open
         guarded = getattr(opener, "__func__", None) in GUARDED_OPENS  # ours, not a test kit's stand-in
-        task = self.task = start_task(opener(ctx), None, guarded=guarded)
-        if task.done():  # a setup that never waited (Python 3.12+): no name, no callback, no timer
+        # Named from the start: the setup's first step runs now, and may read its task's name (logging's taskName).
+        task = self.task = start_task(opener(ctx), f"infraboot-attempt-{slot.name}", guarded=guarded)
+        if task.done():  # a setup that never waited (Python 3.12+): no callback, no timer
             if task.cancelled() or task.exception() is not None:
                 self._done(task)
                 return
@@ -84,7 +85,6 @@ class Attempt:
             self.opened = task.result()
             self._on_done(self)
             return
-        task.set_name(f"infraboot-attempt-{slot.name}")
         task.add_done_callback(self._done)
         self._timer = asyncio.get_running_loop().call_later(self.budget, self._time_up)
 

@@ -216,12 +216,13 @@ class Component(Generic[T]):
                 setattr(self, key, value)
         if name is not None:
             self.name = name
-        self._validate_definition(options if self._settings_from_options else None)
+        # A subclass of FunctionComponent may set settings in its own __init__: only the class itself is trusted.
+        self._validate_definition(options if type(self).__dict__.get("_settings_from_options") else None)
 
     # -- definition -------------------------------------------------------------------
 
-    #: Whether an instance's settings are only those given to ``__init__`` (no subclass ``__init__`` sets
-    #: one itself): then they need not be looked for in its ``__dict__``.
+    #: Set in a class's own body when its instances' settings are only those given to ``__init__`` (its
+    #: ``__init__`` sets none itself): they need not be looked for in the instance's ``__dict__``. Not inherited.
     _settings_from_options = False
 
     def _validate_definition(self, given: Collection[str] | None = None) -> None:
@@ -454,16 +455,18 @@ class FunctionComponent(Component[T]):
         async def close(reason: str | None) -> None:
             ctx.stop_reason = reason
             try:
-                await anext(gen)
-            except StopAsyncIteration:
-                return
-            except (KeyboardInterrupt, SystemExit) as exc:
+                try:
+                    await anext(gen)
+                except StopAsyncIteration:
+                    return
+                try:
+                    msg = f"component {self.name!r}: {self._fn.__qualname__} yielded twice"
+                    msg += "; yield the resource exactly once"
+                    raise RuntimeError(msg)
+                finally:
+                    await gen.aclose()
+            except (KeyboardInterrupt, SystemExit) as exc:  # in the teardown, or in the cleanup after a second yield
                 interrupted(exc)
-            try:
-                msg = f"component {self.name!r}: {self._fn.__qualname__} yielded twice; yield the resource exactly once"
-                raise RuntimeError(msg)
-            finally:
-                await gen.aclose()
 
         return resource, close
 

@@ -127,7 +127,7 @@ def _task(work: Awaitable[T], name: str) -> asyncio.Task[T]:
 _EAGER = sys.version_info >= (3, 12)
 
 
-def start_task(coro: Coroutine[Any, Any, T], name: str | None, *, guarded: bool = False) -> asyncio.Task[T]:
+def start_task(coro: Coroutine[Any, Any, T], name: str, *, guarded: bool = False) -> asyncio.Task[T]:
     """A task for *coro* whose first step runs now, on Python 3.12+ (``eager_start``).
 
     Work that finishes without waiting is done when this returns: no ``call_soon``, no
@@ -135,8 +135,7 @@ def start_task(coro: Coroutine[Any, Any, T], name: str | None, *, guarded: bool 
     has none, instrumentation may) keeps it, and the task starts as usual. A
     ``KeyboardInterrupt`` or ``SystemExit`` raised by the work leaves the event loop, as it
     would from a task's step, and the task ends cancelled: *guarded* says the coroutine sees to
-    that itself (with :func:`interrupted`), so it is not wrapped in one more coroutine. A *name* of
-    ``None`` leaves the naming to the caller, once the task is known to run on (``set_name``).
+    that itself (with :func:`interrupted`), so it is not wrapped in one more coroutine.
     """
     loop = asyncio.get_running_loop()
     if not _EAGER or loop.get_task_factory() is not None:

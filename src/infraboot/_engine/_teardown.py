@@ -324,20 +324,18 @@ class _Stop:
         if closer is None:
             self._end()
             return
-        ours = getattr(closer, "__code__", None) in GUARDED_CLOSERS  # a coroutine that sees to interrupts
+        name = f"infraboot-teardown-{slot.name}"
         try:
-            if ours:
-                task = self.closing = start_task(closer(self.reason), None, guarded=True)  # type: ignore[arg-type]
+            if getattr(closer, "__code__", None) in GUARDED_CLOSERS:  # ours: a coroutine that sees to interrupts
+                task = self.closing = start_task(closer(self.reason), name, guarded=True)  # type: ignore[arg-type]
             else:
-                task = self.closing = task_for(closer(self.reason), f"infraboot-teardown-{slot.name}")
+                task = self.closing = task_for(closer(self.reason), name)
         except Exception as exc:  # the closer raised before its coroutine existed
             self._end(describe(exc), comp.classify(exc))
             return
-        if task.done():  # a teardown that never waited (Python 3.12+): no name, no callback, no timer
+        if task.done():  # a teardown that never waited (Python 3.12+): no callback, no timer
             self._closed(task)
             return
-        if ours:
-            task.set_name(f"infraboot-teardown-{slot.name}")
         task.add_done_callback(self._closed)
         self.timer = asyncio.get_running_loop().call_later(budget, self._time_up)
 
