@@ -72,7 +72,7 @@ class Attempt:
         """Begin, with the resources of the component's requirements; the end may come before this returns."""
         slot, comp = self.slot, self.slot.component
         slot.attempt_began(self.number)
-        ctx = Context(slot.name, resources, self.number, traffic=slot.traffic)
+        ctx = Context(slot.name, resources, self.number, source=slot.traffic)
         opener = comp._open
         guarded = getattr(opener, "__func__", None) in GUARDED_OPENS  # ours, not a test kit's stand-in
         # Named from the start: the setup's first step runs now, and may read its task's name (logging's taskName).

@@ -87,19 +87,33 @@ class Context:
     driver hooks report what live traffic sees (passive health, see :class:`~infraboot.Traffic`).
     """
 
-    __slots__ = ("_resources", "attempt", "component", "stop_reason", "traffic")
+    __slots__ = ("_resources", "_source", "_traffic", "attempt", "component", "stop_reason")
 
     def __init__(
-        self, component: str, resources: Mapping[str, Any], attempt: int = 1, *, traffic: Traffic | None = None
+        self,
+        component: str,
+        resources: Mapping[str, Any],
+        attempt: int = 1,
+        *,
+        traffic: Traffic | None = None,
+        source: Callable[[], Traffic] | None = None,
     ) -> None:
         self.component = component
         self.attempt = attempt
         self._resources = resources
-        #: Report connection-class errors (and successes) of live traffic here; a no-op outside a system.
-        self.traffic = traffic if traffic is not None else Traffic()
+        self._traffic = traffic
+        self._source = source  # makes the traffic record when it is first asked for (a system's: one per component)
         #: Set before the teardown runs: ``None`` for an ordinary stop (shutdown, ``stop()``),
         #: else one redacted line saying why the resource is released early (a rollback).
         self.stop_reason: str | None = None
+
+    @property
+    def traffic(self) -> Traffic:
+        """Report connection-class errors (and successes) of live traffic here; a no-op outside a system."""
+        traffic = self._traffic
+        if traffic is None:
+            traffic = self._traffic = Traffic() if self._source is None else self._source()
+        return traffic
 
     def get(self, name: str) -> Any:
         try:

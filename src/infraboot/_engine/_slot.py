@@ -157,7 +157,9 @@ class Slot:
     __slots__ = (
         "_index",
         "_notify",
+        "_on_failing",
         "_overrides",
+        "_traffic",
         "attempts",
         "closer",
         "closing",
@@ -178,7 +180,6 @@ class Slot:
         "state",
         "stop_task",
         "strays",
-        "traffic",
     )
 
     def __init__(
@@ -204,10 +205,8 @@ class Slot:
         #: How many stop() calls are taking it down: while any is, no start may use its resource.
         self.closing = 0
         self.probe = Probe()
-        #: Passive health: the component's driver hooks report what live traffic sees here.
-        self.traffic = Traffic(
-            self.probe, None if on_failing is None else functools.partial(on_failing, self), component.classify
-        )
+        self._on_failing = on_failing
+        self._traffic: Traffic | None = None  # made by traffic(), when a start first asks for it
         #: This component's abandoned work (attempts, probes, teardowns that ignored their cancellation),
         #: while it still runs: recovery waits for it rather than pile up connections.
         self.strays = TaskSet()
@@ -222,6 +221,15 @@ class Slot:
         self.reason: str | None = None
         self.last_failure: str | None = None  # "code: error" of the last failed attempt of a start under way
         self.healable = True  # may the last failure heal by waiting (was it retryable)?
+
+    def traffic(self) -> Traffic:
+        """Passive health: where the component's driver hooks report what live traffic sees (one per slot)."""
+        traffic = self._traffic
+        if traffic is None:
+            on_failing = self._on_failing
+            failing = None if on_failing is None else functools.partial(on_failing, self)
+            traffic = self._traffic = Traffic(self.probe, failing, self.component.classify)
+        return traffic
 
     # -- the start, recovery and stop under way ---------------------------------------------------
 
