@@ -253,7 +253,7 @@ class Component(Generic[T]):
                 return
             fields: Collection[str] = _NAME_ONLY
         else:  # the name always (an instance may leave the class's, which is "" on Component), and what it sets
-            fields = (_CHECKED_FIELDS.intersection(own)) | _NAME_ONLY if checked else _CHECKED_FIELDS
+            fields = _CHECKED_FIELDS.intersection(own) | _NAME_ONLY if checked else _CHECKED_FIELDS
         problems = [] if checked else _hook_problems(cls)
         found, normal = _setting_problems(lambda field: getattr(self, field), fields, self.name)
         problems.extend(found)

@@ -144,9 +144,9 @@ def start_task(coro: Coroutine[Any, Any, T], name: str, *, guarded: bool = False
     return asyncio.Task(work, loop=loop, name=name, eager_start=True)  # type: ignore[call-arg,unused-ignore]
 
 
-def task_for(work: Awaitable[T], name: str, *, guarded: bool = False) -> asyncio.Task[T]:
+def task_for(work: Awaitable[T], name: str) -> asyncio.Task[T]:
     """A task for *work*: :func:`start_task` for a coroutine, else the awaitable's own task (or one around it)."""
-    return start_task(work, name, guarded=guarded) if asyncio.iscoroutine(work) else _task(work, name)
+    return start_task(work, name) if asyncio.iscoroutine(work) else _task(work, name)
 
 
 async def _interruptible(coro: Coroutine[Any, Any, T]) -> T:

@@ -208,13 +208,8 @@ class _Start:
             if first.opened is not None:
                 first.close_late(first.opened)
             return
-        opened = first.opened
-        if opened is not None:
-            slot.ready_now(*opened)
-            if listeners or logger.isEnabledFor(logging.INFO):
-                duration = (slot.ended_at or 0.0) - (slot.started_at or 0.0)
-                event(logging.INFO, "component_ready", slot.name, duration=duration, attempts=slot.attempts)
-            slot.start_ended(self)
+        if first.opened is not None:
+            self.ready(*first.opened)
         elif first.error is not None:
             self.failed(first.error)
         else:
@@ -260,8 +255,9 @@ class _Start:
     def ready(self, resource: Any, closer: Closer) -> None:
         slot = self.slot
         slot.ready_now(resource, closer)
-        duration = (slot.ended_at or 0) - (slot.started_at or 0)
-        event(logging.INFO, "component_ready", slot.name, duration=duration, attempts=slot.attempts)
+        if listeners or logger.isEnabledFor(logging.INFO):  # every start: no call when nobody hears it
+            duration = (slot.ended_at or 0.0) - (slot.started_at or 0.0)
+            event(logging.INFO, "component_ready", slot.name, duration=duration, attempts=slot.attempts)
         self.settle()
 
     def cancelled(self, why: str = "start was cancelled") -> None:
